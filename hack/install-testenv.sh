@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# Installs what the integration tests need, each piece only when it is missing:
+#   - prometheus and promtool from Debian's packages;
+#   - etcd and kube-apiserver, built from the Go module proxy and cached outside the
+#     repository, keyed by version, so a second run costs nothing.
+# Prints nothing but progress; the test harness (internal/testenv) finds the binaries
+# through the same cache directory (see `hack/install-testenv.sh --print-dir`).
+set -euo pipefail
+
+KUBE_VERSION="${KUBE_VERSION:-v1.37.2}"
+ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
+CACHE_ROOT="${WORKERSCALE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/workerscale}"
+BIN_DIR="$CACHE_ROOT/bin"
+
+if [[ "${1:-}" == "--print-dir" ]]; then
+  echo "$BIN_DIR"
+  exit 0
+fi
+
+log() { printf '[install-testenv] %s\n' "$*" >&2; }
+
+install_prometheus() {
+  if command -v prometheus >/dev/null && command -v promtool >/dev/null; then
+    return
+  fi
+  log "installing prometheus and promtool from Debian's packages"
+  local sudo=""
+  [[ "$(id -u)" == "0" ]] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  # The package starts a system service on boot-capable machines; the tests run their own.
+  $sudo systemctl disable --now prometheus >/dev/null 2>&1 || true
+}
+
+# build_in_helper NAME VERSION DIR: builds in a throwaway module kept under the cache, so
+# none of the Kubernetes or etcd dependencies reach the project's own go.mod.
+build_etcd() {
+  local out="$BIN_DIR/etcd-$ETCD_VERSION"
+  [[ -x "$out" ]] && return
+  log "building etcd $ETCD_VERSION (about a minute)"
+  local dir="$CACHE_ROOT/src/etcd-$ETCD_VERSION"
+  mkdir -p "$dir" "$BIN_DIR"
+  cat >"$dir/main.go" <<'GO'
+// Command etcd is etcd's server, built from its module for the test environment.
+package main
+
+import (
+	"os"
+
+	"go.etcd.io/etcd/server/v3/etcdmain"
+)
+
+func main() { etcdmain.Main(os.Args) }
+GO
+  (
+    cd "$dir"
+    [[ -f go.mod ]] || go mod init workerscale.test/etcd >/dev/null 2>&1
+    go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" >/dev/null 2>&1
+    go mod tidy >/dev/null 2>&1
+    CGO_ENABLED=0 go build -trimpath -o "$out.tmp" .
+  )
+  mv "$out.tmp" "$out"
+}
+
+build_kube() {
+  local component="$1"
+  local out="$BIN_DIR/$component-$KUBE_VERSION"
+  [[ -x "$out" ]] && return
+  log "building $component $KUBE_VERSION (about 10 minutes on 2 cores when nothing is cached)"
+  local dir="$CACHE_ROOT/src/kubernetes-$KUBE_VERSION"
+  mkdir -p "$dir" "$BIN_DIR"
+  (
+    cd "$dir"
+    if [[ ! -f go.mod ]]; then
+      local staging="v0.${KUBE_VERSION#v1.}"
+      local gomod
+      gomod=$(go mod download -json "k8s.io/kubernetes@$KUBE_VERSION" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",*$/\1/p')
+      {
+        echo "module workerscale.test/kubernetes"
+        echo
+        echo "go $(sed -n 's/^go \([0-9.]*\)$/\1/p' "$gomod")"
+        echo
+        echo "require k8s.io/kubernetes $KUBE_VERSION"
+        echo
+        echo "replace ("
+        # k8s.io/kubernetes replaces each staging module with a local path; we use the
+        # published module of the matching staging version instead.
+        sed -n 's#^[[:space:]]*\(k8s.io/[a-z0-9-]*\) => ./staging/src/.*$#\t\1 => \1 '"$staging"'#p' "$gomod"
+        echo ")"
+      } >go.mod.tmp
+      mv go.mod.tmp go.mod
+      cat >tools.go <<'GO'
+//go:build tools
+
+// Package tools pins the Kubernetes commands the test environment builds.
+package tools
+
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+)
+GO
+      go mod tidy >/dev/null
+    fi
+    local pkg="k8s.io/component-base/version"
+    local minor="${KUBE_VERSION#v1.}"
+    minor="${minor%%.*}"
+    CGO_ENABLED=0 go build -trimpath \
+      -ldflags "-s -w -X $pkg.gitVersion=$KUBE_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean" \
+      -o "$out.tmp" "k8s.io/kubernetes/cmd/$component"
+  )
+  mv "$out.tmp" "$out"
+}
+
+install_prometheus
+build_etcd
+build_kube kube-apiserver
+log "ready: $(ls "$BIN_DIR" | tr '\n' ' ')"

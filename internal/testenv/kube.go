@@ -1,0 +1,236 @@
+package testenv
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+)
+
+// Cluster is a running kube-apiserver with its own etcd. Nothing else of Kubernetes runs:
+// objects are stored and served, but no controller acts on them.
+type Cluster struct {
+	// Config is an administrator's (system:masters) client configuration.
+	Config *rest.Config
+	// Client is a clientset for Config.
+	Client kubernetes.Interface
+	// Version is the Kubernetes version of the kube-apiserver.
+	Version string
+
+	host string
+	ca   *authority
+	dir  string
+}
+
+// StartCluster starts etcd and kube-apiserver and waits until the API server is ready.
+func StartCluster(t testing.TB) *Cluster {
+	t.Helper()
+	version, err := KubeVersion()
+	if err != nil {
+		t.Fatalf("test environment: %v", err)
+	}
+	apiserverBin := binary(t, filepath.Join(BinDir(), "kube-apiserver-"+version))
+	etcdBin := binary(t, filepath.Join(BinDir(), "etcd-"+EtcdVersion))
+	dir := t.TempDir()
+
+	etcdURL := startEtcd(t, etcdBin, dir)
+
+	ca, err := newAuthority()
+	if err != nil {
+		t.Fatalf("creating the test CA: %v", err)
+	}
+	files := map[string][]byte{"ca.crt": ca.certPEM}
+	servingCert, servingKey, err := ca.issue(pkix.Name{CommonName: "kube-apiserver"}, true)
+	if err != nil {
+		t.Fatalf("issuing the serving certificate: %v", err)
+	}
+	files["serving.crt"], files["serving.key"] = servingCert, servingKey
+	saKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatalf("creating the service-account key: %v", err)
+	}
+	files["sa.key"] = pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(saKey)})
+	for name, data := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			t.Fatalf("writing %s: %v", name, err)
+		}
+	}
+
+	port := FreePort(t)
+	c := &Cluster{Version: version, host: fmt.Sprintf("https://127.0.0.1:%d", port), ca: ca, dir: dir}
+	proc := start(t, "kube-apiserver", apiserverBin,
+		"--etcd-servers="+etcdURL,
+		"--bind-address=127.0.0.1",
+		"--advertise-address=127.0.0.1",
+		fmt.Sprintf("--secure-port=%d", port),
+		"--cert-dir="+filepath.Join(dir, "certs"),
+		"--tls-cert-file="+filepath.Join(dir, "serving.crt"),
+		"--tls-private-key-file="+filepath.Join(dir, "serving.key"),
+		"--client-ca-file="+filepath.Join(dir, "ca.crt"),
+		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+		"--service-account-key-file="+filepath.Join(dir, "sa.key"),
+		"--service-account-signing-key-file="+filepath.Join(dir, "sa.key"),
+		"--service-cluster-ip-range=10.0.0.0/24",
+		"--authorization-mode=RBAC",
+		"--disable-admission-plugins=ServiceAccount",
+		"--allow-privileged=true",
+		"--profiling=false",
+		// The kubernetes Service endpoint cannot be a loopback address; nothing here needs it.
+		"--endpoint-reconciler-type=none",
+	)
+
+	c.Config = c.UserConfig(t, "admin", "system:masters")
+	c.Client = kubernetes.NewForConfigOrDie(c.Config)
+	httpClient, err := rest.HTTPClientFor(c.Config)
+	if err != nil {
+		t.Fatalf("building the API server's HTTP client: %v", err)
+	}
+	proc.waitReady(t, 90*time.Second, httpOK(httpClient, c.host+"/readyz"))
+	// The default namespace is created by a post-start hook shortly after readiness.
+	proc.waitReady(t, 30*time.Second, func(ctx context.Context) error {
+		_, err := c.Client.CoreV1().Namespaces().Get(ctx, "default", metav1.GetOptions{})
+		return err
+	})
+	return c
+}
+
+func startEtcd(t testing.TB, bin, dir string) string {
+	t.Helper()
+	clientURL := fmt.Sprintf("http://127.0.0.1:%d", FreePort(t))
+	peerURL := fmt.Sprintf("http://127.0.0.1:%d", FreePort(t))
+	proc := start(t, "etcd", bin,
+		"--name=default",
+		"--data-dir="+filepath.Join(dir, "etcd"),
+		"--listen-client-urls="+clientURL,
+		"--advertise-client-urls="+clientURL,
+		"--listen-peer-urls="+peerURL,
+		"--initial-advertise-peer-urls="+peerURL,
+		"--initial-cluster=default="+peerURL,
+		"--unsafe-no-fsync",
+		"--log-level=warn",
+	)
+	proc.waitReady(t, 30*time.Second, httpOK(http.DefaultClient, clientURL+"/health"))
+	return clientURL
+}
+
+// UserConfig returns a client configuration that authenticates as user, member of groups,
+// with a client certificate; RBAC decides what it may do.
+func (c *Cluster) UserConfig(t testing.TB, user string, groups ...string) *rest.Config {
+	t.Helper()
+	certPEM, keyPEM, err := c.ca.issue(pkix.Name{CommonName: user, Organization: groups}, false)
+	if err != nil {
+		t.Fatalf("issuing a client certificate for %s: %v", user, err)
+	}
+	return &rest.Config{
+		Host: c.host,
+		TLSClientConfig: rest.TLSClientConfig{
+			CAData:   c.ca.certPEM,
+			CertData: certPEM,
+			KeyData:  keyPEM,
+		},
+		QPS:   200,
+		Burst: 400,
+	}
+}
+
+// Kubeconfig writes a kubeconfig file for cfg and returns its path, for commands that take
+// --kubeconfig.
+func (c *Cluster) Kubeconfig(t testing.TB, cfg *rest.Config) string {
+	t.Helper()
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters["test"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: cfg.CAData}
+	kc.AuthInfos["test"] = &clientcmdapi.AuthInfo{ClientCertificateData: cfg.CertData, ClientKeyData: cfg.KeyData}
+	kc.Contexts["test"] = &clientcmdapi.Context{Cluster: "test", AuthInfo: "test", Namespace: "default"}
+	kc.CurrentContext = "test"
+	path := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := clientcmd.WriteToFile(*kc, path); err != nil {
+		t.Fatalf("writing kubeconfig: %v", err)
+	}
+	return path
+}
+
+// authority is a throwaway certificate authority for one test cluster.
+type authority struct {
+	cert    *x509.Certificate
+	key     *ecdsa.PrivateKey
+	certPEM []byte
+}
+
+func newAuthority() (*authority, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "workerscale-test-ca"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return nil, err
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, err
+	}
+	return &authority{cert: cert, key: key, certPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}, nil
+}
+
+// issue creates a certificate signed by the authority: for a server on 127.0.0.1, or for
+// a client whose user and groups are the subject's common name and organizations.
+func (a *authority) issue(subject pkix.Name, server bool) (certPEM, keyPEM []byte, err error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
+	if err != nil {
+		return nil, nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      subject,
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	if server {
+		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+		tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
+		tmpl.DNSNames = []string{"localhost"}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, a.cert, &key.PublicKey, a.key)
+	if err != nil {
+		return nil, nil, err
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return nil, nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), nil
+}

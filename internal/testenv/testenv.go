@@ -1,0 +1,220 @@
+// Package testenv starts real components for integration tests: a Prometheus server, and
+// etcd with a kube-apiserver, each on free loopback ports with its data in the test's
+// temporary directory, stopped when the test ends.
+//
+// The binaries come from `hack/install-testenv.sh` (Prometheus from Debian's package;
+// etcd and kube-apiserver built from the Go module proxy into a cache outside the
+// repository). `make test` runs that script and sets WORKERSCALE_TESTENV=required, under
+// which a missing binary fails the test; a plain `go test` skips such tests instead.
+package testenv
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// EtcdVersion is the etcd the script builds; keep it equal to ETCD_VERSION in
+// hack/install-testenv.sh (a test checks).
+const EtcdVersion = "v3.6.16"
+
+// RequiredEnv names the environment variable that turns a missing component from a skip
+// into a failure. `make test` sets it.
+const RequiredEnv = "WORKERSCALE_TESTENV"
+
+// BinDir is where the built binaries are cached: $WORKERSCALE_CACHE/bin, by default
+// ~/.cache/workerscale/bin.
+func BinDir() string {
+	root := os.Getenv("WORKERSCALE_CACHE")
+	if root == "" {
+		cache, err := os.UserCacheDir()
+		if err != nil {
+			cache = os.TempDir()
+		}
+		root = filepath.Join(cache, "workerscale")
+	}
+	return filepath.Join(root, "bin")
+}
+
+// KubeVersion is the Kubernetes version matching the client-go this module requires
+// (client-go v0.X.Y goes with Kubernetes v1.X.Y), read from the go.mod above the working
+// directory, which is the package directory under `go test`.
+func KubeVersion() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		data, err := os.ReadFile(filepath.Join(dir, "go.mod"))
+		if err == nil {
+			m := clientGoRequire.FindSubmatch(data)
+			if m == nil {
+				return "", fmt.Errorf("%s does not require k8s.io/client-go v0.X.Y", filepath.Join(dir, "go.mod"))
+			}
+			return "v1." + string(m[1]), nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("no go.mod above the working directory")
+		}
+		dir = parent
+	}
+}
+
+var clientGoRequire = regexp.MustCompile(`(?m)^\s*k8s\.io/client-go v0\.(\S+)`)
+
+// binary finds a component, or ends the test: a failure under `make test`, a skip under
+// a plain `go test`.
+func binary(t testing.TB, path string) string {
+	t.Helper()
+	if filepath.Base(path) == path {
+		if p, err := exec.LookPath(path); err == nil {
+			return p
+		}
+	} else if st, err := os.Stat(path); err == nil && !st.IsDir() {
+		return path
+	}
+	msg := fmt.Sprintf("test environment: %s not found; run hack/install-testenv.sh (make test does)", path)
+	if os.Getenv(RequiredEnv) == "required" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
+	return ""
+}
+
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("finding a free port: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// process is a started component.
+type process struct {
+	name string
+	cmd  *exec.Cmd
+	log  string
+	done chan struct{}
+	err  error
+}
+
+// start runs a component with its output in a log file, killed with the test (and with
+// the test binary, should that die first).
+func start(t testing.TB, name, bin string, args ...string) *process {
+	t.Helper()
+	logPath := filepath.Join(t.TempDir(), name+".log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		t.Fatalf("creating %s log: %v", name, err)
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		logFile.Close()
+		t.Fatalf("starting %s: %v", name, err)
+	}
+	p := &process{name: name, cmd: cmd, log: logPath, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		logFile.Close()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		p.stop()
+		if t.Failed() {
+			t.Logf("last lines of %s's log (%s):\n%s", name, logPath, tail(logPath, 30))
+		}
+	})
+	return p
+}
+
+// stop ends the process: SIGTERM, then SIGKILL after 10 s. Stopping twice is harmless.
+func (p *process) stop() {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+// waitReady polls check until it succeeds, the process exits, or the timeout passes.
+func (p *process) waitReady(t testing.TB, timeout time.Duration, check func(ctx context.Context) error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var last error
+	for time.Now().Before(deadline) {
+		select {
+		case <-p.done:
+			t.Fatalf("%s exited before it was ready (%v); its log:\n%s", p.name, p.err, tail(p.log, 40))
+		default:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		last = check(ctx)
+		cancel()
+		if last == nil {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("%s was not ready after %s: %v; its log:\n%s", p.name, timeout, last, tail(p.log, 40))
+}
+
+// httpOK is a readiness check: GET url answers 200.
+func httpOK(client *http.Client, url string) func(ctx context.Context) error {
+	return func(ctx context.Context) error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return err
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("GET %s: %s", url, resp.Status)
+		}
+		return nil
+	}
+}
+
+func tail(path string, n int) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return err.Error()
+	}
+	defer f.Close()
+	var lines []string
+	s := bufio.NewScanner(f)
+	s.Buffer(make([]byte, 64*1024), 1024*1024)
+	for s.Scan() {
+		lines = append(lines, s.Text())
+		if len(lines) > n {
+			lines = lines[1:]
+		}
+	}
+	return strings.Join(lines, "\n")
+}

@@ -1,0 +1,292 @@
+package rules
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/prometheus/common/config"
+	"github.com/prometheus/common/model"
+	"k8s.io/apimachinery/pkg/api/resource"
+)
+
+// Rules is one rules file: everything the worker fleets of a cluster need. After Load it
+// is complete: every default is filled in, so readers never check for a missing field.
+type Rules struct {
+	Prometheus  Prometheus           `yaml:"prometheus"`
+	Interval    *Duration            `yaml:"interval"`
+	Classes     []Class              `yaml:"classes"`
+	Thresholds  map[string]Threshold `yaml:"thresholds"`
+	Queries     Queries              `yaml:"queries"`
+	RateBudgets []RateBudget         `yaml:"rateBudgets"`
+	Workloads   []Workload           `yaml:"workloads"`
+
+	// File is the path the rules were loaded from.
+	File string `yaml:"-"`
+}
+
+// Prometheus says where and how to query Prometheus. Every key of prometheus/common's
+// HTTP client settings (authorization, basic_auth, tls_config, proxy_url, ...) is accepted
+// beside url and timeout, so existing Prometheus client settings carry over.
+type Prometheus struct {
+	URL     string    `yaml:"url"`
+	Timeout *Duration `yaml:"timeout"`
+	// Staleness is the age past which a sample counts as stale rather than current.
+	Staleness *Duration `yaml:"staleness"`
+
+	HTTP config.HTTPClientConfig `yaml:",inline"`
+}
+
+// Class is an instance class: the container resources a worker gets and the concurrency
+// it runs with. Classes are listed from smallest to largest; a vertical step moves to the
+// neighbouring class.
+type Class struct {
+	Name   string    `yaml:"name"`
+	CPU    *Quantity `yaml:"cpu"`
+	Memory *Quantity `yaml:"memory"`
+	// Limits are the container limits; when left out the limits equal the requests.
+	Limits *ResourceLimits `yaml:"limits"`
+	// Concurrency is WORKER_CONCURRENCY. When left out it is derived from CPU and memory
+	// with the seed's formula (see Formula).
+	Concurrency *int `yaml:"concurrency"`
+	// TenantConcurrency is DEFAULT_TENANT_CONCURRENCY, derived like Concurrency.
+	TenantConcurrency *int `yaml:"tenantConcurrency"`
+	// MaxReplicas is the seed's "Max Workers" for the class; 0 means no class limit.
+	MaxReplicas int32   `yaml:"maxReplicas"`
+	CostPerHour float64 `yaml:"costPerHour"`
+	// NodeSelector is set on the pod template when a workload moves to this class.
+	NodeSelector map[string]string `yaml:"nodeSelector"`
+
+	// ConcurrencySource says where Concurrency came from: SourceRules when the file
+	// states it (the seed's table), SourceFormula when it was derived.
+	ConcurrencySource string `yaml:"-"`
+}
+
+// Where a class's concurrency came from.
+const (
+	SourceRules   = "rules"
+	SourceFormula = "formula"
+)
+
+// ResourceLimits are container limits.
+type ResourceLimits struct {
+	CPU    *Quantity `yaml:"cpu"`
+	Memory *Quantity `yaml:"memory"`
+}
+
+// Direction says which way a metric gets worse.
+type Direction string
+
+// The two directions.
+const (
+	HigherIsWorse Direction = "higherIsWorse"
+	LowerIsWorse  Direction = "lowerIsWorse"
+)
+
+// Threshold grades one metric. With HigherIsWorse a value grades warning at or above
+// Warning and critical above Critical; LowerIsWorse mirrors that (warning at or below
+// Warning, critical below Critical). Target is the level the engine steers towards.
+type Threshold struct {
+	Target    *float64  `yaml:"target"`
+	Warning   *float64  `yaml:"warning"`
+	Critical  *float64  `yaml:"critical"`
+	Direction Direction `yaml:"direction"`
+	// For is how long a level must hold before an alert fires.
+	For *Duration `yaml:"for"`
+}
+
+// Queries says how each metric is read from Prometheus: a preset, and templates that
+// replace or add to the preset's.
+type Queries struct {
+	Preset string `yaml:"preset"`
+	// RateWindow is the range of rate() in the presets' queries ({{.RateWindow}}).
+	RateWindow *Duration `yaml:"rateWindow"`
+	// Templates map a metric name to a batchable query.
+	Templates map[string]Query `yaml:"templates"`
+}
+
+// Query is a PromQL template that returns one series per workload for all workloads at
+// once. Its result is matched to workloads by Match: `queue` matches the label `queue`
+// against the workload's queues; `target` matches the labels `namespace` and `workload`
+// against the workload's target.
+type Query struct {
+	Query string `yaml:"query"`
+	Match string `yaml:"match"`
+}
+
+// The ways a query's series are matched to workloads.
+const (
+	MatchQueue  = "queue"
+	MatchTarget = "target"
+)
+
+// RateBudget is a pool of upstream API keys shared by the workloads that name it.
+type RateBudget struct {
+	Name string `yaml:"name"`
+	Keys int    `yaml:"keys"`
+	// OfficialRPS is the upstream's documented limit per key.
+	OfficialRPS float64 `yaml:"officialRequestsPerSecond"`
+	// SafeRPS is what one key can be driven at in practice (the seed's 70 of 100).
+	SafeRPS float64 `yaml:"safeRequestsPerSecond"`
+	// SafetyFactor is the share of the safe capacity workers may plan to use.
+	SafetyFactor *float64 `yaml:"safetyFactor"`
+}
+
+// Workload is one fleet of queue workers.
+type Workload struct {
+	Name   string `yaml:"name"`
+	Target Target `yaml:"target"`
+	// Queues are the values of the queue label that belong to this workload.
+	Queues []string `yaml:"queues"`
+	// Classes are the classes this workload may use, smallest first; empty means all.
+	Classes     []string `yaml:"classes"`
+	MinReplicas *int32   `yaml:"minReplicas"`
+	MaxReplicas int32    `yaml:"maxReplicas"`
+	// FallbackReplicas is a floor that applies while metrics are missing.
+	FallbackReplicas *int32      `yaml:"fallbackReplicas"`
+	Concurrency      Concurrency `yaml:"concurrency"`
+	Env              EnvNames    `yaml:"env"`
+	RateBudget       string      `yaml:"rateBudget"`
+	RequestsPerJob   *float64    `yaml:"requestsPerJob"`
+	Horizontal       Horizontal  `yaml:"horizontal"`
+	Vertical         Vertical    `yaml:"vertical"`
+	Behavior         Behavior    `yaml:"behavior"`
+	// Thresholds override the file's thresholds for this workload, key by key.
+	Thresholds map[string]Threshold `yaml:"thresholds"`
+	// Queries override the file's query templates for this workload, metric by metric.
+	Queries map[string]Query `yaml:"queries"`
+	DryRun  bool             `yaml:"dryRun"`
+}
+
+// Target is the Kubernetes object a workload scales.
+type Target struct {
+	Kind      string `yaml:"kind"`
+	Namespace string `yaml:"namespace"`
+	Name      string `yaml:"name"`
+	// Container is the container whose resources and env vars are managed; empty means
+	// the pod's first container.
+	Container string `yaml:"container"`
+}
+
+// Concurrency overrides the class's concurrency for one workload and bounds what the
+// engine may set (for example when a rate budget or 429s call for less).
+type Concurrency struct {
+	Global *int `yaml:"global"`
+	Tenant *int `yaml:"tenant"`
+	Min    *int `yaml:"min"`
+	Max    *int `yaml:"max"`
+}
+
+// EnvNames are the env vars that carry concurrency. An empty name means the workload has
+// no such variable and it is never written.
+type EnvNames struct {
+	Concurrency       *string `yaml:"concurrency"`
+	TenantConcurrency *string `yaml:"tenantConcurrency"`
+}
+
+// Horizontal are the parameters of the replica count.
+type Horizontal struct {
+	// Utilization is the share of concurrency slots a worker is planned to fill (0.8).
+	Utilization *float64 `yaml:"utilization"`
+	// Buffer is extra capacity on top of the requirement (0.2 is 20 %).
+	Buffer *float64 `yaml:"buffer"`
+	// Tolerance is the band around the current count within which nothing changes.
+	Tolerance *float64 `yaml:"tolerance"`
+	// JobDuration is the mean job duration used by the throughput floor when no
+	// metric gives it.
+	JobDuration *Duration `yaml:"jobDuration"`
+}
+
+// Vertical are the parameters of class changes.
+type Vertical struct {
+	Enabled *bool `yaml:"enabled"`
+	// SustainFor is how long pressure must last (the seed's "consistently") before a step.
+	SustainFor *Duration `yaml:"sustainFor"`
+	// ScaleDownCPUBelow is the CPU utilization under which a smaller class is considered.
+	ScaleDownCPUBelow *float64 `yaml:"scaleDownCPUBelow"`
+	// MinSavings is the share of cost a cheaper class must save before a change is worth
+	// its rollout.
+	MinSavings *float64 `yaml:"minSavings"`
+}
+
+// Behavior mirrors the HPA's spec.behavior: stabilization windows and rate policies.
+type Behavior struct {
+	ScaleUp   ScalingRules `yaml:"scaleUp"`
+	ScaleDown ScalingRules `yaml:"scaleDown"`
+}
+
+// ScalingRules are one direction's rules, with the HPA's semantics.
+type ScalingRules struct {
+	StabilizationWindow *Duration       `yaml:"stabilizationWindow"`
+	SelectPolicy        string          `yaml:"selectPolicy"`
+	Policies            []ScalingPolicy `yaml:"policies"`
+}
+
+// The HPA's select policies.
+const (
+	SelectMax      = "Max"
+	SelectMin      = "Min"
+	SelectDisabled = "Disabled"
+)
+
+// ScalingPolicy allows at most Value pods (Type Pods) or Value percent of the current
+// count (Type Percent) to be added or removed within Period.
+type ScalingPolicy struct {
+	Type   string    `yaml:"type"`
+	Value  int32     `yaml:"value"`
+	Period *Duration `yaml:"period"`
+}
+
+// The HPA's policy types.
+const (
+	PolicyPods    = "Pods"
+	PolicyPercent = "Percent"
+)
+
+// Duration is a time.Duration written in Go's form (`15s`, `1.5h`) or Prometheus's
+// (`5m`, `1h30m`, `1d`).
+type Duration time.Duration
+
+func (d *Duration) decodeScalar(s string) error {
+	if v, err := model.ParseDuration(s); err == nil {
+		*d = Duration(v)
+		return nil
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("%q is not a duration (use a form like 15s, 5m or 1h30m)", s)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// D returns the duration as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// String writes the duration in Prometheus's form where it fits.
+func (d Duration) String() string {
+	if time.Duration(d)%time.Millisecond == 0 && d >= 0 {
+		return model.Duration(d).String()
+	}
+	return time.Duration(d).String()
+}
+
+// MarshalYAML writes the duration as a string.
+func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }
+
+// Quantity is a Kubernetes resource quantity (`500m`, `2`, `4Gi`).
+type Quantity struct{ resource.Quantity }
+
+func (q *Quantity) decodeScalar(s string) error {
+	v, err := resource.ParseQuantity(s)
+	if err != nil {
+		return fmt.Errorf("%q is not a quantity (use a form like 500m, 2 or 4Gi)", s)
+	}
+	q.Quantity = v
+	return nil
+}
+
+// MarshalYAML writes the quantity in its canonical form.
+func (q Quantity) MarshalYAML() (any, error) { return q.String(), nil }
+
+// Float returns the quantity as a float64 (cores for CPU, bytes for memory).
+func (q Quantity) Float() float64 { return q.AsApproximateFloat64() }

@@ -1,0 +1,526 @@
+package rules
+
+import (
+	"fmt"
+	"net/url"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/util/validation"
+)
+
+// validator collects every problem of complete (defaulted) rules, each placed at the
+// position of its field, or of the nearest enclosing field the file wrote.
+type validator struct {
+	file string
+	pos  map[string]Pos
+	// failed are the paths whose values could not be decoded. Problems in the same
+	// object may follow from them, so they are held back until the value is fixed.
+	failed map[string]bool
+	errs   ErrorList
+}
+
+func (v *validator) heldBack(path string) bool {
+	for f := range v.failed {
+		if path == f {
+			return true
+		}
+		if i := strings.LastIndexAny(f, ".["); i > 0 {
+			parent := f[:i]
+			if path == parent || strings.HasPrefix(path, parent+".") || strings.HasPrefix(path, parent+"[") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (v *validator) errorf(path, format string, args ...any) {
+	if v.heldBack(path) {
+		return
+	}
+	v.errs = append(v.errs, &Error{File: v.file, Pos: v.position(path), Path: path, Msg: fmt.Sprintf(format, args...)})
+}
+
+// position finds the nearest written field: `a.b[2].c`, then `a.b[2]`, then `a.b`, ...
+func (v *validator) position(path string) Pos {
+	for p := path; p != ""; {
+		if pos, ok := v.pos[p]; ok {
+			return pos
+		}
+		i := strings.LastIndexAny(p, ".[")
+		if i < 0 {
+			break
+		}
+		p = p[:i]
+	}
+	return Pos{}
+}
+
+var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+func (v *validator) validate(r *Rules) {
+	v.prometheus(r)
+	if r.Interval.D() < time.Second {
+		v.errorf("interval", "must be at least 1s, got %s", r.Interval)
+	}
+	classes := v.classes(r.Classes)
+	v.thresholds("thresholds", r.Thresholds)
+	v.queries(r)
+	budgets := v.rateBudgets(r.RateBudgets)
+	v.workloads(r, classes, budgets)
+}
+
+func (v *validator) prometheus(r *Rules) {
+	p := r.Prometheus
+	switch u, err := url.Parse(p.URL); {
+	case p.URL == "":
+		v.errorf("prometheus.url", "is required")
+	case err != nil:
+		v.errorf("prometheus.url", "is not a URL: %v", err)
+	case u.Scheme != "http" && u.Scheme != "https":
+		v.errorf("prometheus.url", "must start with http:// or https://, got %q", p.URL)
+	case u.Host == "":
+		v.errorf("prometheus.url", "has no host: %q", p.URL)
+	}
+	if p.Timeout.D() <= 0 {
+		v.errorf("prometheus.timeout", "must be positive, got %s", p.Timeout)
+	}
+	if p.Staleness.D() <= 0 {
+		v.errorf("prometheus.staleness", "must be positive, got %s", p.Staleness)
+	}
+	if err := p.HTTP.Validate(); err != nil {
+		v.errorf("prometheus", "%v", err)
+	}
+}
+
+func (v *validator) classes(cs []Class) map[string]int {
+	index := map[string]int{}
+	if len(cs) == 0 {
+		v.errorf("classes", "at least one class is required")
+	}
+	for i, c := range cs {
+		path := fmt.Sprintf("classes[%d]", i)
+		v.name(path+".name", c.Name)
+		if prev, dup := index[c.Name]; dup && c.Name != "" {
+			v.errorf(path+".name", "class %q is already defined at classes[%d]", c.Name, prev)
+		} else {
+			index[c.Name] = i
+		}
+		if c.CPU == nil {
+			v.errorf(path+".cpu", "is required")
+		} else if c.CPU.Sign() <= 0 {
+			v.errorf(path+".cpu", "must be positive, got %s", c.CPU)
+		}
+		if c.Memory == nil {
+			v.errorf(path+".memory", "is required")
+		} else if c.Memory.Sign() <= 0 {
+			v.errorf(path+".memory", "must be positive, got %s", c.Memory)
+		}
+		if c.Concurrency != nil && *c.Concurrency < 1 {
+			v.errorf(path+".concurrency", "must be at least 1, got %d (with this class's cpu and memory the formula gives less than one job; set concurrency)", *c.Concurrency)
+		}
+		if c.TenantConcurrency != nil && *c.TenantConcurrency < 1 {
+			v.errorf(path+".tenantConcurrency", "must be at least 1, got %d", *c.TenantConcurrency)
+		}
+		if c.Concurrency != nil && c.TenantConcurrency != nil && *c.TenantConcurrency > *c.Concurrency {
+			v.errorf(path+".tenantConcurrency", "must not exceed the class's concurrency %d, got %d", *c.Concurrency, *c.TenantConcurrency)
+		}
+		if c.MaxReplicas < 0 {
+			v.errorf(path+".maxReplicas", "must not be negative, got %d", c.MaxReplicas)
+		}
+		if c.CostPerHour < 0 {
+			v.errorf(path+".costPerHour", "must not be negative, got %g", c.CostPerHour)
+		}
+		if c.Limits != nil && c.CPU != nil && c.Limits.CPU != nil && c.Limits.CPU.Cmp(c.CPU.Quantity) < 0 {
+			v.errorf(path+".limits.cpu", "must not be below the request %s, got %s", c.CPU, c.Limits.CPU)
+		}
+		if c.Limits != nil && c.Memory != nil && c.Limits.Memory != nil && c.Limits.Memory.Cmp(c.Memory.Quantity) < 0 {
+			v.errorf(path+".limits.memory", "must not be below the request %s, got %s", c.Memory, c.Limits.Memory)
+		}
+		for k, val := range c.NodeSelector {
+			for _, msg := range validation.IsQualifiedName(k) {
+				v.errorf(path+".nodeSelector."+k, "is not a valid label key: %s", msg)
+			}
+			for _, msg := range validation.IsValidLabelValue(val) {
+				v.errorf(path+".nodeSelector."+k, "is not a valid label value: %s", msg)
+			}
+		}
+		if i > 0 {
+			p := cs[i-1]
+			if c.CPU != nil && p.CPU != nil && c.Memory != nil && p.Memory != nil &&
+				(c.CPU.Cmp(p.CPU.Quantity) < 0 || c.Memory.Cmp(p.Memory.Quantity) < 0) {
+				v.errorf(path, "classes are listed from smallest to largest, but %q (%s CPU, %s) is smaller than %q before it (%s CPU, %s)",
+					c.Name, c.CPU, c.Memory, p.Name, p.CPU, p.Memory)
+			}
+		}
+	}
+	return index
+}
+
+func (v *validator) name(path, name string) {
+	if name == "" {
+		v.errorf(path, "is required")
+		return
+	}
+	if msgs := validation.IsDNS1123Label(name); len(msgs) > 0 {
+		v.errorf(path, "%q is not a valid name: %s", name, strings.Join(msgs, "; "))
+	}
+}
+
+func (v *validator) thresholds(path string, ts map[string]Threshold) {
+	for _, name := range sortedKeys(ts) {
+		t := ts[name]
+		p := path + "." + name
+		if t.Direction != HigherIsWorse && t.Direction != LowerIsWorse {
+			v.errorf(p+".direction", "must be %s or %s, got %q", HigherIsWorse, LowerIsWorse, t.Direction)
+			continue
+		}
+		if t.Warning == nil || t.Critical == nil {
+			for _, f := range []struct {
+				name string
+				val  *float64
+			}{{"warning", t.Warning}, {"critical", t.Critical}} {
+				if f.val == nil {
+					v.errorf(p+"."+f.name, "is required for the metric %q, which has no default", name)
+				}
+			}
+			continue
+		}
+		tg, w, c := *t.Target, *t.Warning, *t.Critical
+		if t.Direction == HigherIsWorse && !(tg <= w && w <= c) {
+			v.errorf(p, "levels are out of order: a higher %s is worse, so target (%g) <= warning (%g) <= critical (%g) must hold", name, tg, w, c)
+		}
+		if t.Direction == LowerIsWorse && !(tg >= w && w >= c) {
+			v.errorf(p, "levels are out of order: a lower %s is worse, so target (%g) >= warning (%g) >= critical (%g) must hold", name, tg, w, c)
+		}
+		if t.For.D() < 0 {
+			v.errorf(p+".for", "must not be negative, got %s", t.For)
+		}
+	}
+}
+
+// derived are metrics that need no query: the engine computes them from others.
+func derived(metric string, queries map[string]Query) bool {
+	switch metric {
+	case Saturation:
+		_, ok := queries[ActiveJobs]
+		return ok
+	case WaitSeconds:
+		_, depth := queries[QueueDepth]
+		_, tput := queries[Throughput]
+		return depth && tput
+	}
+	return false
+}
+
+func (v *validator) queries(r *Rules) {
+	if r.Queries.Preset != "" && !slices.Contains(PresetNames(), r.Queries.Preset) {
+		v.errorf("queries.preset", "unknown preset %q; the presets are %s", r.Queries.Preset, strings.Join(PresetNames(), ", "))
+	}
+	if r.Queries.RateWindow.D() <= 0 {
+		v.errorf("queries.rateWindow", "must be positive, got %s", r.Queries.RateWindow)
+	}
+	v.templates("queries.templates", r.Queries.Templates, r.TemplateData())
+}
+
+func (v *validator) templates(path string, qs map[string]Query, data TemplateData) {
+	for _, name := range sortedKeys(qs) {
+		q := qs[name]
+		p := path + "." + name
+		if q.Match != MatchQueue && q.Match != MatchTarget {
+			v.errorf(p+".match", "must be %s or %s, got %q", MatchQueue, MatchTarget, q.Match)
+		}
+		if strings.TrimSpace(q.Query) == "" {
+			v.errorf(p+".query", "is required")
+			continue
+		}
+		if _, err := q.Render(data); err != nil {
+			v.errorf(p+".query", "is not a valid template: %v", err)
+		}
+	}
+}
+
+func (v *validator) rateBudgets(bs []RateBudget) map[string]int {
+	index := map[string]int{}
+	for i, b := range bs {
+		path := fmt.Sprintf("rateBudgets[%d]", i)
+		v.name(path+".name", b.Name)
+		if prev, dup := index[b.Name]; dup && b.Name != "" {
+			v.errorf(path+".name", "rate budget %q is already defined at rateBudgets[%d]", b.Name, prev)
+		} else {
+			index[b.Name] = i
+		}
+		if b.Keys < 1 {
+			v.errorf(path+".keys", "must be at least 1, got %d", b.Keys)
+		}
+		if b.SafeRPS <= 0 {
+			v.errorf(path+".safeRequestsPerSecond", "must be positive, got %g", b.SafeRPS)
+		}
+		if b.OfficialRPS < 0 {
+			v.errorf(path+".officialRequestsPerSecond", "must not be negative, got %g", b.OfficialRPS)
+		} else if b.OfficialRPS > 0 && b.SafeRPS > b.OfficialRPS {
+			v.errorf(path+".safeRequestsPerSecond", "must not exceed officialRequestsPerSecond (%g), got %g", b.OfficialRPS, b.SafeRPS)
+		}
+		if f := *b.SafetyFactor; f <= 0 || f > 1 {
+			v.errorf(path+".safetyFactor", "must be in (0, 1], got %g", f)
+		}
+	}
+	return index
+}
+
+func (v *validator) workloads(r *Rules, classes, budgets map[string]int) {
+	if len(r.Workloads) == 0 {
+		v.errorf("workloads", "at least one workload is required")
+	}
+	names := map[string]int{}
+	queues := map[string]string{}
+	targets := map[string]string{}
+	data := r.TemplateData()
+	for i := range r.Workloads {
+		w := &r.Workloads[i]
+		path := fmt.Sprintf("workloads[%d]", i)
+		v.name(path+".name", w.Name)
+		if prev, dup := names[w.Name]; dup && w.Name != "" {
+			v.errorf(path+".name", "workload %q is already defined at workloads[%d]", w.Name, prev)
+		} else {
+			names[w.Name] = i
+		}
+		v.target(path+".target", w, targets)
+		for j, q := range w.Queues {
+			qp := fmt.Sprintf("%s.queues[%d]", path, j)
+			if q == "" {
+				v.errorf(qp, "must not be empty")
+			} else if owner, taken := queues[q]; taken && owner != w.Name {
+				v.errorf(qp, "queue %q already belongs to workload %q; a queue's metrics can steer only one workload", q, owner)
+			} else {
+				queues[q] = w.Name
+			}
+		}
+		v.allowedClasses(path, w, r.Classes, classes)
+		v.replicas(path, w, r.Classes, classes)
+		v.concurrency(path+".concurrency", w.Concurrency)
+		for _, e := range []struct {
+			field string
+			val   string
+		}{{"concurrency", *w.Env.Concurrency}, {"tenantConcurrency", *w.Env.TenantConcurrency}} {
+			if e.val != "" && !envName.MatchString(e.val) {
+				v.errorf(path+".env."+e.field, "%q is not a valid environment variable name", e.val)
+			}
+		}
+		if w.Env.Concurrency != nil && w.Env.TenantConcurrency != nil && *w.Env.Concurrency != "" && *w.Env.Concurrency == *w.Env.TenantConcurrency {
+			v.errorf(path+".env.tenantConcurrency", "must differ from env.concurrency (%q)", *w.Env.Concurrency)
+		}
+		if w.RateBudget != "" {
+			if _, ok := budgets[w.RateBudget]; !ok {
+				v.errorf(path+".rateBudget", "unknown rate budget %q%s", w.RateBudget, known(budgets))
+			}
+			if w.RequestsPerJob == nil {
+				v.errorf(path+".requestsPerJob", "is required with rateBudget: how many upstream requests does one job make?")
+			}
+		}
+		if w.RequestsPerJob != nil && *w.RequestsPerJob <= 0 {
+			v.errorf(path+".requestsPerJob", "must be positive, got %g", *w.RequestsPerJob)
+		}
+		v.horizontal(path+".horizontal", w.Horizontal)
+		v.vertical(path+".vertical", w.Vertical)
+		v.scalingRules(path+".behavior.scaleUp", w.Behavior.ScaleUp)
+		v.scalingRules(path+".behavior.scaleDown", w.Behavior.ScaleDown)
+		v.thresholds(path+".thresholds", onlyKeys(w.Thresholds, w.Thresholds, r.Thresholds))
+		v.templates(path+".queries", onlyKeys(w.Queries, w.Queries, r.Queries.Templates), data)
+		for _, m := range sortedKeys(w.Thresholds) {
+			if _, ok := w.Queries[m]; !ok && !derived(m, w.Queries) && !slices.Contains(GradedMetrics(), m) {
+				v.errorf(path+".thresholds."+m, "metric %q has no query: add one under queries.templates", m)
+			}
+		}
+	}
+	// Metrics a file adds at the top level need a query too.
+	for _, m := range sortedKeys(r.Thresholds) {
+		if _, ok := r.Queries.Templates[m]; !ok && !slices.Contains(GradedMetrics(), m) && !derived(m, r.Queries.Templates) {
+			v.errorf("thresholds."+m, "metric %q has no query: add one under queries.templates", m)
+		}
+	}
+}
+
+// onlyKeys returns the entries of merged whose keys the workload wrote itself or that the
+// top level does not have: those are validated at the workload's path, the others were
+// validated at the top level already.
+func onlyKeys[T any](merged, own, top map[string]T) map[string]T {
+	out := map[string]T{}
+	for k, val := range merged {
+		_, mine := own[k]
+		_, shared := top[k]
+		if mine || !shared {
+			out[k] = val
+		}
+	}
+	return out
+}
+
+func (v *validator) target(path string, w *Workload, seen map[string]string) {
+	t := w.Target
+	if t.Kind != "Deployment" && t.Kind != "StatefulSet" {
+		v.errorf(path+".kind", "must be Deployment or StatefulSet, got %q", t.Kind)
+	}
+	if msgs := validation.IsDNS1123Label(t.Namespace); len(msgs) > 0 {
+		v.errorf(path+".namespace", "%q is not a valid namespace: %s", t.Namespace, strings.Join(msgs, "; "))
+	}
+	if msgs := validation.IsDNS1123Subdomain(t.Name); len(msgs) > 0 {
+		v.errorf(path+".name", "%q is not a valid object name: %s", t.Name, strings.Join(msgs, "; "))
+	}
+	if t.Container != "" {
+		if msgs := validation.IsDNS1123Label(t.Container); len(msgs) > 0 {
+			v.errorf(path+".container", "%q is not a valid container name: %s", t.Container, strings.Join(msgs, "; "))
+		}
+	}
+	key := t.Kind + "/" + t.Namespace + "/" + t.Name
+	if owner, dup := seen[key]; dup {
+		v.errorf(path, "%s %s/%s is already scaled by workload %q", t.Kind, t.Namespace, t.Name, owner)
+	} else {
+		seen[key] = w.Name
+	}
+}
+
+func (v *validator) allowedClasses(path string, w *Workload, cs []Class, index map[string]int) {
+	last := -1
+	for j, c := range w.Classes {
+		i, ok := index[c]
+		if !ok {
+			v.errorf(fmt.Sprintf("%s.classes[%d]", path, j), "unknown class %q%s", c, known(index))
+			continue
+		}
+		if i <= last {
+			v.errorf(fmt.Sprintf("%s.classes[%d]", path, j), "class %q is listed after %q; list classes once each, smallest first", c, cs[last].Name)
+		}
+		last = max(last, i)
+	}
+}
+
+func (v *validator) replicas(path string, w *Workload, cs []Class, index map[string]int) {
+	lo := *w.MinReplicas
+	if lo < 0 {
+		v.errorf(path+".minReplicas", "must not be negative, got %d", lo)
+	}
+	if w.MaxReplicas < 1 {
+		v.errorf(path+".maxReplicas", "is required and must be at least 1, got %d", w.MaxReplicas)
+	} else if lo > w.MaxReplicas {
+		v.errorf(path+".minReplicas", "must not exceed maxReplicas (%d), got %d", w.MaxReplicas, lo)
+	}
+	if f := w.FallbackReplicas; f != nil && (*f < lo || *f > w.MaxReplicas) {
+		v.errorf(path+".fallbackReplicas", "must be within minReplicas (%d) and maxReplicas (%d), got %d", lo, w.MaxReplicas, *f)
+	}
+	// Every allowed class must be able to run the minimum.
+	for _, name := range w.Classes {
+		if i, ok := index[name]; ok && cs[i].MaxReplicas > 0 && cs[i].MaxReplicas < lo {
+			v.errorf(path+".minReplicas", "%d is above the maxReplicas (%d) of class %q, which the workload may use", lo, cs[i].MaxReplicas, name)
+		}
+	}
+}
+
+func (v *validator) concurrency(path string, c Concurrency) {
+	for _, f := range []struct {
+		name string
+		val  *int
+	}{{"global", c.Global}, {"tenant", c.Tenant}, {"min", c.Min}, {"max", c.Max}} {
+		if f.val != nil && *f.val < 1 {
+			v.errorf(path+"."+f.name, "must be at least 1, got %d", *f.val)
+		}
+	}
+	if c.Min != nil && c.Max != nil && *c.Min > *c.Max {
+		v.errorf(path+".min", "must not exceed max (%d), got %d", *c.Max, *c.Min)
+	}
+	if c.Global != nil && c.Max != nil && *c.Global > *c.Max {
+		v.errorf(path+".global", "must not exceed max (%d), got %d", *c.Max, *c.Global)
+	}
+	if c.Global != nil && c.Min != nil && *c.Global < *c.Min {
+		v.errorf(path+".global", "must not be below min (%d), got %d", *c.Min, *c.Global)
+	}
+	if c.Global != nil && c.Tenant != nil && *c.Tenant > *c.Global {
+		v.errorf(path+".tenant", "must not exceed global (%d), got %d", *c.Global, *c.Tenant)
+	}
+}
+
+func (v *validator) horizontal(path string, h Horizontal) {
+	if u := *h.Utilization; u <= 0 || u > 1 {
+		v.errorf(path+".utilization", "must be in (0, 1], got %g", u)
+	}
+	if b := *h.Buffer; b < 0 || b > 10 {
+		v.errorf(path+".buffer", "must be in [0, 10], got %g", b)
+	}
+	if t := *h.Tolerance; t < 0 || t >= 1 {
+		v.errorf(path+".tolerance", "must be in [0, 1), got %g", t)
+	}
+	if h.JobDuration != nil && h.JobDuration.D() <= 0 {
+		v.errorf(path+".jobDuration", "must be positive, got %s", h.JobDuration)
+	}
+}
+
+func (v *validator) vertical(path string, vt Vertical) {
+	if vt.SustainFor.D() < 0 {
+		v.errorf(path+".sustainFor", "must not be negative, got %s", vt.SustainFor)
+	}
+	if c := *vt.ScaleDownCPUBelow; c < 0 || c > 1 {
+		v.errorf(path+".scaleDownCPUBelow", "must be in [0, 1], got %g", c)
+	}
+	if s := *vt.MinSavings; s < 0 || s >= 1 {
+		v.errorf(path+".minSavings", "must be in [0, 1), got %g", s)
+	}
+}
+
+// The HPA's bounds for behaviour.
+const (
+	maxStabilizationWindow = time.Hour
+	maxPolicyPeriod        = 30 * time.Minute
+)
+
+func (v *validator) scalingRules(path string, s ScalingRules) {
+	if w := s.StabilizationWindow.D(); w < 0 || w > maxStabilizationWindow {
+		v.errorf(path+".stabilizationWindow", "must be between 0s and 1h, got %s", s.StabilizationWindow)
+	}
+	switch s.SelectPolicy {
+	case SelectMax, SelectMin, SelectDisabled:
+	default:
+		v.errorf(path+".selectPolicy", "must be Max, Min or Disabled, got %q", s.SelectPolicy)
+	}
+	if len(s.Policies) == 0 && s.SelectPolicy != SelectDisabled {
+		v.errorf(path+".policies", "at least one policy is required unless selectPolicy is Disabled")
+	}
+	for i, p := range s.Policies {
+		pp := fmt.Sprintf("%s.policies[%d]", path, i)
+		if p.Type != PolicyPods && p.Type != PolicyPercent {
+			v.errorf(pp+".type", "must be Pods or Percent, got %q", p.Type)
+		}
+		if p.Value < 1 {
+			v.errorf(pp+".value", "must be at least 1, got %d", p.Value)
+		}
+		if p.Period == nil {
+			v.errorf(pp+".period", "is required")
+		} else if d := p.Period.D(); d <= 0 || d > maxPolicyPeriod {
+			v.errorf(pp+".period", "must be between 1s and 30m, got %s", p.Period)
+		}
+	}
+}
+
+func known(index map[string]int) string {
+	if len(index) == 0 {
+		return " (none is defined)"
+	}
+	names := make([]string, 0, len(index))
+	for n := range index {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return " (known: " + strings.Join(names, ", ") + ")"
+}
+
+func sortedKeys[T any](m map[string]T) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

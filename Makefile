@@ -6,7 +6,7 @@ GO ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 BIN := bin/workerscale
 EXAMPLES := rules/examples/luneo-render.yaml rules/examples/blizzard-workers.yaml
-STATICCHECK_VERSION ?= 2025.1.1
+STATICCHECK_VERSION ?= v0.8.2
 
 .PHONY: all build test testenv demo lint bench clean
 

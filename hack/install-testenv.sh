@@ -7,7 +7,13 @@
 # through the same cache directory (see `hack/install-testenv.sh --print-dir`).
 set -euo pipefail
 
-KUBE_VERSION="${KUBE_VERSION:-v1.37.2}"
+# kube-apiserver follows the client-go in go.mod: client-go v0.X.Y goes with Kubernetes v1.X.Y.
+cd "$(dirname "$0")/.."
+if [[ -z "${KUBE_VERSION:-}" ]]; then
+  client_go=$(sed -n 's#^[[:space:]]*k8s.io/client-go \(v0\.[0-9.]*\).*#\1#p' go.mod | head -n 1)
+  [[ -n "$client_go" ]] || { echo "install-testenv: go.mod does not require k8s.io/client-go" >&2; exit 1; }
+  KUBE_VERSION="v1.${client_go#v0.}"
+fi
 ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
 CACHE_ROOT="${WORKERSCALE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/workerscale}"
 BIN_DIR="$CACHE_ROOT/bin"

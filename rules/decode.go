@@ -225,7 +225,7 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 				rest = append(rest, k, val)
 				continue
 			}
-			d.errorf(k, p, "unknown field %q%s", k.Value, suggest(k.Value, fields))
+			d.errorf(k, p, "unknown field %q%s", k.Value, suggest(k.Value, mapKeys(fields)))
 			continue
 		}
 		d.pos[p] = posOf(k)
@@ -268,7 +268,7 @@ func (d *decoder) checkKeys(n *yaml.Node, t reflect.Type, path string) {
 		d.pos[p] = posOf(k)
 		ft, ok := known[k.Value]
 		if !ok {
-			d.errorf(k, p, "unknown field %q", k.Value)
+			d.errorf(k, p, "unknown field %q%s", k.Value, suggest(k.Value, mapKeys(known)))
 			continue
 		}
 		d.checkKeys(n.Content[i+1], ft, p)
@@ -304,9 +304,9 @@ func allKeys(t reflect.Type) map[string]reflect.Type {
 }
 
 // suggest names the closest known key when the unknown one looks like a typo of it.
-func suggest(key string, fields map[string]field) string {
+func suggest(key string, names []string) string {
 	best, bestDist := "", 3
-	for name := range fields {
+	for _, name := range names {
 		if dist := editDistance(strings.ToLower(key), strings.ToLower(name)); dist < bestDist || (dist == bestDist && name < best) {
 			best, bestDist = name, dist
 		}
@@ -315,6 +315,14 @@ func suggest(key string, fields map[string]field) string {
 		return ""
 	}
 	return fmt.Sprintf(" (did you mean %q?)", best)
+}
+
+func mapKeys[T any](m map[string]T) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	return keys
 }
 
 func editDistance(a, b string) int {

@@ -121,12 +121,16 @@ func (v *validator) classes(cs []Class) map[string]int {
 			v.errorf(path+".memory", "must be positive, got %s", c.Memory)
 		}
 		if c.Concurrency != nil && *c.Concurrency < 1 {
-			v.errorf(path+".concurrency", "must be at least 1, got %d (with this class's cpu and memory the formula gives less than one job; set concurrency)", *c.Concurrency)
+			if c.ConcurrencySource == SourceFormula {
+				v.errorf(path+".concurrency", "the formula gives %d jobs for %s CPU and %s memory; set concurrency for this class", *c.Concurrency, c.CPU, c.Memory)
+			} else {
+				v.errorf(path+".concurrency", "must be at least 1, got %d", *c.Concurrency)
+			}
 		}
 		if c.TenantConcurrency != nil && *c.TenantConcurrency < 1 {
 			v.errorf(path+".tenantConcurrency", "must be at least 1, got %d", *c.TenantConcurrency)
 		}
-		if c.Concurrency != nil && c.TenantConcurrency != nil && *c.TenantConcurrency > *c.Concurrency {
+		if c.Concurrency != nil && c.TenantConcurrency != nil && *c.Concurrency >= 1 && *c.TenantConcurrency > *c.Concurrency {
 			v.errorf(path+".tenantConcurrency", "must not exceed the class's concurrency %d, got %d", *c.Concurrency, *c.TenantConcurrency)
 		}
 		if c.MaxReplicas < 0 {
@@ -329,8 +333,8 @@ func (v *validator) workloads(r *Rules, classes, budgets map[string]int) {
 		v.vertical(path+".vertical", w.Vertical)
 		v.scalingRules(path+".behavior.scaleUp", w.Behavior.ScaleUp)
 		v.scalingRules(path+".behavior.scaleDown", w.Behavior.ScaleDown)
-		v.thresholds(path+".thresholds", onlyKeys(w.Thresholds, w.Thresholds, r.Thresholds))
-		v.templates(path+".queries", onlyKeys(w.Queries, w.Queries, r.Queries.Templates), data)
+		v.thresholds(path+".thresholds", ownKeys(v, path+".thresholds", w.Thresholds, r.Thresholds))
+		v.templates(path+".queries", ownKeys(v, path+".queries", w.Queries, r.Queries.Templates), data)
 		for _, m := range sortedKeys(w.Thresholds) {
 			if _, ok := w.Queries[m]; !ok && !derived(m, w.Queries) && !slices.Contains(GradedMetrics(), m) {
 				v.errorf(path+".thresholds."+m, "metric %q has no query: add one under queries.templates", m)
@@ -345,15 +349,15 @@ func (v *validator) workloads(r *Rules, classes, budgets map[string]int) {
 	}
 }
 
-// onlyKeys returns the entries of merged whose keys the workload wrote itself or that the
-// top level does not have: those are validated at the workload's path, the others were
-// validated at the top level already.
-func onlyKeys[T any](merged, own, top map[string]T) map[string]T {
+// ownKeys returns the entries of a workload's merged map that the workload wrote itself
+// under path, or that the top level does not have: those are validated at the workload's
+// path; the others were validated at the top level already.
+func ownKeys[T any](v *validator, path string, merged, top map[string]T) map[string]T {
 	out := map[string]T{}
 	for k, val := range merged {
-		_, mine := own[k]
+		_, written := v.pos[path+"."+k]
 		_, shared := top[k]
-		if mine || !shared {
+		if written || !shared {
 			out[k] = val
 		}
 	}

@@ -126,9 +126,24 @@ func newFlagSet(c command, out io.Writer) (*flag.FlagSet, func(context.Context, 
 			fmt.Fprintf(out, "  %s\n", line)
 		}
 		fmt.Fprintf(out, "\nFlags:\n")
-		fs.PrintDefaults()
+		printFlags(out, fs)
 	}
 	return fs, runFn
+}
+
+// printFlags lists flags the way kubectl does: `--name type` and the usage below it.
+func printFlags(w io.Writer, fs *flag.FlagSet) {
+	fs.VisitAll(func(f *flag.Flag) {
+		typ, usage := flag.UnquoteUsage(f)
+		if typ != "" {
+			typ = " " + typ
+		}
+		fmt.Fprintf(w, "  --%s%s\n      %s", f.Name, typ, usage)
+		if f.DefValue != "" && f.DefValue != "false" {
+			fmt.Fprintf(w, " (default %s)", f.DefValue)
+		}
+		fmt.Fprintln(w)
+	})
 }
 
 func printHelp(w io.Writer) {

@@ -1,0 +1,131 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+)
+
+func runCLI(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code = run(context.Background(), args, &out, &errOut)
+	return code, out.String(), errOut.String()
+}
+
+func TestHelpListsEveryCommand(t *testing.T) {
+	code, out, _ := runCLI(t, "help")
+	if code != 0 {
+		t.Fatalf("help exited %d", code)
+	}
+	for _, c := range commands() {
+		if !strings.Contains(out, "  "+c.name+" ") {
+			t.Errorf("help does not list %s:\n%s", c.name, out)
+		}
+	}
+}
+
+func TestEveryCommandHasHelpWithAnExample(t *testing.T) {
+	for _, c := range commands() {
+		t.Run(c.name, func(t *testing.T) {
+			code, out, errOut := runCLI(t, c.name, "-h")
+			if code != 0 {
+				t.Fatalf("%s -h exited %d", c.name, code)
+			}
+			help := out + errOut
+			if !strings.Contains(help, "Example:\n  workerscale "+c.name) || !strings.Contains(help, "Usage:") {
+				t.Errorf("%s -h lacks a usage line or an example:\n%s", c.name, help)
+			}
+		})
+	}
+}
+
+func TestUnknownCommandAndFlag(t *testing.T) {
+	if code, _, errOut := runCLI(t, "scale"); code != 2 || !strings.Contains(errOut, `unknown command "scale"`) {
+		t.Errorf("unknown command: exit %d, stderr %q", code, errOut)
+	}
+	if code, _, _ := runCLI(t, "check", "--rulez", "x"); code != 2 {
+		t.Errorf("unknown flag: exit %d, want 2", code)
+	}
+	if code, _, errOut := runCLI(t, "check"); code != 2 || !strings.Contains(errOut, "--rules is required") {
+		t.Errorf("missing --rules: exit %d, stderr %q", code, errOut)
+	}
+}
+
+func TestCheck(t *testing.T) {
+	for _, tc := range []struct {
+		file     string
+		code     int
+		contains []string
+	}{
+		{"../../rules/examples/luneo-render.yaml", 0, []string{"valid: 1 workload, 4 classes, 0 rate budgets"}},
+		{"../../rules/examples/blizzard-workers.yaml", 0, []string{"valid: 5 workloads, 1 class, 2 rate budgets"}},
+		{"../../rules/testdata/bad/five-mistakes.yaml", 1, []string{
+			"five-mistakes.yaml:3:12: prometheus.timeout: ",
+			"five-mistakes.yaml:7:13: classes[0].memory: ",
+			"five-mistakes.yaml:9:5: classes[1].name: ",
+			"five-mistakes.yaml:13:15: thresholds.queueDepth: ",
+			"five-mistakes.yaml:16:5: workloads[0].minReplica: ",
+			"five-mistakes.yaml:17:5: workloads[0].minReplicas: ",
+			"five-mistakes.yaml:19:22: workloads[0].classes[1]: ",
+			"five-mistakes.yaml:21:20: workloads[0].horizontal.utilization: ",
+		}},
+		{"../../rules/testdata/no-such-file.yaml", 1, []string{"no such file"}},
+	} {
+		t.Run(tc.file, func(t *testing.T) {
+			code, out, errOut := runCLI(t, "check", "--rules", tc.file)
+			if code != tc.code {
+				t.Errorf("exit %d, want %d\nstdout:\n%s\nstderr:\n%s", code, tc.code, out, errOut)
+			}
+			for _, s := range tc.contains {
+				if !strings.Contains(out+errOut, s) {
+					t.Errorf("output lacks %q:\n%s%s", s, out, errOut)
+				}
+			}
+		})
+	}
+}
+
+func TestCheckPrintsOneProblemPerLine(t *testing.T) {
+	_, out, _ := runCLI(t, "check", "--rules", "../../rules/testdata/bad/five-mistakes.yaml")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 8 {
+		t.Fatalf("%d lines, want 8:\n%s", len(lines), out)
+	}
+	for _, l := range lines {
+		if !strings.HasPrefix(l, "../../rules/testdata/bad/five-mistakes.yaml:") {
+			t.Errorf("line does not start with FILE:LINE:COL: %q", l)
+		}
+	}
+}
+
+func TestConcurrency(t *testing.T) {
+	code, out, errOut := runCLI(t, "concurrency", "--cpu", "1", "--memory", "2Gi", "--rules", "../../rules/examples/luneo-render.yaml")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	// The seed's Small class: formula 1/1, table 2/1.
+	for _, want := range []string{
+		"formula              1    2Gi     1       1",
+		"class small (rules)  1    2Gi     2       1",
+		"global = min(floor(1 CPU), floor(2 GiB / 0.5)) = 1",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	code, out, _ = runCLI(t, "concurrency", "--cpu", "2", "--memory", "4Gi")
+	if code != 0 || !strings.Contains(out, "formula  2    4Gi     2       1") || strings.Contains(out, "class") {
+		t.Errorf("without rules: exit %d\n%s", code, out)
+	}
+	for _, args := range [][]string{
+		{"concurrency", "--memory", "4Gi"},
+		{"concurrency", "--cpu", "two", "--memory", "4Gi"},
+		{"concurrency", "--cpu", "-1", "--memory", "4Gi"},
+	} {
+		if code, _, errOut := runCLI(t, args...); code != 2 || !strings.Contains(errOut, "--cpu") {
+			t.Errorf("%v: exit %d, stderr %q; want 2 naming --cpu", args, code, errOut)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package rules
 
 import (
 	"fmt"
+	"maps"
 	"math"
 	"reflect"
 	"strconv"
@@ -182,24 +183,35 @@ type field struct {
 	name  string
 }
 
+// yamlKey reads a struct field's yaml tag: its key, whether it is inlined, and whether the
+// field is not YAML at all.
+func yamlKey(f reflect.StructField) (name string, inline, skip bool) {
+	tag := f.Tag.Get("yaml")
+	if tag == "-" || !f.IsExported() {
+		return "", false, true
+	}
+	name, opts, _ := strings.Cut(tag, ",")
+	if strings.Contains(opts, "inline") {
+		return "", true, false
+	}
+	if name == "" {
+		name = strings.ToLower(f.Name)
+	}
+	return name, false, false
+}
+
 // structFields lists a struct's YAML keys; inline is the field that takes every other key.
 func structFields(t reflect.Type) (fields map[string]field, inline []int) {
 	fields = map[string]field{}
 	for i := range t.NumField() {
 		f := t.Field(i)
-		tag := f.Tag.Get("yaml")
-		if tag == "-" || !f.IsExported() {
-			continue
-		}
-		name, opts, _ := strings.Cut(tag, ",")
-		if opts == "inline" {
+		switch name, in, skip := yamlKey(f); {
+		case skip:
+		case in:
 			inline = f.Index
-			continue
+		default:
+			fields[name] = field{index: f.Index, name: name}
 		}
-		if name == "" {
-			name = strings.ToLower(f.Name)
-		}
-		fields[name] = field{index: f.Index, name: name}
 	}
 	return fields, inline
 }
@@ -280,25 +292,17 @@ func allKeys(t reflect.Type) map[string]reflect.Type {
 	keys := map[string]reflect.Type{}
 	for i := range t.NumField() {
 		f := t.Field(i)
-		tag := f.Tag.Get("yaml")
-		if tag == "-" || !f.IsExported() {
-			continue
-		}
-		name, opts, _ := strings.Cut(tag, ",")
-		if strings.Contains(opts, "inline") {
+		switch name, inline, skip := yamlKey(f); {
+		case skip:
+		case inline:
 			ft := f.Type
 			for ft.Kind() == reflect.Pointer {
 				ft = ft.Elem()
 			}
-			for k, v := range allKeys(ft) {
-				keys[k] = v
-			}
-			continue
+			maps.Copy(keys, allKeys(ft))
+		default:
+			keys[name] = f.Type
 		}
-		if name == "" {
-			name = strings.ToLower(f.Name)
-		}
-		keys[name] = f.Type
 	}
 	return keys
 }

@@ -104,12 +104,7 @@ func (v *validator) classes(cs []Class) map[string]int {
 	}
 	for i, c := range cs {
 		path := fmt.Sprintf("classes[%d]", i)
-		v.name(path+".name", c.Name)
-		if prev, dup := index[c.Name]; dup && c.Name != "" {
-			v.errorf(path+".name", "class %q is already defined at classes[%d]", c.Name, prev)
-		} else {
-			index[c.Name] = i
-		}
+		v.uniqueName("classes", "class", i, c.Name, index)
 		if c.CPU == nil {
 			v.errorf(path+".cpu", "is required")
 		} else if c.CPU.Sign() <= 0 {
@@ -163,6 +158,17 @@ func (v *validator) classes(cs []Class) map[string]int {
 		}
 	}
 	return index
+}
+
+// uniqueName checks the name of item i of a named list and records it in index.
+func (v *validator) uniqueName(list, kind string, i int, name string, index map[string]int) {
+	path := fmt.Sprintf("%s[%d].name", list, i)
+	v.name(path, name)
+	if prev, dup := index[name]; dup && name != "" {
+		v.errorf(path, "%s %q is already defined at %s[%d]", kind, name, list, prev)
+		return
+	}
+	index[name] = i
 }
 
 func (v *validator) name(path, name string) {
@@ -252,12 +258,7 @@ func (v *validator) rateBudgets(bs []RateBudget) map[string]int {
 	index := map[string]int{}
 	for i, b := range bs {
 		path := fmt.Sprintf("rateBudgets[%d]", i)
-		v.name(path+".name", b.Name)
-		if prev, dup := index[b.Name]; dup && b.Name != "" {
-			v.errorf(path+".name", "rate budget %q is already defined at rateBudgets[%d]", b.Name, prev)
-		} else {
-			index[b.Name] = i
-		}
+		v.uniqueName("rateBudgets", "rate budget", i, b.Name, index)
 		if b.Keys < 1 {
 			v.errorf(path+".keys", "must be at least 1, got %d", b.Keys)
 		}
@@ -287,12 +288,7 @@ func (v *validator) workloads(r *Rules, classes, budgets map[string]int) {
 	for i := range r.Workloads {
 		w := &r.Workloads[i]
 		path := fmt.Sprintf("workloads[%d]", i)
-		v.name(path+".name", w.Name)
-		if prev, dup := names[w.Name]; dup && w.Name != "" {
-			v.errorf(path+".name", "workload %q is already defined at workloads[%d]", w.Name, prev)
-		} else {
-			names[w.Name] = i
-		}
+		v.uniqueName("workloads", "workload", i, w.Name, names)
 		v.target(path+".target", w, targets)
 		for j, q := range w.Queues {
 			qp := fmt.Sprintf("%s.queues[%d]", path, j)

@@ -36,7 +36,7 @@ type exitError struct{ code int }
 func (e exitError) Error() string { return fmt.Sprintf("exit %d", e.code) }
 
 func commands() []command {
-	return []command{checkCommand(), concurrencyCommand(), versionCommand()}
+	return []command{checkCommand(), explainCommand(), concurrencyCommand(), versionCommand()}
 }
 
 func main() {

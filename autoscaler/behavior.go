@@ -1,0 +1,142 @@
+package autoscaler
+
+import (
+	"math"
+	"time"
+
+	"github.com/workerscale/workerscale/rules"
+)
+
+// pruneRecommendations drops recommendations older than both stabilization windows.
+func (p *plan) pruneRecommendations() []Recommendation {
+	keep := max(p.w.Behavior.ScaleUp.StabilizationWindow.D(), p.w.Behavior.ScaleDown.StabilizationWindow.D())
+	out := p.hist.Recommendations[:0:0]
+	for _, r := range p.hist.Recommendations {
+		if p.now.Sub(r.Time) <= keep {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// stabilize applies the stabilization windows as the HPA does: a scale-up goes no higher
+// than the lowest recommendation within the scale-up window, and a scale-down no lower than
+// the highest within the scale-down window, so the count follows only changes that last.
+func (p *plan) stabilize(desired int32) int32 {
+	cur := p.in.State.Replicas
+	b := p.w.Behavior
+	upCutoff := p.now.Add(-b.ScaleUp.StabilizationWindow.D())
+	downCutoff := p.now.Add(-b.ScaleDown.StabilizationWindow.D())
+	up, down := desired, desired
+	for _, r := range p.hist.Recommendations {
+		if r.Time.After(upCutoff) {
+			up = min(up, r.Replicas)
+		}
+		if r.Time.After(downCutoff) {
+			down = max(down, r.Replicas)
+		}
+	}
+	out := cur
+	if out < up {
+		out = up
+	}
+	if out > down {
+		out = down
+	}
+	if out != desired {
+		p.limit(LimitBehavior)
+		switch {
+		case desired < cur:
+			p.reasonf("scale-down stabilization: the highest recommendation in the last %s is %d, so %d replicas rather than %d",
+				b.ScaleDown.StabilizationWindow, down, out, desired)
+		default:
+			p.reasonf("scale-up stabilization: the lowest recommendation in the last %s is %d, so %d replicas rather than %d",
+				b.ScaleUp.StabilizationWindow, up, out, desired)
+		}
+	}
+	return out
+}
+
+// rateLimit applies the scaling policies as the HPA does: within each policy's period,
+// counted back from now, at most Value pods or Value percent of the count at the period's
+// start may be added (or removed). selectPolicy Max takes the policy that allows the most
+// change, Min the least, Disabled none.
+func (p *plan) rateLimit(desired int32) int32 {
+	cur := p.in.State.Replicas
+	switch {
+	case desired > cur:
+		limit := p.scaleLimit(p.w.Behavior.ScaleUp, true)
+		// Where maxReplicas binds tighter, it is the limit that applies (clamp says so).
+		if desired > limit && limit < p.maxFor(p.class) {
+			p.limit(LimitBehavior)
+			p.reasonf("scale-up policy (%s) allows at most %d replicas now; %d wanted", describePolicies(p.w.Behavior.ScaleUp), limit, desired)
+			return max(limit, cur)
+		}
+	case desired < cur:
+		limit := p.scaleLimit(p.w.Behavior.ScaleDown, false)
+		if desired < limit && limit > *p.w.MinReplicas {
+			p.limit(LimitBehavior)
+			p.reasonf("scale-down policy (%s) allows no fewer than %d replicas now; %d wanted", describePolicies(p.w.Behavior.ScaleDown), limit, desired)
+			return min(limit, cur)
+		}
+	}
+	return desired
+}
+
+// scaleLimit is the furthest the count may go now in one direction.
+func (p *plan) scaleLimit(s rules.ScalingRules, up bool) int32 {
+	cur := p.in.State.Replicas
+	if s.SelectPolicy == rules.SelectDisabled {
+		return cur
+	}
+	var best int32
+	for i, pol := range s.Policies {
+		start := cur - p.changedWithin(pol.Period.D(), up)
+		var proposed int32
+		switch {
+		case up && pol.Type == rules.PolicyPods:
+			proposed = start + pol.Value
+		case up:
+			proposed = int32(math.Ceil(float64(start) * (1 + float64(pol.Value)/100)))
+		case pol.Type == rules.PolicyPods:
+			proposed = start - pol.Value
+		default:
+			proposed = int32(float64(start) * (1 - float64(pol.Value)/100))
+		}
+		// Max means the most change: the highest limit up, the lowest down.
+		mostChange := (s.SelectPolicy == rules.SelectMax) == up
+		if i == 0 || (mostChange && proposed > best) || (!mostChange && proposed < best) {
+			best = proposed
+		}
+	}
+	return max(best, 0)
+}
+
+// changedWithin sums the applied changes in one direction within the period: positive
+// for up (replicas added), and as a negative number for down (replicas removed), so that
+// current - changedWithin is the count at the period's start.
+func (p *plan) changedWithin(period time.Duration, up bool) int32 {
+	var sum int32
+	cutoff := p.now.Add(-period)
+	for _, e := range p.in.History.ScaleEvents {
+		if e.Time.After(cutoff) && (e.Delta > 0) == up {
+			sum += e.Delta
+		}
+	}
+	return sum
+}
+
+func describePolicies(s rules.ScalingRules) string {
+	out := s.SelectPolicy + " of"
+	for i, pol := range s.Policies {
+		if i > 0 {
+			out += ","
+		}
+		unit := " pods"
+		if pol.Type == rules.PolicyPercent {
+			unit = "%"
+		}
+		out += " " + num(float64(pol.Value)) + unit + " per " + pol.Period.String()
+	}
+	return out
+}

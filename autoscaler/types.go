@@ -1,0 +1,177 @@
+// Package autoscaler decides, for each worker fleet, how many replicas to run, in which
+// instance class and at what concurrency. The decision engine (Decide, DecideAll) is pure
+// and deterministic: observations, current state, history and rules in, a decision with
+// grades, limits and reasons out. The control loop that feeds it lives here too.
+package autoscaler
+
+import (
+	"math"
+	"time"
+
+	"github.com/workerscale/workerscale/rules"
+)
+
+// Status says whether an observation can be used.
+type Status string
+
+// The observation statuses. Only Fresh values drive decisions; Missing and Stale ones are
+// never read as 0.
+const (
+	Fresh   Status = "fresh"
+	Missing Status = "missing"
+	Stale   Status = "stale"
+)
+
+// Observation is one metric's value for one workload in one cycle.
+type Observation struct {
+	Value  float64 `json:"value"`
+	Status Status  `json:"status"`
+	// Reason says why a value is missing or stale ("empty result", "NaN", ...).
+	Reason string `json:"reason,omitempty"`
+	// Estimated marks a value derived from others (the wait from Little's law).
+	Estimated bool `json:"estimated,omitempty"`
+}
+
+// Value returns a fresh observation of v.
+func Value(v float64) Observation { return Observation{Value: v, Status: Fresh} }
+
+// Absent returns a missing observation with its reason.
+func Absent(reason string) Observation { return Observation{Status: Missing, Reason: reason} }
+
+// usable reports whether the observation is fresh and finite.
+func (o Observation) usable() bool {
+	return o.Status == Fresh && !math.IsNaN(o.Value) && !math.IsInf(o.Value, 0)
+}
+
+// Observations map metric names (rules.QueueDepth, ...) to this cycle's values. A metric
+// that is not in the map is missing.
+type Observations map[string]Observation
+
+// CustomClass is the class of a workload whose resources match none of the rules' classes.
+// Its class is never changed.
+const CustomClass = "custom"
+
+// Shape is what a workload runs as.
+type Shape struct {
+	Replicas          int32  `json:"replicas"`
+	Class             string `json:"class"`
+	Concurrency       int    `json:"concurrency"`
+	TenantConcurrency int    `json:"tenantConcurrency"`
+}
+
+// State is a workload's current state in the cluster.
+type State struct {
+	Shape
+	ReadyReplicas int32 `json:"readyReplicas"`
+	// RolloutInProgress is true while a rollout of an earlier change of ours is not done.
+	RolloutInProgress bool `json:"rolloutInProgress"`
+}
+
+// Recommendation is one cycle's unstabilized replica recommendation, kept for the
+// stabilization windows.
+type Recommendation struct {
+	Time     time.Time `json:"time"`
+	Replicas int32     `json:"replicas"`
+}
+
+// ScaleEvent is an applied change of the replica count, kept for the rate policies.
+type ScaleEvent struct {
+	Time  time.Time `json:"time"`
+	Delta int32     `json:"delta"`
+}
+
+// History is what the engine remembers about a workload between cycles. Decide returns the
+// next History; the control loop records applied changes with Applied.
+type History struct {
+	Recommendations []Recommendation `json:"recommendations,omitempty"`
+	ScaleEvents     []ScaleEvent     `json:"scaleEvents,omitempty"`
+	// LastClassChange is when the class or concurrency was last changed (a rollout).
+	LastClassChange time.Time `json:"lastClassChange,omitzero"`
+	// Since holds when each sustained condition (cpuHigh, memoryHigh, cpuLow,
+	// resourceFailures) began to hold without a break.
+	Since map[string]time.Time `json:"since,omitempty"`
+}
+
+// The sustained conditions of History.Since.
+const (
+	condCPUHigh          = "cpuHigh"
+	condMemoryHigh       = "memoryHigh"
+	condCPULow           = "cpuLow"
+	condResourceFailures = "resourceFailures"
+)
+
+// Applied records that a decision was carried out at t.
+func (h History) Applied(t time.Time, d Decision) History {
+	if delta := d.To.Replicas - d.From.Replicas; delta != 0 && d.From.Class == d.To.Class {
+		h.ScaleEvents = append(h.ScaleEvents, ScaleEvent{Time: t, Delta: delta})
+	}
+	if d.From.Class != d.To.Class || d.From.Concurrency != d.To.Concurrency || d.From.TenantConcurrency != d.To.TenantConcurrency {
+		h.LastClassChange = t
+		// A class change starts the replica history afresh: old counts were in other units.
+		h.Recommendations, h.ScaleEvents = nil, nil
+	}
+	return h
+}
+
+// Grade is a metric's standing against its thresholds.
+type Grade string
+
+// The grades.
+const (
+	OK       Grade = "ok"
+	Warning  Grade = "warning"
+	Critical Grade = "critical"
+	Unknown  Grade = "unknown"
+)
+
+// The limits that can bound a decision.
+const (
+	LimitMinReplicas    = "minReplicas"
+	LimitMaxReplicas    = "maxReplicas"
+	LimitClassMax       = "classMax"
+	LimitRateBudget     = "rateBudget"
+	LimitBehavior       = "behavior"
+	LimitCooldown       = "cooldown"
+	LimitCircuitBreaker = "circuitBreaker"
+)
+
+// Decision is what the engine decided for one workload, and why.
+type Decision struct {
+	Workload string `json:"workload"`
+	From     Shape  `json:"from"`
+	To       Shape  `json:"to"`
+	// Grades map each graded metric to its grade.
+	Grades map[string]Grade `json:"grades"`
+	// Metrics are the observations the decision used, estimated ones included.
+	Metrics Observations `json:"metrics"`
+	// LimitedBy names the limits that changed the outcome, in the order they applied.
+	LimitedBy []string `json:"limitedBy"`
+	// Reasons are sentences, with the numbers that produced the decision.
+	Reasons []string `json:"reasons"`
+	// DryRun is set when the workload's rules say to decide but never write.
+	DryRun bool `json:"dryRun,omitempty"`
+	// History is the workload's history for the next cycle.
+	History History `json:"-"`
+}
+
+// Changed reports whether the decision changes anything.
+func (d Decision) Changed() bool { return d.From != d.To }
+
+// AssumeSustained returns a history in which every vertical condition that holds for obs
+// has held for the workload's sustainFor already, for `explain --assume-sustained`.
+func AssumeSustained(now time.Time, w *rules.Workload, obs Observations) History {
+	p := &plan{now: now, w: w, obs: Observations{}, d: Decision{Grades: map[string]Grade{}}, hist: History{Since: map[string]time.Time{}}}
+	for k, o := range obs {
+		if o.usable() {
+			p.obs[k] = o
+			if t, ok := w.Thresholds[k]; ok {
+				p.d.Grades[k] = GradeValue(o.Value, t)
+			}
+		}
+	}
+	p.sustain()
+	for k := range p.hist.Since {
+		p.hist.Since[k] = now.Add(-w.Vertical.SustainFor.D())
+	}
+	return p.hist
+}

@@ -1,0 +1,214 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/workerscale/workerscale/autoscaler"
+	"github.com/workerscale/workerscale/rules"
+)
+
+func explainCommand() command {
+	return command{
+		name:    "explain",
+		summary: "Run the decision engine once on values you give, and show the decision with its reasons",
+		usage:   "--rules FILE --workload NAME --replicas N --class C [--set METRIC=VALUE ...] [-o text|json]",
+		example: "workerscale explain --rules rules/examples/luneo-render.yaml --workload render \\\n    --replicas 2 --class medium --set queueDepth=500 --set cpu=0.6",
+		flags: func(fs *flag.FlagSet) func(context.Context, *env) error {
+			file := fs.String("rules", "", "the rules YAML (required)")
+			name := fs.String("workload", "", "the workload to decide for (required)")
+			replicas := fs.Int("replicas", -1, "the current replica count (required)")
+			ready := fs.Int("ready", -1, "ready replicas (default: --replicas)")
+			class := fs.String("class", "", "the current class, or custom (required)")
+			conc := fs.Int("concurrency", 0, "the current WORKER_CONCURRENCY (default: the class's, or the workload's override)")
+			tenant := fs.Int("tenant-concurrency", 0, "the current DEFAULT_TENANT_CONCURRENCY (default: as --concurrency)")
+			sustained := fs.Bool("assume-sustained", false, "treat the CPU and memory conditions of this moment as having held for the workload's sustainFor")
+			output := fs.String("o", "text", "output format: text or json")
+			fs.StringVar(output, "output", "text", "output format: text or json")
+			obs := autoscaler.Observations{}
+			fs.Func("set", "a metric's value, METRIC=VALUE (repeatable); cpu and memory are fractions of the request; a metric not set is missing", func(s string) error {
+				k, v, ok := strings.Cut(s, "=")
+				if !ok || k == "" {
+					return fmt.Errorf("want METRIC=VALUE, got %q", s)
+				}
+				f, err := strconv.ParseFloat(v, 64)
+				if err != nil {
+					return fmt.Errorf("%s: %q is not a number", k, v)
+				}
+				obs[k] = autoscaler.Value(f)
+				return nil
+			})
+			return func(ctx context.Context, e *env) error {
+				switch {
+				case *file == "":
+					return usagef("--rules is required")
+				case *name == "":
+					return usagef("--workload is required")
+				case *replicas < 0:
+					return usagef("--replicas is required and must not be negative")
+				case *class == "":
+					return usagef("--class is required")
+				case *output != "text" && *output != "json":
+					return usagef("-o must be text or json, got %q", *output)
+				}
+				r, err := rules.Load(*file)
+				if err != nil {
+					return err
+				}
+				w := findWorkload(r, *name)
+				if w == nil {
+					return usagef("--workload: no workload %q in %s (%s)", *name, *file, strings.Join(workloadNames(r), ", "))
+				}
+				if err := checkMetricNames(w, obs); err != nil {
+					return err
+				}
+				st, err := explainState(r, w, *class, *replicas, *ready, *conc, *tenant)
+				if err != nil {
+					return err
+				}
+				now := time.Now()
+				in := autoscaler.Input{Workload: w, Observations: obs, State: st}
+				if *sustained {
+					in.History = autoscaler.AssumeSustained(now, w, obs)
+				}
+				d := autoscaler.Decide(now, r, in)
+				if *output == "json" {
+					enc := json.NewEncoder(e.stdout)
+					enc.SetIndent("", "  ")
+					return enc.Encode(d)
+				}
+				return printDecision(e.stdout, d)
+			}
+		},
+	}
+}
+
+func findWorkload(r *rules.Rules, name string) *rules.Workload {
+	for i := range r.Workloads {
+		if r.Workloads[i].Name == name {
+			return &r.Workloads[i]
+		}
+	}
+	return nil
+}
+
+func workloadNames(r *rules.Rules) []string {
+	var names []string
+	for _, w := range r.Workloads {
+		names = append(names, w.Name)
+	}
+	return names
+}
+
+// checkMetricNames refuses --set names the engine would ignore, which are typos.
+func checkMetricNames(w *rules.Workload, obs autoscaler.Observations) error {
+	known := []string{rules.Throughput, rules.ActiveJobs, autoscaler.RateLimited}
+	for m := range w.Thresholds {
+		known = append(known, m)
+	}
+	for m := range w.Queries {
+		known = append(known, m)
+	}
+	slices.Sort(known)
+	known = slices.Compact(known)
+	for m := range obs {
+		if !slices.Contains(known, m) {
+			return usagef("--set: unknown metric %q (known: %s)", m, strings.Join(known, ", "))
+		}
+	}
+	return nil
+}
+
+func explainState(r *rules.Rules, w *rules.Workload, class string, replicas, ready, conc, tenant int) (autoscaler.State, error) {
+	st := autoscaler.State{Shape: autoscaler.Shape{Replicas: int32(replicas), Class: class}, ReadyReplicas: int32(replicas)}
+	if ready >= 0 {
+		st.ReadyReplicas = int32(ready)
+	}
+	if class != autoscaler.CustomClass {
+		var c *rules.Class
+		for i := range r.Classes {
+			if r.Classes[i].Name == class {
+				c = &r.Classes[i]
+			}
+		}
+		if c == nil {
+			var names []string
+			for _, c := range r.Classes {
+				names = append(names, c.Name)
+			}
+			return st, usagef("--class: no class %q in the rules (%s, or custom)", class, strings.Join(names, ", "))
+		}
+		st.Concurrency, st.TenantConcurrency = *c.Concurrency, *c.TenantConcurrency
+		if w.Concurrency.Global != nil {
+			st.Concurrency = *w.Concurrency.Global
+		}
+		if w.Concurrency.Tenant != nil {
+			st.TenantConcurrency = *w.Concurrency.Tenant
+		}
+	} else if conc == 0 {
+		return st, usagef("--concurrency is required with --class custom")
+	}
+	if conc > 0 {
+		st.Concurrency = conc
+		if tenant == 0 {
+			tenant = min(st.TenantConcurrency, conc)
+		}
+	}
+	if tenant > 0 {
+		st.TenantConcurrency = tenant
+	}
+	if st.TenantConcurrency == 0 {
+		st.TenantConcurrency = 1
+	}
+	return st, nil
+}
+
+// printDecision writes a decision as a short table and its reasons.
+func printDecision(out io.Writer, d autoscaler.Decision) error {
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "WORKLOAD %s\tREPLICAS\tCLASS\tCONCURRENCY\tTENANT\n", d.Workload)
+	for _, row := range []struct {
+		name string
+		s    autoscaler.Shape
+	}{{"from", d.From}, {"to", d.To}} {
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%d\n", row.name, row.s.Replicas, row.s.Class, row.s.Concurrency, row.s.TenantConcurrency)
+	}
+	fmt.Fprintf(tw, "\nMETRIC\tVALUE\tGRADE\t\t\n")
+	names := make([]string, 0, len(d.Grades))
+	for m := range d.Grades {
+		names = append(names, m)
+	}
+	slices.Sort(names)
+	for _, m := range names {
+		value := "-"
+		if o, ok := d.Metrics[m]; ok && o.Status == autoscaler.Fresh {
+			value = strconv.FormatFloat(o.Value, 'g', 6, 64)
+			if o.Estimated {
+				value += " (estimated)"
+			}
+		} else if ok {
+			value = string(o.Status)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t\t\n", m, value, d.Grades[m])
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	limits := "none"
+	if len(d.LimitedBy) > 0 {
+		limits = strings.Join(d.LimitedBy, ", ")
+	}
+	fmt.Fprintf(out, "\nlimited by: %s\n\nreasons:\n", limits)
+	for _, r := range d.Reasons {
+		fmt.Fprintf(out, "  - %s\n", r)
+	}
+	return nil
+}

@@ -34,6 +34,9 @@ demo: build
 	@echo
 	@echo "\$$ workerscale concurrency --cpu 2 --memory 4Gi --rules rules/examples/luneo-render.yaml"
 	@./$(BIN) concurrency --cpu 2 --memory 4Gi --rules rules/examples/luneo-render.yaml
+	@echo
+	@echo "\$$ workerscale explain --rules rules/examples/luneo-render.yaml --workload render --replicas 2 --class medium --set queueDepth=500 --set cpu=0.6 --set memory=0.5"
+	@./$(BIN) explain --rules rules/examples/luneo-render.yaml --workload render --replicas 2 --class medium --set queueDepth=500 --set cpu=0.6 --set memory=0.5
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi

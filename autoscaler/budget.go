@@ -11,8 +11,10 @@ import (
 // applyRateBudgets keeps every rate budget within what its keys can feed. The workloads
 // that draw on a budget are planned at their decided replicas and concurrency; when they
 // want more requests per second than keys x safe rps x safety factor, the budget is split
-// in proportion to what each wants and each is capped at its share.
-func applyRateBudgets(r *rules.Rules, plans []*plan) {
+// in proportion to what each wants and each is capped at its share. It returns the rps
+// left in each budget that is not used up.
+func applyRateBudgets(r *rules.Rules, plans []*plan) map[string]float64 {
+	room := map[string]float64{}
 	for _, b := range r.RateBudgets {
 		capacity := float64(b.Keys) * b.SafeRPS * *b.SafetyFactor
 		var members []*plan
@@ -33,6 +35,7 @@ func applyRateBudgets(r *rules.Rules, plans []*plan) {
 		}
 		head := fmt.Sprintf("rate budget %s: %d keys x %s rps x %s safety = %s rps", b.Name, b.Keys, num(b.SafeRPS), num(*b.SafetyFactor), num(capacity))
 		if total <= capacity+eps {
+			room[b.Name] = capacity - total
 			for _, p := range members {
 				p.reasonf("%s; the %d workload(s) on it plan %s rps, this one %s rps", head, len(members), num(total), num(p.demand()))
 			}
@@ -47,6 +50,7 @@ func applyRateBudgets(r *rules.Rules, plans []*plan) {
 			p.capToBudget(head, share, total, strings.Join(wants, ", "))
 		}
 	}
+	return room
 }
 
 // demand is the upstream requests per second the planned shape would make:

@@ -33,7 +33,10 @@ func DecideAll(now time.Time, r *rules.Rules, inputs []Input) []Decision {
 		plans[i] = newPlan(now, r, &inputs[i])
 		plans[i].decide()
 	}
-	applyRateBudgets(r, plans)
+	room := applyRateBudgets(r, plans)
+	for _, p := range plans {
+		p.raiseConcurrency(room)
+	}
 	out := make([]Decision, len(plans))
 	for i, p := range plans {
 		out[i] = p.finish()
@@ -154,7 +157,9 @@ func (p *plan) observe() {
 		case o.usable():
 			p.obs[name] = o
 		case o.Status == Fresh: // NaN or Inf that slipped through: never a number
-			o = Observation{Status: Missing, Reason: fmt.Sprintf("the value %v is not a number", o.Value)}
+			o = Observation{Status: Missing, Reason: fmt.Sprintf("the value %v is not a finite number", o.Value)}
+		default:
+			o.Value = 0 // a missing or stale value is not shown, nor used
 		}
 		p.d.Metrics[name] = o
 	}
@@ -473,6 +478,9 @@ func (p *plan) chooseClass() *rules.Class {
 	if then < now {
 		p.reasonf("class %s would cost $%s/h instead of $%s/h (%s%% less), short of the %s%% that is worth a rollout",
 			best.Name, num(then), num(now), num(saving*100), num(*p.w.Vertical.MinSavings*100))
+	} else {
+		p.reasonf("no other allowed class supplies this capacity for less: the cheapest, %s, would cost $%s/h against $%s/h now",
+			best.Name, num(then), num(now))
 	}
 	return cur
 }
@@ -670,17 +678,41 @@ func (p *plan) concurrency() {
 			t = min(t, g)
 		}
 	}
-	switch {
-	case p.grade(RateLimited) == Critical && g > p.minConcurrency():
+	if p.grade(RateLimited) == Critical && g > p.minConcurrency() {
 		if p.rolloutAllowed(fmt.Sprintf("upstream rate limiting is critical: lowering concurrency from %d to %d", g, g-1)) {
 			g--
 		}
-	case p.canRaiseConcurrency(g):
-		if p.rolloutAllowed(fmt.Sprintf("replicas are at their maximum and the queue is %s with CPU and memory below warning: raising concurrency from %d to %d", p.grade(rules.QueueDepth), g, g+1)) {
-			g++
-		}
 	}
 	p.d.To.Concurrency, p.d.To.TenantConcurrency = g, min(max(t, 1), g)
+}
+
+// raiseConcurrency adds one to concurrency (the second seed's alert loop) once replicas
+// are held at their maximum, the queue is at warning or worse and CPU, memory and the
+// upstream are healthy. It runs after the rate budgets: a workload on a budget is raised
+// only into the budget's room, which room tracks per budget name.
+func (p *plan) raiseConcurrency(room map[string]float64) {
+	g := p.d.To.Concurrency
+	if p.in.State.RolloutInProgress || p.class == nil || p.d.To.Class != p.d.From.Class || !p.canRaiseConcurrency(g) {
+		return
+	}
+	var extra float64
+	if b := p.w.RateBudget; b != "" {
+		left, known := room[b]
+		if !known {
+			return // the budget binds, or cannot be computed: no more requests
+		}
+		extra = float64(p.d.To.Replicas) * *p.w.RequestsPerJob / p.duration
+		if extra > left+eps {
+			p.reasonf("raising concurrency would add %s rps to rate budget %s, which has %s rps left", num(extra), b, num(left))
+			return
+		}
+	}
+	if p.rolloutAllowed(fmt.Sprintf("replicas are at their maximum and the queue is %s with CPU and memory below warning: raising concurrency from %d to %d", p.grade(rules.QueueDepth), g, g+1)) {
+		p.d.To.Concurrency = g + 1
+		if b := p.w.RateBudget; b != "" {
+			room[b] -= extra
+		}
+	}
 }
 
 func (p *plan) minConcurrency() int {
@@ -695,7 +727,7 @@ func (p *plan) minConcurrency() int {
 // upstream are healthy.
 func (p *plan) canRaiseConcurrency(g int) bool {
 	m := p.w.Concurrency.Max
-	if m == nil || g >= *m || p.d.To.Replicas < p.maxFor(p.class) || p.breakerOpen() {
+	if m == nil || g >= *m || p.d.To.Replicas < p.maxFor(p.class) || p.breakerOpen() || slices.Contains(p.d.LimitedBy, LimitRateBudget) {
 		return false
 	}
 	q := p.grade(rules.QueueDepth)

@@ -129,9 +129,9 @@ func TestHorizontal(t *testing.T) {
 			reason: "mean job duration of 3s (30 active jobs / 10 jobs/s, Little's law)",
 		},
 		{
-			name:   "the wait is estimated from queue depth and throughput when no metric gives it",
-			extra:  noBehavior + "vertical: {enabled: false}",
-			st:     state(2, "medium", 5, 2),
+			name:  "the wait is estimated from queue depth and throughput when no metric gives it",
+			extra: noBehavior + "vertical: {enabled: false}",
+			st:    state(2, "medium", 5, 2),
 			// The wait term wins: (0.5 + 10 / 10) jobs/s x 20 s / 0.8 = 37.5 slots -> 8 workers.
 			obs:    fresh(map[string]float64{rules.QueueDepth: 10, rules.Throughput: 0.5, rules.ActiveJobs: 10}),
 			want:   8,

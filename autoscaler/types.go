@@ -5,6 +5,7 @@
 package autoscaler
 
 import (
+	"encoding/json"
 	"math"
 	"time"
 
@@ -30,6 +31,22 @@ type Observation struct {
 	Reason string `json:"reason,omitempty"`
 	// Estimated marks a value derived from others (the wait from Little's law).
 	Estimated bool `json:"estimated,omitempty"`
+}
+
+// MarshalJSON writes the value only when the observation is fresh: a missing or stale
+// value is never a number to read.
+func (o Observation) MarshalJSON() ([]byte, error) {
+	type plain struct {
+		Value     *float64 `json:"value,omitempty"`
+		Status    Status   `json:"status"`
+		Reason    string   `json:"reason,omitempty"`
+		Estimated bool     `json:"estimated,omitempty"`
+	}
+	out := plain{Status: o.Status, Reason: o.Reason, Estimated: o.Estimated}
+	if o.usable() {
+		out.Value = &o.Value
+	}
+	return json.Marshal(out)
 }
 
 // Value returns a fresh observation of v.

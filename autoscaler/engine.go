@@ -2,9 +2,9 @@ package autoscaler
 
 import (
 	"fmt"
+	"maps"
 	"math"
 	"slices"
-	"sort"
 	"strings"
 	"time"
 
@@ -187,7 +187,7 @@ func (p *plan) observe() {
 			p.durationWhy = fmt.Sprintf("a mean job duration of %ss (%s active jobs / %s jobs/s, Little's law)", num(p.duration), num(a), num(t))
 		}
 	}
-	for _, name := range sortedKeys(p.w.Thresholds) {
+	for _, name := range slices.Sorted(maps.Keys(p.w.Thresholds)) {
 		o, ok := p.obs[name]
 		if !ok {
 			p.d.Grades[name] = Unknown
@@ -764,13 +764,4 @@ func (p *plan) finish() Decision {
 	}
 	d.History = p.hist
 	return d
-}
-
-func sortedKeys[T any](m map[string]T) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

@@ -5,6 +5,7 @@ import (
 	"maps"
 	"math"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -237,7 +238,7 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 				rest = append(rest, k, val)
 				continue
 			}
-			d.errorf(k, p, "unknown field %q%s", k.Value, suggest(k.Value, mapKeys(fields)))
+			d.errorf(k, p, "unknown field %q%s", k.Value, suggest(k.Value, slices.Collect(maps.Keys(fields))))
 			continue
 		}
 		d.pos[p] = posOf(k)
@@ -280,7 +281,7 @@ func (d *decoder) checkKeys(n *yaml.Node, t reflect.Type, path string) {
 		d.pos[p] = posOf(k)
 		ft, ok := known[k.Value]
 		if !ok {
-			d.errorf(k, p, "unknown field %q%s", k.Value, suggest(k.Value, mapKeys(known)))
+			d.errorf(k, p, "unknown field %q%s", k.Value, suggest(k.Value, slices.Collect(maps.Keys(known))))
 			continue
 		}
 		d.checkKeys(n.Content[i+1], ft, p)
@@ -319,14 +320,6 @@ func suggest(key string, names []string) string {
 		return ""
 	}
 	return fmt.Sprintf(" (did you mean %q?)", best)
-}
-
-func mapKeys[T any](m map[string]T) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	return keys
 }
 
 func editDistance(a, b string) int {

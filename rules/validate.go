@@ -2,6 +2,7 @@ package rules
 
 import (
 	"fmt"
+	"maps"
 	"net/url"
 	"regexp"
 	"slices"
@@ -182,7 +183,7 @@ func (v *validator) name(path, name string) {
 }
 
 func (v *validator) thresholds(path string, ts map[string]Threshold) {
-	for _, name := range sortedKeys(ts) {
+	for _, name := range slices.Sorted(maps.Keys(ts)) {
 		t := ts[name]
 		p := path + "." + name
 		if t.Direction != HigherIsWorse && t.Direction != LowerIsWorse {
@@ -238,7 +239,7 @@ func (v *validator) queries(r *Rules) {
 }
 
 func (v *validator) templates(path string, qs map[string]Query, data TemplateData) {
-	for _, name := range sortedKeys(qs) {
+	for _, name := range slices.Sorted(maps.Keys(qs)) {
 		q := qs[name]
 		p := path + "." + name
 		if q.Match != MatchQueue && q.Match != MatchTarget {
@@ -331,14 +332,14 @@ func (v *validator) workloads(r *Rules, classes, budgets map[string]int) {
 		v.scalingRules(path+".behavior.scaleDown", w.Behavior.ScaleDown)
 		v.thresholds(path+".thresholds", ownKeys(v, path+".thresholds", w.Thresholds, r.Thresholds))
 		v.templates(path+".queries", ownKeys(v, path+".queries", w.Queries, r.Queries.Templates), data)
-		for _, m := range sortedKeys(w.Thresholds) {
+		for _, m := range slices.Sorted(maps.Keys(w.Thresholds)) {
 			if _, ok := w.Queries[m]; !ok && !derived(m, w.Queries) && !slices.Contains(GradedMetrics(), m) {
 				v.errorf(path+".thresholds."+m, "metric %q has no query: add one under queries.templates", m)
 			}
 		}
 	}
 	// Metrics a file adds at the top level need a query too.
-	for _, m := range sortedKeys(r.Thresholds) {
+	for _, m := range slices.Sorted(maps.Keys(r.Thresholds)) {
 		if _, ok := r.Queries.Templates[m]; !ok && !slices.Contains(GradedMetrics(), m) && !derived(m, r.Queries.Templates) {
 			v.errorf("thresholds."+m, "metric %q has no query: add one under queries.templates", m)
 		}
@@ -514,13 +515,4 @@ func known(index map[string]int) string {
 	}
 	sort.Strings(names)
 	return " (known: " + strings.Join(names, ", ") + ")"
-}
-
-func sortedKeys[T any](m map[string]T) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

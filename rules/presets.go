@@ -38,32 +38,51 @@ func resourceQuery(usage, resource string) string {
 	return byWorkload(usage) + "\n/\n" + byWorkload(requests)
 }
 
+// freshnessByQueue is the freshness template of a queue metric read from selector.
+func freshnessByQueue(selector string) string {
+	return fmt.Sprintf(`min by (queue) (timestamp(%s))`, selector)
+}
+
 // presetQueries returns a preset's templates.
 func presetQueries(name string) map[string]Query {
-	cpu := Query{Match: MatchTarget, Query: resourceQuery(
-		`rate(container_cpu_usage_seconds_total{namespace=~"{{.Namespaces}}", container!="", container!="POD"}[{{.RateWindow}}])`, "cpu")}
-	memory := Query{Match: MatchTarget, Query: resourceQuery(
-		`container_memory_working_set_bytes{namespace=~"{{.Namespaces}}", container!="", container!="POD"}`, "memory")}
-	q := func(expr string) Query { return Query{Match: MatchQueue, Query: expr} }
+	resource := func(usage, name string) Query {
+		selector := fmt.Sprintf(`%s{namespace=~"{{.Namespaces}}", container!="", container!="POD"}`, usage)
+		expr := selector
+		if name == "cpu" {
+			expr = fmt.Sprintf(`rate(%s[{{.RateWindow}}])`, selector)
+		}
+		return Query{Match: MatchTarget, Query: resourceQuery(expr, name),
+			Freshness: fmt.Sprintf(`min by (namespace, workload) (label_replace(timestamp(%s), "workload", "$1", "pod", "%s"))`, selector, podWorkload)}
+	}
+	cpu := resource("container_cpu_usage_seconds_total", "cpu")
+	memory := resource("container_memory_working_set_bytes", "memory")
+	q := func(expr, selector string) Query {
+		return Query{Match: MatchQueue, Query: expr, Freshness: freshnessByQueue(selector)}
+	}
 	switch name {
 	case PresetBullMQ:
-		completed := `sum by (queue) (rate(bullmq_job_completed_total{queue=~"{{.Queues}}"}[{{.RateWindow}}]))`
+		counts := `bullmq_job_count{queue=~"{{.Queues}}"}`
+		completedSel := `bullmq_job_completed_total{queue=~"{{.Queues}}"}`
+		completed := `sum by (queue) (rate(` + completedSel + `[{{.RateWindow}}]))`
 		failed := `sum by (queue) (rate(bullmq_job_failed_total{queue=~"{{.Queues}}"}[{{.RateWindow}}]))`
 		return map[string]Query{
-			QueueDepth: q(`sum by (queue) (bullmq_job_count{queue=~"{{.Queues}}", state=~"waiting|prioritized"})`),
-			ActiveJobs: q(`sum by (queue) (bullmq_job_count{queue=~"{{.Queues}}", state="active"})`),
-			Throughput: q(completed),
+			QueueDepth: q(`sum by (queue) (bullmq_job_count{queue=~"{{.Queues}}", state=~"waiting|prioritized"})`, counts),
+			ActiveJobs: q(`sum by (queue) (bullmq_job_count{queue=~"{{.Queues}}", state="active"})`, counts),
+			Throughput: q(completed, completedSel),
 			// A queue that has never failed has no failure series; count it as 0 failures.
 			// No finished job at all gives 0/0, which is missing, never 0 %.
-			CompletionRate: q(completed + "\n/\n(" + completed + " + (" + failed + " or on (queue) 0 * " + completed + "))"),
+			CompletionRate: q(completed+"\n/\n("+completed+" + ("+failed+" or on (queue) 0 * "+completed+"))", completedSel),
 			CPU:            cpu,
 			Memory:         memory,
 		}
 	case PresetBullMQQueue:
+		waiting := `bullmq_queue_waiting_jobs{queue=~"{{.Queues}}"}`
+		active := `bullmq_queue_active_jobs{queue=~"{{.Queues}}"}`
+		rate := `bullmq_queue_processing_rate{queue=~"{{.Queues}}"}`
 		return map[string]Query{
-			QueueDepth: q(`sum by (queue) (bullmq_queue_waiting_jobs{queue=~"{{.Queues}}"})`),
-			ActiveJobs: q(`sum by (queue) (bullmq_queue_active_jobs{queue=~"{{.Queues}}"})`),
-			Throughput: q(`sum by (queue) (bullmq_queue_processing_rate{queue=~"{{.Queues}}"}) / 60`),
+			QueueDepth: q(`sum by (queue) (`+waiting+`)`, waiting),
+			ActiveJobs: q(`sum by (queue) (`+active+`)`, active),
+			Throughput: q(`sum by (queue) (`+rate+`) / 60`, rate),
 			CPU:        cpu,
 			Memory:     memory,
 		}
@@ -113,9 +132,19 @@ func alternation(values []string) string {
 	return strings.Join(vs, "|")
 }
 
-// Render expands a query template.
-func (q Query) Render(data TemplateData) (string, error) {
-	t, err := template.New("query").Option("missingkey=error").Parse(q.Query)
+// Render expands the query template.
+func (q Query) Render(data TemplateData) (string, error) { return render(q.Query, data) }
+
+// RenderFreshness expands the freshness template; "" when there is none.
+func (q Query) RenderFreshness(data TemplateData) (string, error) {
+	if q.Freshness == "" {
+		return "", nil
+	}
+	return render(q.Freshness, data)
+}
+
+func render(text string, data TemplateData) (string, error) {
+	t, err := template.New("query").Option("missingkey=error").Parse(text)
 	if err != nil {
 		return "", err
 	}

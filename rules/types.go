@@ -111,6 +111,11 @@ type Queries struct {
 type Query struct {
 	Query string `yaml:"query"`
 	Match string `yaml:"match"`
+	// Freshness is an optional template giving, per the same labels, the Unix time of the
+	// oldest newest-sample behind the value (`min by (queue) (timestamp(selector))`). An
+	// instant query's value carries the evaluation time, not its samples' age; with this, a
+	// value whose samples are older than prometheus.staleness is stale, not current.
+	Freshness string `yaml:"freshness"`
 }
 
 // The ways a query's series are matched to workloads.

@@ -252,6 +252,9 @@ func (v *validator) templates(path string, qs map[string]Query, data TemplateDat
 		if _, err := q.Render(data); err != nil {
 			v.errorf(p+".query", "is not a valid template: %v", err)
 		}
+		if _, err := q.RenderFreshness(data); err != nil {
+			v.errorf(p+".freshness", "is not a valid template: %v", err)
+		}
 	}
 }
 

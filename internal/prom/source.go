@@ -1,0 +1,313 @@
+package prom
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"math"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/common/model"
+
+	"github.com/workerscale/workerscale/autoscaler"
+	"github.com/workerscale/workerscale/rules"
+)
+
+// errBadResult is a result of the wrong type: a query must return an instant vector.
+var errBadResult = errors.New("unexpected result type")
+
+// Cycle is one cycle's observations for all workloads.
+type Cycle struct {
+	At time.Time
+	// Observations map each workload's name to its metrics.
+	Observations map[string]autoscaler.Observations
+	// Queries is how many queries were sent (values and freshness, each distinct text once).
+	Queries int
+	// Errors are the queries that failed; their metrics are missing in Observations.
+	Errors []error
+}
+
+// use is one workload's need for one metric of a batch.
+type use struct {
+	workload  int
+	metric    string
+	freshness *batch
+}
+
+// batch is one distinct query and the workloads that read it.
+type batch struct {
+	query string
+	match string
+	uses  []use
+	// Filled in by the run.
+	index *index
+	err   error
+}
+
+// index is a result split by the workload label.
+type index struct {
+	byKey     map[string][]*model.Sample
+	total     int
+	unlabeled int
+}
+
+// keysOf are the label values under which a workload's series come back.
+func keysOf(w *rules.Workload, match string) []string {
+	if match == rules.MatchTarget {
+		return []string{w.Target.Namespace + "/" + w.Target.Name}
+	}
+	return w.Queues
+}
+
+func keyOf(s *model.Sample, match string) (string, bool) {
+	if match == rules.MatchTarget {
+		ns, ok1 := s.Metric["namespace"]
+		wl, ok2 := s.Metric["workload"]
+		return string(ns) + "/" + string(wl), ok1 && ok2
+	}
+	q, ok := s.Metric["queue"]
+	return string(q), ok
+}
+
+func labelsOf(match string) string {
+	if match == rules.MatchTarget {
+		return "namespace and workload labels"
+	}
+	return "queue label"
+}
+
+// plan renders every workload's templates and groups identical queries, so that N
+// workloads cost as many queries as one.
+func plan(r *rules.Rules) (values, freshness []*batch, err error) {
+	data := r.TemplateData()
+	byText := map[string]*batch{}
+	get := func(list *[]*batch, text, match string) *batch {
+		key := match + "\x00" + text
+		b, ok := byText[key]
+		if !ok {
+			b = &batch{query: text, match: match}
+			byText[key] = b
+			*list = append(*list, b)
+		}
+		return b
+	}
+	for i := range r.Workloads {
+		w := &r.Workloads[i]
+		for _, metric := range slices.Sorted(maps.Keys(w.Queries)) {
+			q := w.Queries[metric]
+			text, err := q.Render(data)
+			if err != nil {
+				return nil, nil, fmt.Errorf("workload %s, %s: %w", w.Name, metric, err)
+			}
+			u := use{workload: i, metric: metric}
+			fresh, err := q.RenderFreshness(data)
+			if err != nil {
+				return nil, nil, fmt.Errorf("workload %s, %s freshness: %w", w.Name, metric, err)
+			}
+			if fresh != "" {
+				u.freshness = get(&freshness, fresh, q.Match)
+			}
+			b := get(&values, text, q.Match)
+			b.uses = append(b.uses, u)
+		}
+	}
+	return values, freshness, nil
+}
+
+// Observe runs one cycle at time at: every distinct query once, then each workload's
+// metrics cut out of the results. It does not fail as a whole: a failed query makes its
+// metrics missing, with the error as the reason.
+func (s *Source) Observe(ctx context.Context, r *rules.Rules, at time.Time) Cycle {
+	c := Cycle{At: at, Observations: map[string]autoscaler.Observations{}}
+	for _, w := range r.Workloads {
+		c.Observations[w.Name] = autoscaler.Observations{}
+	}
+	values, freshness, err := plan(r)
+	if err != nil {
+		c.Errors = append(c.Errors, err)
+		return c
+	}
+	all := append(slices.Clone(values), freshness...)
+	s.run(ctx, all, at)
+	c.Queries = len(all)
+	for _, b := range all {
+		if b.err != nil {
+			c.Errors = append(c.Errors, fmt.Errorf("query %q: %w", oneLine(b.query), b.err))
+		}
+	}
+	staleness := r.Prometheus.Staleness.D()
+	for _, b := range values {
+		claimed := map[string]bool{}
+		for _, u := range b.uses {
+			w := &r.Workloads[u.workload]
+			o, outcome := observe(b, u, w, at, staleness)
+			c.Observations[w.Name][u.metric] = o
+			s.opts.Metrics.outcome(outcome, 1)
+			for _, k := range keysOf(w, b.match) {
+				claimed[k] = true
+			}
+		}
+		if b.index != nil {
+			unmatched := 0
+			for k, ss := range b.index.byKey {
+				if !claimed[k] {
+					unmatched += len(ss)
+				}
+			}
+			if unmatched > 0 {
+				s.log.Debug("series for no workload", "query", oneLine(b.query), "series", unmatched)
+				s.opts.Metrics.outcome("unmatched", unmatched)
+			}
+		}
+	}
+	return c
+}
+
+// run sends the batches' queries, a few at a time.
+func (s *Source) run(ctx context.Context, batches []*batch, at time.Time) {
+	sem := make(chan struct{}, s.opts.Parallel)
+	var wg sync.WaitGroup
+	for _, b := range batches {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			b.index, b.err = s.instant(ctx, b.query, b.match, at)
+		}()
+	}
+	wg.Wait()
+}
+
+// instant runs one instant query under the per-query timeout and indexes its result.
+func (s *Source) instant(ctx context.Context, query, match string, at time.Time) (*index, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	start := time.Now()
+	v, warnings, err := s.api.Query(ctx, query, at)
+	if err == nil {
+		if _, ok := v.(model.Vector); !ok {
+			err = fmt.Errorf("%w: the query returns a %s, not one series per workload", errBadResult, v.Type())
+		}
+	}
+	s.opts.Metrics.query("instant", time.Since(start).Seconds(), err)
+	for _, w := range warnings {
+		s.log.Warn("prometheus warning", "query", oneLine(query), "warning", w)
+	}
+	if err != nil {
+		s.log.Warn("prometheus query failed", "query", oneLine(query), "error", err, "kind", errorKind(err))
+		return nil, err
+	}
+	idx := &index{byKey: map[string][]*model.Sample{}}
+	for _, sample := range v.(model.Vector) {
+		idx.total++
+		k, ok := keyOf(sample, match)
+		if !ok {
+			idx.unlabeled++
+			continue
+		}
+		idx.byKey[k] = append(idx.byKey[k], sample)
+	}
+	return idx, nil
+}
+
+// observe cuts one workload's metric out of a batch's result, strictly, and names the
+// outcome for the outcomes metric.
+func observe(b *batch, u use, w *rules.Workload, at time.Time, staleness time.Duration) (autoscaler.Observation, string) {
+	if b.err != nil {
+		return absent("failed", "the query failed: %v", b.err)
+	}
+	idx := b.index
+	if idx.total == 0 {
+		return absent("empty", "empty result: the query returned no series")
+	}
+	keys := keysOf(w, b.match)
+	values := make([]float64, 0, len(keys))
+	for _, k := range keys {
+		ss := idx.byKey[k]
+		switch {
+		case len(ss) == 0 && idx.unlabeled > 0 && len(idx.byKey) == 0:
+			return absent("unlabeled", "the query's %d series have no %s; it must aggregate by it", idx.unlabeled, labelsOf(b.match))
+		case len(ss) == 0:
+			return absent("no_series", "no series for %s", describeKey(k, b.match))
+		case len(ss) > 1:
+			return absent("duplicate", "%d series for %s; the query must return one (aggregate by the %s)", len(ss), describeKey(k, b.match), labelsOf(b.match))
+		}
+		v := float64(ss[0].Value)
+		switch {
+		case math.IsNaN(v):
+			return absent("nan", "the value for %s is NaN (such as 0/0: nothing happened in the window)", describeKey(k, b.match))
+		case math.IsInf(v, 0):
+			return absent("inf", "the value for %s is %v", describeKey(k, b.match), v)
+		}
+		values = append(values, v)
+	}
+	o := autoscaler.Value(aggregate(u.metric, w, values))
+	if age, ok := sampleAge(u.freshness, keys, at); ok && age > staleness {
+		o.Status = autoscaler.Stale
+		o.Reason = fmt.Sprintf("its samples are %s old, past the %s staleness bound", age.Round(time.Second), staleness)
+		return o, "stale"
+	}
+	return o, "fresh"
+}
+
+// sampleAge is the age of the oldest sample behind a workload's value, from its freshness
+// batch; false when there is no freshness query or it gave nothing usable.
+func sampleAge(f *batch, keys []string, at time.Time) (time.Duration, bool) {
+	if f == nil || f.err != nil || f.index == nil {
+		return 0, false
+	}
+	var oldest time.Duration
+	found := false
+	for _, k := range keys {
+		ss := f.index.byKey[k]
+		if len(ss) != 1 {
+			continue
+		}
+		ts := float64(ss[0].Value)
+		if math.IsNaN(ts) || math.IsInf(ts, 0) {
+			continue
+		}
+		age := at.Sub(time.Unix(0, int64(ts*1e9)))
+		if !found || age > oldest {
+			oldest, found = age, true
+		}
+	}
+	return oldest, found
+}
+
+// aggregate combines the values of a workload's several queues: counts and rates add
+// up; other metrics take the worst value for their direction.
+func aggregate(metric string, w *rules.Workload, vs []float64) float64 {
+	if len(vs) == 1 {
+		return vs[0]
+	}
+	switch metric {
+	case rules.QueueDepth, rules.ActiveJobs, rules.Throughput, autoscaler.RateLimited:
+		var sum float64
+		for _, v := range vs {
+			sum += v
+		}
+		return sum
+	}
+	if t, ok := w.Thresholds[metric]; ok && t.Direction == rules.LowerIsWorse {
+		return slices.Min(vs)
+	}
+	return slices.Max(vs)
+}
+
+func absent(outcome, format string, args ...any) (autoscaler.Observation, string) {
+	return autoscaler.Absent(fmt.Sprintf(format, args...)), outcome
+}
+
+func describeKey(k, match string) string {
+	if match == rules.MatchTarget {
+		return "workload " + k
+	}
+	return "queue " + k
+}
+
+func oneLine(q string) string { return strings.Join(strings.Fields(q), " ") }

@@ -8,6 +8,8 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -15,6 +17,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/common/config"
 
 	"github.com/workerscale/workerscale/autoscaler"
 	"github.com/workerscale/workerscale/internal/testenv"
@@ -25,7 +28,9 @@ import (
 // some of them with an error first.
 type proxy struct {
 	server *httptest.Server
-	mu     sync.Mutex
+	// token, when set, is the bearer token every request must carry.
+	token string
+	mu    sync.Mutex
 	// queries counts requests to the query endpoints; times records when they came.
 	queries int
 	times   []time.Time
@@ -43,6 +48,10 @@ func newProxy(t *testing.T, target string) *proxy {
 	rp := httputil.NewSingleHostReverseProxy(u)
 	rp.ErrorLog = log.New(io.Discard, "", 0)
 	p.server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if p.token != "" && r.Header.Get("Authorization") != "Bearer "+p.token {
+			http.Error(w, "unauthorized", http.StatusUnauthorized)
+			return
+		}
 		if strings.HasPrefix(r.URL.Path, "/api/v1/query") {
 			p.mu.Lock()
 			p.queries++
@@ -283,7 +292,8 @@ queries:
 	if n := testutil.ToFloat64(s.opts.Metrics.errors.WithLabelValues("bad_query")) - badBefore; n != 1 {
 		t.Errorf("bad_query errors = %v, want 1", n)
 	}
-	for _, outcome := range []string{"duplicate", "unlabeled", "empty", "nan", "inf", "failed", "no_series", "stale", "fresh"} {
+	// q1 is exported but belongs to no workload of these rules.
+	for _, outcome := range []string{"duplicate", "unlabeled", "empty", "nan", "inf", "failed", "no_series", "stale", "fresh", "unmatched"} {
 		if testutil.ToFloat64(s.opts.Metrics.outcomes.WithLabelValues(outcome)) == 0 {
 			t.Errorf("no %s outcome counted", outcome)
 		}
@@ -299,4 +309,25 @@ queries:
 
 func near(got, want, tol float64) bool {
 	return got >= want-tol*max(1, want) && got <= want+tol*max(1, want)
+}
+
+// TestHTTPClientSettingsReachPrometheus: prometheus/common's settings in the rules file
+// (here a bearer token from a file) are used for every query.
+func TestHTTPClientSettingsReachPrometheus(t *testing.T) {
+	e := startEnv(t)
+	e.fillFleet(1)
+	e.proxy.token = "s3cret"
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokenFile, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	withAuth := e.rulesFor(t, 1, rules.PresetBullMQ, "")
+	withAuth.Prometheus.HTTP.Authorization = &config.Authorization{Type: "Bearer", CredentialsFile: tokenFile}
+	waitFresh(t, newSource(t, withAuth, nil), withAuth, rules.QueueDepth)
+
+	without := e.rulesFor(t, 1, rules.PresetBullMQ, "")
+	c := newSource(t, without, nil).Observe(t.Context(), without, time.Now())
+	if o := c.Observations["w0"][rules.QueueDepth]; o.Status != autoscaler.Missing || !strings.Contains(o.Reason, "401") && !strings.Contains(o.Reason, "unauthorized") {
+		t.Errorf("without the token: %+v, want missing (401)", o)
+	}
 }

@@ -29,9 +29,11 @@ func Load(path string) (*Rules, error) {
 	if err != nil {
 		return nil, err
 	}
-	r.Prometheus.HTTP.SetDirectory(filepath.Dir(path))
+	r.Prometheus.HTTP.SetDirectory(dirOf(path))
 	return r, nil
 }
+
+func dirOf(path string) string { return filepath.Dir(path) }
 
 // Parse is Load for rules already in memory; file names them in errors.
 func Parse(file string, data []byte) (*Rules, error) {

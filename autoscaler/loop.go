@@ -1,0 +1,226 @@
+package autoscaler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/workerscale/workerscale/rules"
+)
+
+// Current is a workload as read from the cluster.
+type Current struct {
+	State State
+	// Paused is set by the workload's workerscale.io/paused annotation.
+	Paused bool
+	// History is what the workload's state annotation carries across restarts.
+	History History
+}
+
+// Cluster reads and writes workloads (internal/kube implements it).
+type Cluster interface {
+	Read(ctx context.Context, r *rules.Rules, w *rules.Workload) (Current, error)
+	Apply(ctx context.Context, r *rules.Rules, w *rules.Workload, d Decision, now time.Time) error
+	// Event records an event on the workload last read.
+	Event(w *rules.Workload, eventType, reason, message string)
+}
+
+// ObserveFunc reads one cycle's metrics for all workloads of r.
+type ObserveFunc func(ctx context.Context, r *rules.Rules, at time.Time) (map[string]Observations, []error)
+
+// Event reasons, the way the HPA records SuccessfulRescale.
+const (
+	EventScaledOut          = "ScaledOut"
+	EventScaledIn           = "ScaledIn"
+	EventClassChanged       = "ClassChanged"
+	EventScalingLimited     = "ScalingLimited"
+	EventMetricsUnavailable = "MetricsUnavailable"
+)
+
+// Loop is the control loop: each RunOnce observes, decides and acts for every workload.
+type Loop struct {
+	Rules   func() *rules.Rules
+	Observe ObserveFunc
+	Cluster Cluster
+	// DryRun decides and reports, and writes nothing: no change, no event.
+	DryRun bool
+	// PauseAll leaves every workload untouched, as the paused annotation does for one.
+	PauseAll bool
+	// Report receives every decision of every cycle, applied or not.
+	Report  func(Report)
+	Metrics *LoopMetrics
+	Log     *slog.Logger
+	Now     func() time.Time
+
+	mu      sync.Mutex
+	history map[string]History // by workload name
+}
+
+// Report is one workload's decision in a cycle and what became of it.
+type Report struct {
+	Decision
+	// Applied is true when the change was written; Skipped says why it was not.
+	Applied bool   `json:"applied"`
+	Skipped string `json:"skipped,omitempty"`
+	Error   string `json:"error,omitempty"`
+}
+
+// RunOnce runs one cycle. The error joins what went wrong (failed queries, unreadable or
+// unwritable workloads); the cycle still does what it can.
+func (l *Loop) RunOnce(ctx context.Context) error {
+	start := l.now()
+	r := l.Rules()
+	log := l.log()
+	var errs []error
+	obs, obsErrs := l.Observe(ctx, r, start)
+	errs = append(errs, obsErrs...)
+
+	var inputs []Input
+	var currents []Current
+	for i := range r.Workloads {
+		w := &r.Workloads[i]
+		cur, err := l.Cluster.Read(ctx, r, w)
+		if err != nil {
+			errs = append(errs, err)
+			log.Error("reading workload", "workload", w.Name, "error", err)
+			l.Metrics.error("read")
+			continue
+		}
+		inputs = append(inputs, Input{Workload: w, Observations: obs[w.Name], State: cur.State, History: l.historyOf(w.Name, cur.History)})
+		currents = append(currents, cur)
+	}
+	decisions := DecideAll(start, r, inputs)
+	for i, d := range decisions {
+		w, cur := inputs[i].Workload, currents[i]
+		rep := Report{Decision: d}
+		hist := d.History
+		switch {
+		case !d.Changed():
+		case cur.Paused || l.PauseAll:
+			rep.Skipped = "paused"
+		case l.DryRun || w.DryRun:
+			rep.Skipped = "dry-run"
+		default:
+			if err := l.Cluster.Apply(ctx, r, w, d, start); err != nil {
+				errs = append(errs, err)
+				rep.Error = err.Error()
+				log.Error("applying decision", "workload", w.Name, "error", err)
+				l.Metrics.error("apply")
+			} else {
+				rep.Applied = true
+				hist = hist.Applied(start, d)
+			}
+		}
+		if rep.Skipped != "" {
+			rep.Reasons = append(rep.Reasons, "not applied: "+rep.Skipped)
+		}
+		l.setHistory(w.Name, hist)
+		if !l.DryRun && !w.DryRun && !cur.Paused && !l.PauseAll {
+			l.events(w, d, rep)
+		}
+		l.Metrics.decision(w.Name, rep)
+		if l.Report != nil {
+			l.Report(rep)
+		}
+		log.Info("decision", "workload", w.Name, "from", shapeString(d.From), "to", shapeString(d.To),
+			"applied", rep.Applied, "skipped", rep.Skipped, "limitedBy", strings.Join(d.LimitedBy, ","), "reason", d.Reasons[0])
+	}
+	err := errors.Join(errs...)
+	l.Metrics.cycle(l.now().Sub(start), err)
+	return err
+}
+
+// events records what happened on the workload.
+func (l *Loop) events(w *rules.Workload, d Decision, rep Report) {
+	if rep.Applied {
+		if d.From.Class != d.To.Class || d.From.Concurrency != d.To.Concurrency {
+			l.Cluster.Event(w, "Normal", EventClassChanged, d.Reasons[0])
+		} else if d.To.Replicas > d.From.Replicas {
+			l.Cluster.Event(w, "Normal", EventScaledOut, d.Reasons[0])
+		} else {
+			l.Cluster.Event(w, "Normal", EventScaledIn, d.Reasons[0])
+		}
+	}
+	if len(d.LimitedBy) > 0 {
+		l.Cluster.Event(w, "Normal", EventScalingLimited, fmt.Sprintf("limited by %s: %s", strings.Join(d.LimitedBy, ", "), strings.Join(d.Reasons, "; ")))
+	}
+	if missing := missingMetrics(d); len(missing) > 0 {
+		l.Cluster.Event(w, "Warning", EventMetricsUnavailable, strings.Join(missing, "; "))
+	}
+	if rep.Error != "" {
+		l.Cluster.Event(w, "Warning", "FailedRescale", rep.Error)
+	}
+}
+
+func missingMetrics(d Decision) []string {
+	var out []string
+	for _, m := range slices.Sorted(maps.Keys(d.Metrics)) {
+		if o := d.Metrics[m]; o.Status != Fresh {
+			out = append(out, fmt.Sprintf("%s %s: %s", m, o.Status, o.Reason))
+		}
+	}
+	return out
+}
+
+// historyOf is the in-memory history, or after a restart what the annotation carried.
+func (l *Loop) historyOf(name string, persisted History) History {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if h, ok := l.history[name]; ok {
+		// The annotation is the record of what was applied, including by another
+		// instance before a failover.
+		if persisted.LastClassChange.After(h.LastClassChange) {
+			h.LastClassChange = persisted.LastClassChange
+		}
+		return h
+	}
+	return persisted
+}
+
+func (l *Loop) setHistory(name string, h History) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.history == nil {
+		l.history = map[string]History{}
+	}
+	l.history[name] = h
+}
+
+// Run calls RunOnce every interval until ctx ends. The interval is read from the rules
+// before each wait, so a reload can change it.
+func (l *Loop) Run(ctx context.Context) error {
+	for {
+		if err := l.RunOnce(ctx); err != nil {
+			l.log().Warn("cycle finished with errors", "error", err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(l.Rules().Interval.D()):
+		}
+	}
+}
+
+func (l *Loop) now() time.Time {
+	if l.Now != nil {
+		return l.Now()
+	}
+	return time.Now()
+}
+
+func (l *Loop) log() *slog.Logger {
+	if l.Log != nil {
+		return l.Log
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+func shapeString(s Shape) string {
+	return fmt.Sprintf("%d x %s (%d/%d)", s.Replicas, s.Class, s.Concurrency, s.TenantConcurrency)
+}

@@ -1,0 +1,109 @@
+package autoscaler
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// LoopMetrics are the control loop's own metrics.
+type LoopMetrics struct {
+	cycleSeconds prometheus.Histogram
+	cycles       *prometheus.CounterVec
+	decisions    *prometheus.CounterVec
+	current      *prometheus.GaugeVec
+	desired      *prometheus.GaugeVec
+	class        *prometheus.GaugeVec
+	concurrency  *prometheus.GaugeVec
+	limits       *prometheus.CounterVec
+	errors       *prometheus.CounterVec
+}
+
+// NewLoopMetrics creates the loop's metrics and registers them with reg.
+func NewLoopMetrics(reg prometheus.Registerer) *LoopMetrics {
+	m := &LoopMetrics{
+		cycleSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "workerscale_cycle_duration_seconds", Help: "Time one control-loop cycle took.",
+			Buckets: prometheus.ExponentialBuckets(0.01, 2, 12),
+		}),
+		cycles: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "workerscale_cycles_total", Help: "Control-loop cycles, by result (ok or error).",
+		}, []string{"result"}),
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "workerscale_decisions_total", Help: "Decisions by workload and kind: scale_out, scale_in, class_change, hold; and whether applied.",
+		}, []string{"workload", "kind", "applied"}),
+		current: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "workerscale_current_replicas", Help: "Replicas a workload runs.",
+		}, []string{"workload"}),
+		desired: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "workerscale_desired_replicas", Help: "Replicas the last decision wants.",
+		}, []string{"workload"}),
+		class: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "workerscale_workload_class", Help: "1 for the class a workload runs (state=current) and the one the last decision wants (state=desired).",
+		}, []string{"workload", "class", "state"}),
+		concurrency: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "workerscale_desired_concurrency", Help: "Concurrency the last decision wants.",
+		}, []string{"workload"}),
+		limits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "workerscale_limits_total", Help: "Decisions bounded by each limit.",
+		}, []string{"workload", "limit"}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "workerscale_errors_total", Help: "Errors by stage: read, apply, cycle.",
+		}, []string{"stage"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.cycleSeconds, m.cycles, m.decisions, m.current, m.desired, m.class, m.concurrency, m.limits, m.errors)
+	}
+	return m
+}
+
+func (m *LoopMetrics) cycle(d time.Duration, err error) {
+	if m == nil {
+		return
+	}
+	m.cycleSeconds.Observe(d.Seconds())
+	result := "ok"
+	if err != nil {
+		result = "error"
+		m.errors.WithLabelValues("cycle").Inc()
+	}
+	m.cycles.WithLabelValues(result).Inc()
+}
+
+func (m *LoopMetrics) error(stage string) {
+	if m != nil {
+		m.errors.WithLabelValues(stage).Inc()
+	}
+}
+
+func (m *LoopMetrics) decision(workload string, r Report) {
+	if m == nil {
+		return
+	}
+	d := r.Decision
+	kind := "hold"
+	switch {
+	case d.From.Class != d.To.Class:
+		kind = "class_change"
+	case d.To.Replicas > d.From.Replicas:
+		kind = "scale_out"
+	case d.To.Replicas < d.From.Replicas:
+		kind = "scale_in"
+	case d.From.Concurrency != d.To.Concurrency:
+		kind = "class_change"
+	}
+	applied := "false"
+	if r.Applied {
+		applied = "true"
+	}
+	m.decisions.WithLabelValues(workload, kind, applied).Inc()
+	m.current.WithLabelValues(workload).Set(float64(d.From.Replicas))
+	m.desired.WithLabelValues(workload).Set(float64(d.To.Replicas))
+	m.concurrency.WithLabelValues(workload).Set(float64(d.To.Concurrency))
+	m.class.DeletePartialMatch(prometheus.Labels{"workload": workload})
+	m.class.WithLabelValues(workload, d.From.Class, "current").Set(1)
+	m.class.WithLabelValues(workload, d.To.Class, "desired").Set(1)
+	for _, l := range d.LimitedBy {
+		m.limits.WithLabelValues(workload, l).Inc()
+	}
+}

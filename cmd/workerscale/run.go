@@ -1,0 +1,313 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"os"
+	"reflect"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/workerscale/workerscale/autoscaler"
+	"github.com/workerscale/workerscale/internal/api"
+	"github.com/workerscale/workerscale/internal/kube"
+	"github.com/workerscale/workerscale/internal/prom"
+	"github.com/workerscale/workerscale/rules"
+)
+
+const serviceAccountNamespace = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+func runCommand() command {
+	return command{
+		name:    "run",
+		summary: "Run the control loop: observe, decide and scale every workload of the rules",
+		usage:   "--rules FILE [--kubeconfig PATH] [--dry-run] [--once] [-o text|json]",
+		example: "workerscale run --rules rules.yaml --dry-run --once -o json",
+		flags: func(fs *flag.FlagSet) func(context.Context, *env) error {
+			o := runOptions{}
+			fs.StringVar(&o.rules, "rules", "", "the rules YAML (required); reloaded when it changes")
+			fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file (default: in-cluster config inside a Pod, else $KUBECONFIG or ~/.kube/config)")
+			fs.StringVar(&o.context, "context", "", "the kubeconfig context to use")
+			fs.BoolVar(&o.dryRun, "dry-run", false, "decide and print, write nothing (no scaling, no events, no leader election)")
+			fs.BoolVar(&o.once, "once", false, "run one cycle and exit; non-zero when the cycle had an error")
+			fs.BoolVar(&o.pauseAll, "paused", false, "leave every workload untouched (as the workerscale.io/paused annotation does for one)")
+			fs.StringVar(&o.output, "o", "text", "how decisions are printed: text (a line per workload) or json (an object per decision)")
+			fs.StringVar(&o.output, "output", "text", "same as -o")
+			fs.StringVar(&o.leaderElect, "leader-elect", "auto", "elect a leader with a Lease so that one instance acts: true, false, or auto (true inside a Pod)")
+			fs.StringVar(&o.leader.Namespace, "leader-elect-resource-namespace", "", "namespace of the Lease (default: the Pod's namespace, or default)")
+			fs.StringVar(&o.leader.Name, "leader-elect-resource-name", "workerscale", "name of the Lease")
+			fs.DurationVar(&o.leader.LeaseDuration, "leader-elect-lease-duration", 15*time.Second, "how long a lease lasts without renewal")
+			fs.DurationVar(&o.leader.RenewDeadline, "leader-elect-renew-deadline", 10*time.Second, "how long the leader keeps trying to renew")
+			fs.DurationVar(&o.leader.RetryPeriod, "leader-elect-retry-period", 2*time.Second, "how often candidates try to acquire or renew")
+			fs.StringVar(&o.metricsAddr, "metrics-bind-address", ":8080", "address of /metrics; 0 turns it off")
+			fs.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz; 0 turns it off")
+			fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+			return func(ctx context.Context, e *env) error { return o.run(ctx, e) }
+		},
+	}
+}
+
+type runOptions struct {
+	rules, kubeconfig, context       string
+	dryRun, once, pauseAll           bool
+	output, leaderElect              string
+	leader                           kube.LeaderOptions
+	metricsAddr, probeAddr, logLevel string
+}
+
+func (o *runOptions) run(ctx context.Context, e *env) error {
+	if o.rules == "" {
+		return usagef("--rules is required")
+	}
+	if o.output != "text" && o.output != "json" {
+		return usagef("-o must be text or json, got %q", o.output)
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
+		return usagef("--log-level: %v", err)
+	}
+	log := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level}))
+
+	watcher, err := rules.NewWatcher(o.rules)
+	if err != nil {
+		var list rules.ErrorList
+		if errors.As(err, &list) {
+			for _, p := range list {
+				fmt.Fprintln(e.stderr, p)
+			}
+			return exitError{code: 1}
+		}
+		return err
+	}
+	cfg, inCluster, err := o.restConfig()
+	if err != nil {
+		return err
+	}
+	elect, err := o.electLeader(inCluster)
+	if err != nil {
+		return err
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	rulesValid := prometheus.NewGauge(prometheus.GaugeOpts{Name: "workerscale_rules_valid", Help: "1 when the newest rules file loaded, 0 while an invalid one is refused and the old rules stay in force."})
+	reg.MustRegister(rulesValid)
+	rulesValid.Set(1)
+	promMetrics := prom.NewMetrics(reg)
+
+	cluster, err := kube.New(cfg, log, o.dryRun)
+	if err != nil {
+		return err
+	}
+	defer cluster.Close()
+
+	source := &sourceCache{metrics: promMetrics, log: log}
+	var cycles atomic.Int64
+	loop := &autoscaler.Loop{
+		Rules: func() *rules.Rules {
+			changed, err := watcher.Reload()
+			var list rules.ErrorList
+			switch {
+			case errors.As(err, &list):
+				for _, p := range list {
+					log.Error("invalid rules; the previous rules stay in force", "problem", p.Error())
+				}
+			case err != nil:
+				log.Error("reloading rules; the previous rules stay in force", "error", err)
+			case changed:
+				log.Info("rules reloaded", "file", o.rules)
+			}
+			rulesValid.Set(boolFloat(watcher.Valid()))
+			return watcher.Rules()
+		},
+		Observe:  source.observe,
+		Cluster:  cluster,
+		DryRun:   o.dryRun,
+		PauseAll: o.pauseAll,
+		Report:   reporter(e.stdout, o.output),
+		Metrics:  autoscaler.NewLoopMetrics(reg),
+		Log:      log,
+	}
+	if o.once {
+		err := loop.RunOnce(ctx)
+		if err != nil {
+			fmt.Fprintf(e.stderr, "workerscale run: the cycle had errors:\n%v\n", err)
+			return exitError{code: 1}
+		}
+		return nil
+	}
+
+	// standby is true while this instance waits for the leader lease.
+	var standby atomic.Bool
+	ready := func() error {
+		if cycles.Load() == 0 && !standby.Load() {
+			return errors.New("no cycle has run yet")
+		}
+		return nil
+	}
+	if err := o.serve(ctx, reg, ready, log); err != nil {
+		return err
+	}
+	lead := func(ctx context.Context) {
+		for {
+			if err := loop.RunOnce(ctx); err != nil {
+				log.Warn("cycle finished with errors", "error", err)
+			}
+			cycles.Add(1)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(watcher.Rules().Interval.D()):
+			}
+		}
+	}
+	if !elect {
+		lead(ctx)
+		return nil
+	}
+	standby.Store(true)
+	if o.leader.Namespace == "" {
+		o.leader.Namespace = podNamespace()
+	}
+	host, _ := os.Hostname()
+	o.leader.Identity = fmt.Sprintf("%s_%d_%d", host, os.Getpid(), time.Now().UnixNano())
+	err = kube.RunLeaderElected(ctx, cluster.Clientset(), o.leader, log, func(ctx context.Context) {
+		standby.Store(false)
+		lead(ctx)
+	})
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+func boolFloat(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// restConfig is the in-cluster config inside a Pod (unless --kubeconfig is given),
+// otherwise the kubeconfig.
+func (o *runOptions) restConfig() (*rest.Config, bool, error) {
+	if o.kubeconfig == "" && o.context == "" {
+		if cfg, err := rest.InClusterConfig(); err == nil {
+			return cfg, true, nil
+		}
+	}
+	loading := clientcmd.NewDefaultClientConfigLoadingRules()
+	if o.kubeconfig != "" {
+		loading.ExplicitPath = o.kubeconfig
+	}
+	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(loading, &clientcmd.ConfigOverrides{CurrentContext: o.context}).ClientConfig()
+	if err != nil {
+		return nil, false, fmt.Errorf("kubernetes configuration: %w", err)
+	}
+	return cfg, false, nil
+}
+
+func (o *runOptions) electLeader(inCluster bool) (bool, error) {
+	switch o.leaderElect {
+	case "auto":
+		return inCluster && !o.dryRun && !o.once, nil
+	case "true":
+		if o.dryRun {
+			return false, usagef("--leader-elect=true writes a Lease, which --dry-run does not allow")
+		}
+		return !o.once, nil
+	case "false":
+		return false, nil
+	}
+	return false, usagef("--leader-elect must be true, false or auto, got %q", o.leaderElect)
+}
+
+func podNamespace() string {
+	if b, err := os.ReadFile(serviceAccountNamespace); err == nil {
+		return strings.TrimSpace(string(b))
+	}
+	return "default"
+}
+
+func (o *runOptions) serve(ctx context.Context, reg *prometheus.Registry, ready func() error, log *slog.Logger) error {
+	if o.metricsAddr != "0" {
+		if _, _, err := api.Serve(ctx, o.metricsAddr, api.Handler(reg, ready), log); err != nil {
+			return err
+		}
+	}
+	if o.probeAddr != "0" && o.probeAddr != o.metricsAddr {
+		if _, _, err := api.Serve(ctx, o.probeAddr, api.Handler(reg, ready), log); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// sourceCache keeps one Prometheus source per prometheus section of the rules, so a
+// reload that changes the URL or credentials takes effect.
+type sourceCache struct {
+	metrics *prom.Metrics
+	log     *slog.Logger
+	cfg     rules.Prometheus
+	source  *prom.Source
+}
+
+func (s *sourceCache) observe(ctx context.Context, r *rules.Rules, at time.Time) (map[string]autoscaler.Observations, []error) {
+	if s.source == nil || !reflect.DeepEqual(s.cfg, r.Prometheus) {
+		src, err := prom.New(r.Prometheus, prom.Options{Metrics: s.metrics, Logger: s.log})
+		if err != nil {
+			return nil, []error{err}
+		}
+		s.source, s.cfg = src, r.Prometheus
+	}
+	c := s.source.Observe(ctx, r, at)
+	return c.Observations, c.Errors
+}
+
+// reporter prints decisions: a line per workload in text, an object per decision in json.
+func reporter(out io.Writer, format string) func(autoscaler.Report) {
+	if format == "json" {
+		enc := json.NewEncoder(out)
+		return func(r autoscaler.Report) { _ = enc.Encode(r) }
+	}
+	return func(r autoscaler.Report) {
+		var grades []string
+		for _, m := range slices.Sorted(maps.Keys(r.Grades)) {
+			grades = append(grades, m+"="+string(r.Grades[m]))
+		}
+		limits := "-"
+		if len(r.LimitedBy) > 0 {
+			limits = strings.Join(r.LimitedBy, ",")
+		}
+		status := "hold"
+		switch {
+		case r.Applied:
+			status = "applied"
+		case r.Skipped != "":
+			status = r.Skipped
+		case r.Error != "":
+			status = "error"
+		case r.Changed():
+			status = "pending"
+		}
+		fmt.Fprintf(out, "%s\t%s -> %s\t%s\t%s\tlimits=%s\t%s\n", r.Workload, shape(r.From), shape(r.To), status,
+			strings.Join(grades, " "), limits, r.Reasons[0])
+	}
+}
+
+func shape(s autoscaler.Shape) string {
+	return fmt.Sprintf("%d x %s (%d/%d)", s.Replicas, s.Class, s.Concurrency, s.TenantConcurrency)
+}

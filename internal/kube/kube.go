@@ -1,0 +1,284 @@
+// Package kube reads and writes the workloads workerscale scales, through client-go:
+// state (replicas, rollout progress, the target container's resources and concurrency
+// env vars), horizontal writes through the scale subresource, vertical writes by
+// server-side apply with field manager "workerscale", the state annotation that carries
+// cooldowns across restarts, events on the workload, and leader election.
+package kube
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/restmapper"
+	"k8s.io/client-go/scale"
+	"k8s.io/client-go/tools/record"
+
+	"github.com/workerscale/workerscale/autoscaler"
+	"github.com/workerscale/workerscale/rules"
+)
+
+// The annotations workerscale reads and writes on a workload.
+const (
+	// PausedAnnotation set to "true" leaves the workload untouched.
+	PausedAnnotation = "workerscale.io/paused"
+	// StateAnnotation holds what must survive a restart: the last action and its time,
+	// the last class change, the generation of our last rollout, and recent scale events.
+	StateAnnotation = "workerscale.io/state"
+	// FieldManager owns the fields workerscale writes.
+	FieldManager = "workerscale"
+)
+
+// Client reads and writes workloads.
+type Client struct {
+	cs        kubernetes.Interface
+	scales    scale.ScalesGetter
+	mapper    *restmapper.DeferredDiscoveryRESTMapper
+	recorder  record.EventRecorder
+	broadcast record.EventBroadcaster
+	log       *slog.Logger
+
+	mu   sync.Mutex
+	refs map[string]*corev1.ObjectReference // by workload name, from the last Read
+
+	// beforeWrite, when set (tests), runs after a write's fresh read and before the write.
+	beforeWrite func(kind string)
+}
+
+// New builds a Client for cfg. Events are recorded unless noEvents (dry-run writes none).
+func New(cfg *rest.Config, log *slog.Logger, noEvents bool) (*Client, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client: %w", err)
+	}
+	disc, err := discovery.NewDiscoveryClientForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("discovery client: %w", err)
+	}
+	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(disc))
+	scales, err := scale.NewForConfig(cfg, mapper, dynamic.LegacyAPIPathResolverFunc, scale.NewDiscoveryScaleKindResolver(disc))
+	if err != nil {
+		return nil, fmt.Errorf("scale client: %w", err)
+	}
+	c := &Client{cs: cs, scales: scales, mapper: mapper, log: log, refs: map[string]*corev1.ObjectReference{}}
+	if !noEvents {
+		c.broadcast = record.NewBroadcaster()
+		c.broadcast.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: cs.CoreV1().Events("")})
+		c.recorder = c.broadcast.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "workerscale"})
+	}
+	return c, nil
+}
+
+// Close flushes and stops event recording.
+func (c *Client) Close() {
+	if c.broadcast != nil {
+		c.broadcast.Shutdown()
+	}
+}
+
+// Clientset is the underlying clientset, for leader election.
+func (c *Client) Clientset() kubernetes.Interface { return c.cs }
+
+// stored is the state annotation's content.
+type stored struct {
+	LastAction        string                  `json:"lastAction,omitempty"`
+	LastActionTime    time.Time               `json:"lastActionTime,omitzero"`
+	LastClassChange   time.Time               `json:"lastClassChange,omitzero"`
+	RolloutGeneration int64                   `json:"rolloutGeneration,omitempty"`
+	ScaleEvents       []autoscaler.ScaleEvent `json:"scaleEvents,omitempty"`
+}
+
+// workload is a Deployment or StatefulSet as far as workerscale cares.
+type workload struct {
+	meta     metav1.ObjectMeta
+	replicas int32
+	template corev1.PodTemplateSpec
+	status   struct{ observedGeneration, ready, available, updated int64 }
+	apiVer   string
+}
+
+func fromDeployment(d *appsv1.Deployment) workload {
+	w := workload{meta: d.ObjectMeta, replicas: ptrOr(d.Spec.Replicas, 1), template: d.Spec.Template, apiVer: "apps/v1"}
+	w.status.observedGeneration = d.Status.ObservedGeneration
+	w.status.ready, w.status.available, w.status.updated = int64(d.Status.ReadyReplicas), int64(d.Status.AvailableReplicas), int64(d.Status.UpdatedReplicas)
+	return w
+}
+
+func fromStatefulSet(s *appsv1.StatefulSet) workload {
+	w := workload{meta: s.ObjectMeta, replicas: ptrOr(s.Spec.Replicas, 1), template: s.Spec.Template, apiVer: "apps/v1"}
+	w.status.observedGeneration = s.Status.ObservedGeneration
+	w.status.ready, w.status.available, w.status.updated = int64(s.Status.ReadyReplicas), int64(s.Status.AvailableReplicas), int64(s.Status.UpdatedReplicas)
+	return w
+}
+
+func ptrOr(p *int32, def int32) int32 {
+	if p == nil {
+		return def
+	}
+	return *p
+}
+
+func (c *Client) get(ctx context.Context, t rules.Target) (workload, error) {
+	switch t.Kind {
+	case "Deployment":
+		d, err := c.cs.AppsV1().Deployments(t.Namespace).Get(ctx, t.Name, metav1.GetOptions{})
+		if err != nil {
+			return workload{}, err
+		}
+		return fromDeployment(d), nil
+	case "StatefulSet":
+		s, err := c.cs.AppsV1().StatefulSets(t.Namespace).Get(ctx, t.Name, metav1.GetOptions{})
+		if err != nil {
+			return workload{}, err
+		}
+		return fromStatefulSet(s), nil
+	}
+	return workload{}, fmt.Errorf("unsupported kind %q", t.Kind)
+}
+
+// Read returns the workload's current state, whether it is paused, and the history its
+// state annotation carries.
+func (c *Client) Read(ctx context.Context, r *rules.Rules, w *rules.Workload) (autoscaler.Current, error) {
+	obj, err := c.get(ctx, w.Target)
+	if err != nil {
+		return autoscaler.Current{}, fmt.Errorf("reading %s %s/%s: %w", w.Target.Kind, w.Target.Namespace, w.Target.Name, err)
+	}
+	c.mu.Lock()
+	c.refs[w.Name] = &corev1.ObjectReference{Kind: w.Target.Kind, APIVersion: obj.apiVer, Namespace: obj.meta.Namespace, Name: obj.meta.Name, UID: obj.meta.UID, ResourceVersion: obj.meta.ResourceVersion}
+	c.mu.Unlock()
+
+	st, err := readStored(obj.meta.Annotations)
+	if err != nil {
+		c.log.Warn("ignoring an unreadable state annotation", "workload", w.Name, "error", err)
+	}
+	container, err := targetContainer(&obj.template.Spec, w.Target.Container)
+	if err != nil {
+		return autoscaler.Current{}, fmt.Errorf("%s %s/%s: %w", w.Target.Kind, w.Target.Namespace, w.Target.Name, err)
+	}
+	cur := autoscaler.Current{
+		State: autoscaler.State{
+			Shape: autoscaler.Shape{
+				Replicas:          obj.replicas,
+				Class:             classOf(r, w, container),
+				Concurrency:       envInt(container, *w.Env.Concurrency),
+				TenantConcurrency: envInt(container, *w.Env.TenantConcurrency),
+			},
+			ReadyReplicas:     int32(obj.status.ready),
+			RolloutInProgress: rolloutInProgress(obj, st),
+		},
+		Paused:  obj.meta.Annotations[PausedAnnotation] == "true",
+		History: autoscaler.History{LastClassChange: st.LastClassChange, ScaleEvents: st.ScaleEvents},
+	}
+	return cur, nil
+}
+
+// rolloutInProgress: our last template change has not rolled out yet. Only our own
+// rollouts hold the engine; a scale or someone else's change does not.
+func rolloutInProgress(obj workload, st stored) bool {
+	if st.RolloutGeneration == 0 || obj.meta.Generation != st.RolloutGeneration {
+		return false
+	}
+	s := obj.status
+	return s.observedGeneration < st.RolloutGeneration || s.updated < int64(obj.replicas) || s.available < int64(obj.replicas)
+}
+
+func readStored(ann map[string]string) (stored, error) {
+	var st stored
+	raw, ok := ann[StateAnnotation]
+	if !ok {
+		return st, nil
+	}
+	err := json.Unmarshal([]byte(raw), &st)
+	return st, err
+}
+
+// targetContainer is the named container, or the first.
+func targetContainer(spec *corev1.PodSpec, name string) (*corev1.Container, error) {
+	if len(spec.Containers) == 0 {
+		return nil, fmt.Errorf("the pod template has no containers")
+	}
+	if name == "" {
+		return &spec.Containers[0], nil
+	}
+	for i := range spec.Containers {
+		if spec.Containers[i].Name == name {
+			return &spec.Containers[i], nil
+		}
+	}
+	return nil, fmt.Errorf("the pod template has no container %q", name)
+}
+
+// classOf finds the class whose CPU and memory equal the container's requests; a
+// container that matches none is custom.
+func classOf(r *rules.Rules, w *rules.Workload, c *corev1.Container) string {
+	cpu, okCPU := c.Resources.Requests[corev1.ResourceCPU]
+	mem, okMem := c.Resources.Requests[corev1.ResourceMemory]
+	if !okCPU || !okMem {
+		return autoscaler.CustomClass
+	}
+	for _, cl := range r.Classes {
+		if cl.CPU.Cmp(cpu) == 0 && cl.Memory.Cmp(mem) == 0 {
+			return cl.Name
+		}
+	}
+	return autoscaler.CustomClass
+}
+
+// envInt reads an integer env var of the container; 0 when absent or not a number.
+func envInt(c *corev1.Container, name string) int {
+	if name == "" {
+		return 0
+	}
+	for _, e := range c.Env {
+		if e.Name == name {
+			v, err := strconv.Atoi(e.Value)
+			if err != nil {
+				return 0
+			}
+			return v
+		}
+	}
+	return 0
+}
+
+// Event records an event on the workload read last.
+func (c *Client) Event(w *rules.Workload, eventType, reason, message string) {
+	if c.recorder == nil {
+		return
+	}
+	c.mu.Lock()
+	ref := c.refs[w.Name]
+	c.mu.Unlock()
+	if ref == nil {
+		return
+	}
+	c.recorder.Event(ref, eventType, reason, message)
+}
+
+// groupResource maps a target kind to its resource through discovery, so the scale
+// subresource is found the way the HPA finds it.
+func (c *Client) groupResource(kind string) (schema.GroupResource, error) {
+	m, err := c.mapper.RESTMapping(schema.GroupKind{Group: "apps", Kind: kind})
+	if err != nil {
+		return schema.GroupResource{}, fmt.Errorf("finding the resource of kind %s: %w", kind, err)
+	}
+	return m.Resource.GroupResource(), nil
+}

@@ -1,0 +1,415 @@
+package kube
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/workerscale/workerscale/autoscaler"
+	"github.com/workerscale/workerscale/internal/testenv"
+	"github.com/workerscale/workerscale/rules"
+)
+
+const testRules = `
+prometheus: {url: "http://prometheus:9090"}
+classes:
+  - {name: medium, cpu: "2", memory: 4Gi, concurrency: 5, tenantConcurrency: 2, maxReplicas: 20, nodeSelector: {pool: medium}}
+  - {name: large,  cpu: "4", memory: 8Gi, limits: {cpu: "8", memory: 16Gi}, concurrency: 10, tenantConcurrency: 3, maxReplicas: 20, nodeSelector: {pool: large}}
+workloads:
+  - {name: render, maxReplicas: 20, target: {namespace: default, name: render, container: worker}}
+  - {name: states, maxReplicas: 20, target: {kind: StatefulSet, namespace: default, name: states}}
+`
+
+type fixture struct {
+	cluster *testenv.Cluster
+	client  *Client
+	rules   *rules.Rules
+}
+
+func setup(t *testing.T) *fixture {
+	t.Helper()
+	c := testenv.StartCluster(t)
+	r, err := rules.Parse("test.yaml", []byte(testRules))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kc, err := New(c.Config, nil, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(kc.Close)
+	return &fixture{cluster: c, client: kc, rules: r}
+}
+
+func podTemplate(cpu, mem string, env ...corev1.EnvVar) corev1.PodTemplateSpec {
+	return corev1.PodTemplateSpec{
+		ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "render"}},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{
+			{Name: "sidecar", Image: "proxy:1"},
+			{
+				Name: "worker", Image: "worker:1",
+				Env: append([]corev1.EnvVar{{Name: "REDIS_HOST", Value: "redis"}}, env...),
+				Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{
+					corev1.ResourceCPU: resource.MustParse(cpu), corev1.ResourceMemory: resource.MustParse(mem),
+				}},
+			},
+		}},
+	}
+}
+
+func concurrencyEnv(g, t string) []corev1.EnvVar {
+	return []corev1.EnvVar{{Name: "WORKER_CONCURRENCY", Value: g}, {Name: "DEFAULT_TENANT_CONCURRENCY", Value: t}}
+}
+
+func (f *fixture) createDeployment(t *testing.T, replicas int32, tpl corev1.PodTemplateSpec) {
+	t.Helper()
+	d := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: "render", Namespace: "default"},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: &replicas, Template: tpl,
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "render"}},
+		},
+	}
+	if _, err := f.cluster.Client.AppsV1().Deployments("default").Create(t.Context(), d, metav1.CreateOptions{FieldManager: "kubectl"}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (f *fixture) deployment(t *testing.T) *appsv1.Deployment {
+	t.Helper()
+	d, err := f.cluster.Client.AppsV1().Deployments("default").Get(t.Context(), "render", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func worker(d *appsv1.Deployment) corev1.Container {
+	for _, c := range d.Spec.Template.Spec.Containers {
+		if c.Name == "worker" {
+			return c
+		}
+	}
+	return corev1.Container{}
+}
+
+func env(c corev1.Container, name string) string {
+	for _, e := range c.Env {
+		if e.Name == name {
+			return e.Value
+		}
+	}
+	return ""
+}
+
+func decision(from, to autoscaler.Shape) autoscaler.Decision {
+	return autoscaler.Decision{Workload: "render", From: from, To: to, Reasons: []string{"test"}}
+}
+
+func TestReadClassifiesTheWorkload(t *testing.T) {
+	f := setup(t)
+	f.createDeployment(t, 3, podTemplate("2", "4Gi", concurrencyEnv("5", "2")...))
+	cur, err := f.client.Read(t.Context(), f.rules, &f.rules.Workloads[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := autoscaler.Shape{Replicas: 3, Class: "medium", Concurrency: 5, TenantConcurrency: 2}
+	if cur.State.Shape != want || cur.Paused || cur.State.RolloutInProgress {
+		t.Errorf("read %+v, want %+v", cur, want)
+	}
+
+	// Resources that match no class are custom.
+	d := f.deployment(t)
+	d.Spec.Template.Spec.Containers[1].Resources.Requests[corev1.ResourceCPU] = resource.MustParse("3")
+	d.Annotations = map[string]string{PausedAnnotation: "true"}
+	if _, err := f.cluster.Client.AppsV1().Deployments("default").Update(t.Context(), d, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	cur, err = f.client.Read(t.Context(), f.rules, &f.rules.Workloads[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cur.State.Class != autoscaler.CustomClass || !cur.Paused {
+		t.Errorf("class %s paused %v, want custom and paused", cur.State.Class, cur.Paused)
+	}
+
+	// A missing workload is an error naming it.
+	if _, err := f.client.Read(t.Context(), f.rules, &f.rules.Workloads[1]); err == nil || !strings.Contains(err.Error(), "StatefulSet default/states") {
+		t.Errorf("reading a missing StatefulSet: %v", err)
+	}
+}
+
+func TestHorizontalWriteUsesTheScaleSubresource(t *testing.T) {
+	f := setup(t)
+	f.createDeployment(t, 2, podTemplate("2", "4Gi", concurrencyEnv("5", "2")...))
+	medium := autoscaler.Shape{Replicas: 2, Class: "medium", Concurrency: 5, TenantConcurrency: 2}
+	to := medium
+	to.Replicas = 6
+	now := time.Now().UTC().Truncate(time.Second)
+	if err := f.client.Apply(t.Context(), f.rules, &f.rules.Workloads[0], decision(medium, to), now); err != nil {
+		t.Fatal(err)
+	}
+	d := f.deployment(t)
+	if *d.Spec.Replicas != 6 {
+		t.Errorf("replicas = %d, want 6", *d.Spec.Replicas)
+	}
+	var st stored
+	if err := json.Unmarshal([]byte(d.Annotations[StateAnnotation]), &st); err != nil {
+		t.Fatalf("state annotation: %v", err)
+	}
+	if !st.LastActionTime.Equal(now) || len(st.ScaleEvents) != 1 || st.ScaleEvents[0].Delta != 4 || st.RolloutGeneration != 0 {
+		t.Errorf("stored state = %+v", st)
+	}
+	// The scale went through the scale subresource, by our field manager.
+	found := false
+	for _, mf := range d.ManagedFields {
+		if mf.Manager == FieldManager && mf.Subresource == "scale" {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("no managed fields of %s on the scale subresource: %+v", FieldManager, d.ManagedFields)
+	}
+	// The history a restart reads back carries the scale event.
+	cur, err := f.client.Read(t.Context(), f.rules, &f.rules.Workloads[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cur.History.ScaleEvents) != 1 || cur.State.RolloutInProgress {
+		t.Errorf("read back %+v", cur)
+	}
+}
+
+func TestVerticalWriteTouchesOnlyItsFields(t *testing.T) {
+	f := setup(t)
+	f.createDeployment(t, 12, podTemplate("2", "4Gi", concurrencyEnv("5", "2")...))
+	medium := autoscaler.Shape{Replicas: 12, Class: "medium", Concurrency: 5, TenantConcurrency: 2}
+	large := autoscaler.Shape{Replicas: 6, Class: "large", Concurrency: 10, TenantConcurrency: 3}
+	if err := f.client.Apply(t.Context(), f.rules, &f.rules.Workloads[0], decision(medium, large), time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	d := f.deployment(t)
+	w := worker(d)
+	if *d.Spec.Replicas != 6 || w.Resources.Requests.Cpu().String() != "4" || w.Resources.Limits.Memory().String() != "16Gi" ||
+		env(w, "WORKER_CONCURRENCY") != "10" || env(w, "DEFAULT_TENANT_CONCURRENCY") != "3" || d.Spec.Template.Spec.NodeSelector["pool"] != "large" {
+		t.Errorf("after the class change: replicas %d, worker %+v, nodeSelector %v", *d.Spec.Replicas, w, d.Spec.Template.Spec.NodeSelector)
+	}
+	// What is not ours is as it was.
+	if w.Image != "worker:1" || env(w, "REDIS_HOST") != "redis" || len(d.Spec.Template.Spec.Containers) != 2 || d.Spec.Template.Spec.Containers[0].Image != "proxy:1" {
+		t.Errorf("fields workerscale does not own changed: %+v", d.Spec.Template.Spec.Containers)
+	}
+	cur, err := f.client.Read(t.Context(), f.rules, &f.rules.Workloads[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cur.State.Shape != large || !cur.State.RolloutInProgress || cur.History.LastClassChange.IsZero() {
+		t.Errorf("read back %+v, want large with its rollout in progress", cur)
+	}
+	// Once the Deployment controller reports the rollout done, it is not in progress.
+	completeRollout(t, f.cluster.Client, d)
+	if cur, _ = f.client.Read(t.Context(), f.rules, &f.rules.Workloads[0]); cur.State.RolloutInProgress {
+		t.Error("rollout still in progress after the status caught up")
+	}
+	// Back to medium: large's node selector, which we applied, goes.
+	if err := f.client.Apply(t.Context(), f.rules, &f.rules.Workloads[0], decision(large, medium), time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	d = f.deployment(t)
+	if w := worker(d); d.Spec.Template.Spec.NodeSelector["pool"] != "medium" || w.Resources.Requests.Cpu().String() != "2" {
+		t.Errorf("back to medium: nodeSelector %v", d.Spec.Template.Spec.NodeSelector)
+	}
+}
+
+// completeRollout does what the Deployment controller would: report the rollout done.
+func completeRollout(t *testing.T, cs kubernetes.Interface, d *appsv1.Deployment) {
+	t.Helper()
+	d, err := cs.AppsV1().Deployments(d.Namespace).Get(t.Context(), d.Name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := *d.Spec.Replicas
+	d.Status = appsv1.DeploymentStatus{ObservedGeneration: d.Generation, Replicas: n, UpdatedReplicas: n, ReadyReplicas: n, AvailableReplicas: n}
+	if _, err := cs.AppsV1().Deployments(d.Namespace).UpdateStatus(t.Context(), d, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestConflictingWriteIsRetriedOnFreshState: another writer changes the Deployment
+// between our read and our write; our apply conflicts, is rebuilt from the fresh object,
+// and both changes stand.
+func TestConflictingWriteIsRetriedOnFreshState(t *testing.T) {
+	f := setup(t)
+	f.createDeployment(t, 12, podTemplate("2", "4Gi", concurrencyEnv("5", "2")...))
+	var writes atomic.Int32
+	f.client.beforeWrite = func(string) {
+		if writes.Add(1) > 1 {
+			return
+		}
+		d := f.deployment(t)
+		d.Spec.Template.Spec.Containers[1].Image = "worker:2"
+		if _, err := f.cluster.Client.AppsV1().Deployments("default").Update(context.Background(), d, metav1.UpdateOptions{FieldManager: "someone-else"}); err != nil {
+			t.Errorf("the other writer: %v", err)
+		}
+	}
+	medium := autoscaler.Shape{Replicas: 12, Class: "medium", Concurrency: 5, TenantConcurrency: 2}
+	large := autoscaler.Shape{Replicas: 6, Class: "large", Concurrency: 10, TenantConcurrency: 3}
+	if err := f.client.Apply(t.Context(), f.rules, &f.rules.Workloads[0], decision(medium, large), time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if n := writes.Load(); n != 2 {
+		t.Errorf("%d write attempts, want 2 (a conflict, then a retry on fresh state)", n)
+	}
+	d := f.deployment(t)
+	if w := worker(d); w.Image != "worker:2" || w.Resources.Requests.Cpu().String() != "4" || *d.Spec.Replicas != 6 {
+		t.Errorf("after the retry: image %s, cpu %s, replicas %d; want both writers' changes", w.Image, w.Resources.Requests.Cpu().String(), *d.Spec.Replicas)
+	}
+}
+
+func TestStatefulSet(t *testing.T) {
+	f := setup(t)
+	replicas := int32(2)
+	tpl := podTemplate("2", "4Gi", concurrencyEnv("5", "2")...)
+	s := &appsv1.StatefulSet{
+		ObjectMeta: metav1.ObjectMeta{Name: "states", Namespace: "default"},
+		Spec:       appsv1.StatefulSetSpec{Replicas: &replicas, Template: tpl, Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "render"}}},
+	}
+	if _, err := f.cluster.Client.AppsV1().StatefulSets("default").Create(t.Context(), s, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	w := &f.rules.Workloads[1]
+	medium := autoscaler.Shape{Replicas: 2, Class: "medium", Concurrency: 5, TenantConcurrency: 2}
+	to := medium
+	to.Replicas = 5
+	if err := f.client.Apply(t.Context(), f.rules, w, decision(medium, to), time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	large := autoscaler.Shape{Replicas: 3, Class: "large", Concurrency: 10, TenantConcurrency: 3}
+	if err := f.client.Apply(t.Context(), f.rules, w, decision(to, large), time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	cur, err := f.client.Read(t.Context(), f.rules, w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cur.State.Shape != large {
+		t.Errorf("StatefulSet now %+v, want %+v", cur.State.Shape, large)
+	}
+}
+
+func TestEventsOnTheWorkload(t *testing.T) {
+	f := setup(t)
+	f.createDeployment(t, 2, podTemplate("2", "4Gi", concurrencyEnv("5", "2")...))
+	w := &f.rules.Workloads[0]
+	if _, err := f.client.Read(t.Context(), f.rules, w); err != nil {
+		t.Fatal(err)
+	}
+	f.client.Event(w, corev1.EventTypeNormal, autoscaler.EventScaledOut, "scale out from 2 to 6 replicas")
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		list, err := f.cluster.Client.CoreV1().Events("default").List(t.Context(), metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range list.Items {
+			if e.Reason == autoscaler.EventScaledOut && e.InvolvedObject.Kind == "Deployment" && e.InvolvedObject.Name == "render" && e.Source.Component == "workerscale" {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no ScaledOut event on deployment/render: %+v", list.Items)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestLeaderElection: of two candidates on one Lease exactly one leads; when it goes,
+// the other takes over.
+func TestLeaderElection(t *testing.T) {
+	c := testenv.StartCluster(t)
+	var mu sync.Mutex
+	leading := map[string]bool{}
+	var overlap atomic.Bool
+	start := func(id string) context.CancelFunc {
+		ctx, cancel := context.WithCancel(t.Context())
+		cs := kubernetes.NewForConfigOrDie(c.Config)
+		go func() {
+			_ = RunLeaderElected(ctx, cs, LeaderOptions{Namespace: "default", Name: "workerscale", Identity: id,
+				LeaseDuration: 2 * time.Second, RenewDeadline: time.Second, RetryPeriod: 200 * time.Millisecond}, testLogger(t),
+				func(ctx context.Context) {
+					mu.Lock()
+					leading[id] = true
+					for other, on := range leading {
+						if other != id && on {
+							overlap.Store(true)
+						}
+					}
+					mu.Unlock()
+					<-ctx.Done()
+					mu.Lock()
+					leading[id] = false
+					mu.Unlock()
+				})
+		}()
+		return cancel
+	}
+	cancelA := start("a")
+	cancelB := start("b")
+	defer cancelB()
+	leader := waitLeader(t, &mu, leading)
+	time.Sleep(3 * time.Second) // several renewals: the other must not lead meanwhile
+	mu.Lock()
+	n := 0
+	for _, on := range leading {
+		if on {
+			n++
+		}
+	}
+	mu.Unlock()
+	if n != 1 || overlap.Load() {
+		t.Fatalf("%d leaders (overlap %v), want exactly one", n, overlap.Load())
+	}
+	if leader == "a" {
+		cancelA()
+	} else {
+		cancelB()
+		defer cancelA()
+	}
+	mu.Lock()
+	leading[leader] = false
+	mu.Unlock()
+	if next := waitLeader(t, &mu, leading); next == leader {
+		t.Errorf("%s still leads after it stopped", next)
+	}
+	if overlap.Load() {
+		t.Error("two instances led at once")
+	}
+}
+
+func waitLeader(t *testing.T, mu *sync.Mutex, leading map[string]bool) string {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		mu.Lock()
+		for id, on := range leading {
+			if on {
+				mu.Unlock()
+				return id
+			}
+		}
+		mu.Unlock()
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatal("no leader within 20s")
+	return ""
+}
+

@@ -412,4 +412,3 @@ func waitLeader(t *testing.T, mu *sync.Mutex, leading map[string]bool) string {
 	t.Fatal("no leader within 20s")
 	return ""
 }
-

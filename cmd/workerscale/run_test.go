@@ -439,7 +439,6 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-
 // TestRunKeepsOldRulesOnAnInvalidReload: a running controller given an invalid rules file
 // keeps deciding with the old rules, logs every problem, and sets workerscale_rules_valid
 // to 0; a fixed file takes effect.

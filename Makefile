@@ -27,16 +27,12 @@ test: testenv
 bench: testenv
 	WORKERSCALE_TESTENV=required $(GO) test -run '^$$' -bench . -benchmem ./...
 
-demo: build
-	@for f in $(EXAMPLES); do echo "\$$ workerscale check --rules $$f"; ./$(BIN) check --rules $$f || exit 1; echo; done
-	@echo "\$$ workerscale concurrency --cpu 1 --memory 2Gi --rules rules/examples/luneo-render.yaml"
-	@./$(BIN) concurrency --cpu 1 --memory 2Gi --rules rules/examples/luneo-render.yaml
-	@echo
-	@echo "\$$ workerscale concurrency --cpu 2 --memory 4Gi --rules rules/examples/luneo-render.yaml"
-	@./$(BIN) concurrency --cpu 2 --memory 4Gi --rules rules/examples/luneo-render.yaml
-	@echo
-	@echo "\$$ workerscale explain --rules rules/examples/luneo-render.yaml --workload render --replicas 2 --class medium --set queueDepth=500 --set cpu=0.6 --set memory=0.5"
-	@./$(BIN) explain --rules rules/examples/luneo-render.yaml --workload render --replicas 2 --class medium --set queueDepth=500 --set cpu=0.6 --set memory=0.5
+# The main job, for real: the built binary against a real Prometheus (scraping a fixture
+# BullMQ fleet) and a real kube-apiserver holding the first seed's Deployment.
+demo: build testenv
+	@for f in $(EXAMPLES); do echo "\$$ workerscale check --rules $$f"; ./$(BIN) check --rules $$f || exit 1; done
+	@WORKERSCALE_BIN=$(CURDIR)/$(BIN) WORKERSCALE_TESTENV=required $(GO) test -count=1 -run '^TestDemo$$' -v ./internal/demo \
+		| grep -v -E '^(=== RUN|--- PASS|PASS$$|ok )'
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi

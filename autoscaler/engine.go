@@ -178,14 +178,16 @@ func (p *plan) observe() {
 	if _, ok := p.obs[rules.WaitSeconds]; !ok {
 		p.estimateWait()
 	}
-	// The mean job duration: configured, or Little's law over the jobs in flight.
-	if jd := p.w.Horizontal.JobDuration; jd != nil {
+	// The mean job duration: Little's law over the jobs in flight when both are measured,
+	// otherwise the configured one.
+	a, okA := p.value(rules.ActiveJobs)
+	t, okT := p.value(rules.Throughput)
+	switch jd := p.w.Horizontal.JobDuration; {
+	case okA && okT && a > 0 && t > 0:
+		p.duration = a / t
+		p.durationWhy = fmt.Sprintf("a mean job duration of %ss (%s active jobs / %s jobs/s, Little's law)", num(p.duration), num(a), num(t))
+	case jd != nil:
 		p.duration, p.durationWhy = jd.D().Seconds(), fmt.Sprintf("the configured mean job duration %s", jd)
-	} else if a, ok := p.value(rules.ActiveJobs); ok && a > 0 {
-		if t, ok := p.value(rules.Throughput); ok && t > 0 {
-			p.duration = a / t
-			p.durationWhy = fmt.Sprintf("a mean job duration of %ss (%s active jobs / %s jobs/s, Little's law)", num(p.duration), num(a), num(t))
-		}
 	}
 	for _, name := range slices.Sorted(maps.Keys(p.w.Thresholds)) {
 		o, ok := p.obs[name]
@@ -763,5 +765,6 @@ func (p *plan) finish() Decision {
 		d.LimitedBy = []string{}
 	}
 	d.History = p.hist
+	d.Missing = p.missing
 	return d
 }

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -28,7 +26,7 @@ type Cluster interface {
 	Read(ctx context.Context, r *rules.Rules, w *rules.Workload) (Current, error)
 	Apply(ctx context.Context, r *rules.Rules, w *rules.Workload, d Decision, now time.Time) error
 	// Event records an event on the workload last read.
-	Event(w *rules.Workload, eventType, reason, message string)
+	Event(ctx context.Context, w *rules.Workload, eventType, reason, message string)
 }
 
 // ObserveFunc reads one cycle's metrics for all workloads of r.
@@ -60,7 +58,19 @@ type Loop struct {
 
 	mu      sync.Mutex
 	history map[string]History // by workload name
+	// lastEvents keeps, per workload and reason, what a repeating event last said and
+	// when, so that a condition that lasts is reported when it starts or changes, and
+	// again every eventRepeat, not every cycle.
+	lastEvents map[[2]string]sentEvent
 }
+
+type sentEvent struct {
+	key string
+	at  time.Time
+}
+
+// eventRepeat is how often a lasting condition (a limit, missing metrics) is reported again.
+const eventRepeat = 10 * time.Minute
 
 // Report is one workload's decision in a cycle and what became of it.
 type Report struct {
@@ -122,7 +132,7 @@ func (l *Loop) RunOnce(ctx context.Context) error {
 		}
 		l.setHistory(w.Name, hist)
 		if !l.DryRun && !w.DryRun && !cur.Paused && !l.PauseAll {
-			l.events(w, d, rep)
+			l.events(ctx, w, d, rep, start)
 		}
 		l.Metrics.decision(w.Name, rep)
 		if l.Report != nil {
@@ -136,36 +146,53 @@ func (l *Loop) RunOnce(ctx context.Context) error {
 	return err
 }
 
-// events records what happened on the workload.
-func (l *Loop) events(w *rules.Workload, d Decision, rep Report) {
+// events records what happened on the workload: every action and failure, and lasting
+// conditions (a limit, missing metrics) when they start or change.
+func (l *Loop) events(ctx context.Context, w *rules.Workload, d Decision, rep Report, now time.Time) {
 	if rep.Applied {
-		if d.From.Class != d.To.Class || d.From.Concurrency != d.To.Concurrency {
-			l.Cluster.Event(w, "Normal", EventClassChanged, d.Reasons[0])
-		} else if d.To.Replicas > d.From.Replicas {
-			l.Cluster.Event(w, "Normal", EventScaledOut, d.Reasons[0])
-		} else {
-			l.Cluster.Event(w, "Normal", EventScaledIn, d.Reasons[0])
+		switch {
+		case d.From.Class != d.To.Class || d.From.Concurrency != d.To.Concurrency:
+			l.Cluster.Event(ctx, w, "Normal", EventClassChanged, d.Reasons[0])
+		case d.To.Replicas > d.From.Replicas:
+			l.Cluster.Event(ctx, w, "Normal", EventScaledOut, d.Reasons[0])
+		default:
+			l.Cluster.Event(ctx, w, "Normal", EventScaledIn, d.Reasons[0])
 		}
 	}
-	if len(d.LimitedBy) > 0 {
-		l.Cluster.Event(w, "Normal", EventScalingLimited, fmt.Sprintf("limited by %s: %s", strings.Join(d.LimitedBy, ", "), strings.Join(d.Reasons, "; ")))
-	}
-	if missing := missingMetrics(d); len(missing) > 0 {
-		l.Cluster.Event(w, "Warning", EventMetricsUnavailable, strings.Join(missing, "; "))
-	}
 	if rep.Error != "" {
-		l.Cluster.Event(w, "Warning", "FailedRescale", rep.Error)
+		l.Cluster.Event(ctx, w, "Warning", "FailedRescale", rep.Error)
+	}
+	if len(d.LimitedBy) > 0 {
+		limits := strings.Join(d.LimitedBy, ", ")
+		l.eventOnChange(ctx, w, now, "Normal", EventScalingLimited, limits, fmt.Sprintf("limited by %s: %s", limits, strings.Join(d.Reasons, "; ")))
+	}
+	if len(d.Missing) > 0 {
+		var names []string
+		for _, m := range d.Missing {
+			names = append(names, strings.SplitN(m, " ", 2)[0])
+		}
+		l.eventOnChange(ctx, w, now, "Warning", EventMetricsUnavailable, strings.Join(names, ","),
+			"not scaling down while these are missing or stale: "+strings.Join(d.Missing, "; "))
 	}
 }
 
-func missingMetrics(d Decision) []string {
-	var out []string
-	for _, m := range slices.Sorted(maps.Keys(d.Metrics)) {
-		if o := d.Metrics[m]; o.Status != Fresh {
-			out = append(out, fmt.Sprintf("%s %s: %s", m, o.Status, o.Reason))
-		}
+// eventOnChange records a lasting condition when its key differs from the last one sent
+// for this workload and reason, or eventRepeat has passed.
+func (l *Loop) eventOnChange(ctx context.Context, w *rules.Workload, now time.Time, eventType, reason, key, message string) {
+	l.mu.Lock()
+	if l.lastEvents == nil {
+		l.lastEvents = map[[2]string]sentEvent{}
 	}
-	return out
+	id := [2]string{w.Name, reason}
+	last, seen := l.lastEvents[id]
+	send := !seen || last.key != key || now.Sub(last.at) >= eventRepeat
+	if send {
+		l.lastEvents[id] = sentEvent{key: key, at: now}
+	}
+	l.mu.Unlock()
+	if send {
+		l.Cluster.Event(ctx, w, eventType, reason, message)
+	}
 }
 
 // historyOf is the in-memory history, or after a restart what the annotation carried.

@@ -165,6 +165,9 @@ type Decision struct {
 	LimitedBy []string `json:"limitedBy"`
 	// Reasons are sentences, with the numbers that produced the decision.
 	Reasons []string `json:"reasons"`
+	// Missing names the metrics the replica count rests on that were missing or stale,
+	// with why; while any is, the fleet is not scaled down.
+	Missing []string `json:"missing,omitempty"`
 	// DryRun is set when the workload's rules say to decide but never write.
 	DryRun bool `json:"dryRun,omitempty"`
 	// History is the workload's history for the next cycle.

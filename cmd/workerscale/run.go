@@ -112,7 +112,6 @@ func (o *runOptions) run(ctx context.Context, e *env) error {
 	if err != nil {
 		return err
 	}
-	defer cluster.Close()
 
 	source := &sourceCache{metrics: promMetrics, log: log}
 	var cycles atomic.Int64

@@ -60,7 +60,6 @@ func TestDeployManifests(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer kc.Close()
 	w := &r.Workloads[0]
 	cur, err := kc.Read(ctx, r, w)
 	if err != nil {
@@ -76,7 +75,7 @@ func TestDeployManifests(t *testing.T) {
 	if err := kc.Apply(ctx, r, w, decision(to, large), time.Now()); err != nil {
 		t.Fatalf("vertical write as the ServiceAccount: %v", err)
 	}
-	kc.Event(w, corev1.EventTypeNormal, autoscaler.EventClassChanged, "medium to large")
+	kc.Event(ctx, w, corev1.EventTypeNormal, autoscaler.EventClassChanged, "medium to large")
 
 	leCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -138,4 +137,3 @@ func create(t *testing.T, cs kubernetes.Interface, obj runtime.Object) {
 		t.Fatalf("creating %T: %v", obj, err)
 	}
 }
-

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"os"
 	"strconv"
 	"sync"
 	"time"
@@ -22,12 +23,9 @@ import (
 	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/kubernetes/scheme"
-	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/restmapper"
 	"k8s.io/client-go/scale"
-	"k8s.io/client-go/tools/record"
 
 	"github.com/workerscale/workerscale/autoscaler"
 	"github.com/workerscale/workerscale/rules"
@@ -46,12 +44,12 @@ const (
 
 // Client reads and writes workloads.
 type Client struct {
-	cs        kubernetes.Interface
-	scales    scale.ScalesGetter
-	mapper    *restmapper.DeferredDiscoveryRESTMapper
-	recorder  record.EventRecorder
-	broadcast record.EventBroadcaster
-	log       *slog.Logger
+	cs       kubernetes.Interface
+	scales   scale.ScalesGetter
+	mapper   *restmapper.DeferredDiscoveryRESTMapper
+	events   bool
+	instance string
+	log      *slog.Logger
 
 	mu   sync.Mutex
 	refs map[string]*corev1.ObjectReference // by workload name, from the last Read
@@ -78,20 +76,9 @@ func New(cfg *rest.Config, log *slog.Logger, noEvents bool) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("scale client: %w", err)
 	}
-	c := &Client{cs: cs, scales: scales, mapper: mapper, log: log, refs: map[string]*corev1.ObjectReference{}}
-	if !noEvents {
-		c.broadcast = record.NewBroadcaster()
-		c.broadcast.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: cs.CoreV1().Events("")})
-		c.recorder = c.broadcast.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "workerscale"})
-	}
-	return c, nil
-}
-
-// Close flushes and stops event recording.
-func (c *Client) Close() {
-	if c.broadcast != nil {
-		c.broadcast.Shutdown()
-	}
+	host, _ := os.Hostname()
+	return &Client{cs: cs, scales: scales, mapper: mapper, events: !noEvents, instance: host, log: log,
+		refs: map[string]*corev1.ObjectReference{}}, nil
 }
 
 // Clientset is the underlying clientset, for leader election.
@@ -259,9 +246,10 @@ func envInt(c *corev1.Container, name string) int {
 	return 0
 }
 
-// Event records an event on the workload read last.
-func (c *Client) Event(w *rules.Workload, eventType, reason, message string) {
-	if c.recorder == nil {
+// Event records an event on the workload read last, synchronously, so that a single
+// cycle (run --once) leaves its events behind. Repeats are the caller's to avoid.
+func (c *Client) Event(ctx context.Context, w *rules.Workload, eventType, reason, message string) {
+	if !c.events {
 		return
 	}
 	c.mu.Lock()
@@ -270,7 +258,25 @@ func (c *Client) Event(w *rules.Workload, eventType, reason, message string) {
 	if ref == nil {
 		return
 	}
-	c.recorder.Event(ref, eventType, reason, message)
+	now := metav1.Now()
+	e := &corev1.Event{
+		ObjectMeta:          metav1.ObjectMeta{Name: fmt.Sprintf("%s.%x", ref.Name, now.UnixNano()), Namespace: ref.Namespace},
+		InvolvedObject:      *ref,
+		Reason:              reason,
+		Message:             message,
+		Type:                eventType,
+		Source:              corev1.EventSource{Component: FieldManager},
+		FirstTimestamp:      now,
+		LastTimestamp:       now,
+		Count:               1,
+		ReportingController: FieldManager,
+		ReportingInstance:   c.instance,
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := c.cs.CoreV1().Events(ref.Namespace).Create(ctx, e, metav1.CreateOptions{}); err != nil {
+		c.log.Warn("recording an event", "workload", w.Name, "reason", reason, "error", err)
+	}
 }
 
 // groupResource maps a target kind to its resource through discovery, so the scale

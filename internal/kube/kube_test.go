@@ -47,7 +47,6 @@ func setup(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(kc.Close)
 	return &fixture{cluster: c, client: kc, rules: r}
 }
 
@@ -313,7 +312,7 @@ func TestEventsOnTheWorkload(t *testing.T) {
 	if _, err := f.client.Read(t.Context(), f.rules, w); err != nil {
 		t.Fatal(err)
 	}
-	f.client.Event(w, corev1.EventTypeNormal, autoscaler.EventScaledOut, "scale out from 2 to 6 replicas")
+	f.client.Event(t.Context(), w, corev1.EventTypeNormal, autoscaler.EventScaledOut, "scale out from 2 to 6 replicas")
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		list, err := f.cluster.Client.CoreV1().Events("default").List(t.Context(), metav1.ListOptions{})

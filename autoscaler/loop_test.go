@@ -1,0 +1,155 @@
+package autoscaler
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/workerscale/workerscale/rules"
+)
+
+// fakeCluster is an in-memory cluster for the loop's own logic; the real one is tested
+// against a kube-apiserver in internal/kube and cmd/workerscale.
+type fakeCluster struct {
+	current  Current
+	applied  []Decision
+	events   []string
+	applyErr error
+}
+
+func (f *fakeCluster) Read(context.Context, *rules.Rules, *rules.Workload) (Current, error) {
+	return f.current, nil
+}
+
+func (f *fakeCluster) Apply(_ context.Context, _ *rules.Rules, _ *rules.Workload, d Decision, _ time.Time) error {
+	if f.applyErr != nil {
+		return f.applyErr
+	}
+	f.applied = append(f.applied, d)
+	f.current.State.Shape = d.To
+	return nil
+}
+
+func (f *fakeCluster) Event(_ context.Context, _ *rules.Workload, _, reason, _ string) {
+	f.events = append(f.events, reason)
+}
+
+func newLoop(t *testing.T, obs Observations, st State) (*Loop, *fakeCluster, *time.Time) {
+	t.Helper()
+	r, _ := single(t, "vertical: {enabled: false}")
+	fc := &fakeCluster{current: Current{State: st}}
+	now := t0
+	l := &Loop{
+		Rules: func() *rules.Rules { return r },
+		Observe: func(context.Context, *rules.Rules, time.Time) (map[string]Observations, []error) {
+			return map[string]Observations{"render": obs}, nil
+		},
+		Cluster: fc,
+		Metrics: NewLoopMetrics(prometheus.NewRegistry()),
+		Now:     func() time.Time { return now },
+	}
+	return l, fc, &now
+}
+
+func TestLoopAppliesAndCarriesHistory(t *testing.T) {
+	l, fc, now := newLoop(t, fresh(map[string]float64{rules.QueueDepth: 5000}), state(2, "medium", 5, 2))
+	if err := l.RunOnce(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if len(fc.applied) != 1 || fc.applied[0].To.Replicas != 6 {
+		t.Fatalf("applied %+v, want 2 -> 6 (+4 pods)", fc.applied)
+	}
+	// Five seconds later the period that began at 2 replicas is not over: its limit,
+	// max(2+4, 2x2) = 6, is spent, so nothing changes.
+	*now = now.Add(5 * time.Second)
+	if err := l.RunOnce(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if len(fc.applied) != 1 {
+		t.Fatalf("second cycle applied %+v; the scale event of the first must count", fc.applied[1:])
+	}
+	// Once the period has passed, +100% of 6 is the limit: 12.
+	*now = now.Add(15 * time.Second)
+	if err := l.RunOnce(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if len(fc.applied) != 2 || fc.applied[1].To.Replicas != 12 {
+		t.Errorf("third cycle applied %+v, want 6 -> 12", fc.applied[1:])
+	}
+}
+
+func TestLoopEventsReportConditionsOnce(t *testing.T) {
+	// Missing throughput and active jobs, and a scale-up limited by the policy.
+	l, fc, now := newLoop(t, Observations{rules.QueueDepth: Value(5000)}, state(2, "medium", 5, 2))
+	for range 3 {
+		if err := l.RunOnce(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		*now = now.Add(15 * time.Second)
+	}
+	count := map[string]int{}
+	for _, e := range fc.events {
+		count[e]++
+	}
+	if count[EventScaledOut] != 3 || count[EventMetricsUnavailable] != 1 || count[EventScalingLimited] != 1 {
+		t.Errorf("events %v: want a ScaledOut per cycle, and one MetricsUnavailable and one ScalingLimited", count)
+	}
+	*now = now.Add(eventRepeat)
+	if err := l.RunOnce(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(strings.Join(fc.events, " "), EventMetricsUnavailable); n != 2 {
+		t.Errorf("after %s the lasting condition is reported again: %d MetricsUnavailable", eventRepeat, n)
+	}
+}
+
+func TestLoopDryRunAndPauseWriteNothing(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		setup   func(*Loop, *fakeCluster)
+		skipped string
+	}{
+		{"dry-run", func(l *Loop, _ *fakeCluster) { l.DryRun = true }, "dry-run"},
+		{"paused annotation", func(_ *Loop, fc *fakeCluster) { fc.current.Paused = true }, "paused"},
+		{"--paused", func(l *Loop, _ *fakeCluster) { l.PauseAll = true }, "paused"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l, fc, _ := newLoop(t, Observations{rules.QueueDepth: Value(5000)}, state(2, "medium", 5, 2))
+			tc.setup(l, fc)
+			var reps []Report
+			l.Report = func(r Report) { reps = append(reps, r) }
+			if err := l.RunOnce(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			if len(fc.applied) != 0 || len(fc.events) != 0 {
+				t.Errorf("wrote: applied %v, events %v", fc.applied, fc.events)
+			}
+			if len(reps) != 1 || reps[0].Skipped != tc.skipped || reps[0].To.Replicas != 6 || reps[0].Applied {
+				t.Errorf("report %+v", reps)
+			}
+		})
+	}
+}
+
+func TestLoopReportsAFailedWrite(t *testing.T) {
+	l, fc, _ := newLoop(t, fresh(map[string]float64{rules.QueueDepth: 5000}), state(2, "medium", 5, 2))
+	fc.applyErr = errors.New("forbidden")
+	err := l.RunOnce(t.Context())
+	if err == nil || !strings.Contains(err.Error(), "forbidden") {
+		t.Errorf("RunOnce = %v, want the write's error", err)
+	}
+	if !strings.Contains(strings.Join(fc.events, " "), "FailedRescale") {
+		t.Errorf("events %v, want FailedRescale", fc.events)
+	}
+	if n := testutil.ToFloat64(l.Metrics.errors.WithLabelValues("apply")); n != 1 {
+		t.Errorf("apply errors = %v", n)
+	}
+	if n := testutil.ToFloat64(l.Metrics.cycles.WithLabelValues("error")); n != 1 {
+		t.Errorf("failed cycles = %v", n)
+	}
+}

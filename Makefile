@@ -8,7 +8,7 @@ BIN := bin/workerscale
 EXAMPLES := rules/examples/luneo-render.yaml rules/examples/blizzard-workers.yaml
 STATICCHECK_VERSION ?= v0.8.2
 
-.PHONY: all build test testenv demo lint bench clean
+.PHONY: all build test testenv demo lint bench generate clean
 
 all: build
 
@@ -33,6 +33,11 @@ demo: build testenv
 	@for f in $(EXAMPLES); do echo "\$$ workerscale check --rules $$f"; ./$(BIN) check --rules $$f || exit 1; done
 	@WORKERSCALE_BIN=$(CURDIR)/$(BIN) WORKERSCALE_TESTENV=required $(GO) test -count=1 -run '^TestDemo$$' -v ./internal/demo \
 		| grep -v -E '^(=== RUN|--- PASS|PASS$$|ok )'
+
+# Regenerates dashboards/ and deploy/prometheus/ from the example rules (a test fails
+# when they differ from what render writes).
+generate:
+	$(GO) test ./internal/render -run TestCheckedInFilesAreGenerated -update
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi

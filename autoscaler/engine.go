@@ -639,9 +639,8 @@ func (p *plan) breakerWhy() string {
 	return strings.Join(why, " and ")
 }
 
-// RateLimited is the optional metric of upstream 429 responses per second. At warning it
-// opens the circuit breaker; at critical it also lowers concurrency by one.
-const RateLimited = "rateLimited"
+// RateLimited is the optional metric of upstream 429 responses per second (rules.RateLimited).
+const RateLimited = rules.RateLimited
 
 // clamp keeps the replica count within minReplicas, maxReplicas and the class's maximum.
 func (p *plan) clamp(c *rules.Class) {

@@ -1,13 +1,18 @@
 package autoscaler
 
 import (
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// LoopMetrics are the control loop's own metrics.
+// LoopMetrics are the control loop's own metrics. Known label values start at 0, so a
+// rate or an alert sees a series before the first event.
 type LoopMetrics struct {
+	mu   sync.Mutex
+	seen map[string]bool // workloads whose series exist
+
 	cycleSeconds prometheus.Histogram
 	cycles       *prometheus.CounterVec
 	decisions    *prometheus.CounterVec
@@ -15,6 +20,7 @@ type LoopMetrics struct {
 	desired      *prometheus.GaugeVec
 	class        *prometheus.GaugeVec
 	concurrency  *prometheus.GaugeVec
+	curConc      *prometheus.GaugeVec
 	limits       *prometheus.CounterVec
 	errors       *prometheus.CounterVec
 }
@@ -44,6 +50,9 @@ func NewLoopMetrics(reg prometheus.Registerer) *LoopMetrics {
 		concurrency: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "workerscale_desired_concurrency", Help: "Concurrency the last decision wants.",
 		}, []string{"workload"}),
+		curConc: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "workerscale_current_concurrency", Help: "Concurrency (WORKER_CONCURRENCY) a workload runs with.",
+		}, []string{"workload"}),
 		limits: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "workerscale_limits_total", Help: "Decisions bounded by each limit.",
 		}, []string{"workload", "limit"}),
@@ -52,9 +61,40 @@ func NewLoopMetrics(reg prometheus.Registerer) *LoopMetrics {
 		}, []string{"stage"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.cycleSeconds, m.cycles, m.decisions, m.current, m.desired, m.class, m.concurrency, m.limits, m.errors)
+		reg.MustRegister(m.cycleSeconds, m.cycles, m.decisions, m.current, m.desired, m.class, m.concurrency, m.curConc, m.limits, m.errors)
 	}
+	for _, r := range []string{"ok", "error"} {
+		m.cycles.WithLabelValues(r).Add(0)
+	}
+	for _, s := range []string{"read", "apply", "cycle"} {
+		m.errors.WithLabelValues(s).Add(0)
+	}
+	m.seen = map[string]bool{}
 	return m
+}
+
+// decisionKinds are the kinds of workerscale_decisions_total.
+var decisionKinds = []string{"scale_out", "scale_in", "class_change", "hold"}
+
+// limitNames are the limits a decision can name.
+var limitNames = []string{LimitMinReplicas, LimitMaxReplicas, LimitClassMax, LimitRateBudget, LimitBehavior, LimitCooldown, LimitCircuitBreaker}
+
+// start creates a workload's counters at 0 the first time it is seen.
+func (m *LoopMetrics) start(workload string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.seen[workload] {
+		return
+	}
+	m.seen[workload] = true
+	for _, k := range decisionKinds {
+		for _, a := range []string{"true", "false"} {
+			m.decisions.WithLabelValues(workload, k, a).Add(0)
+		}
+	}
+	for _, l := range limitNames {
+		m.limits.WithLabelValues(workload, l).Add(0)
+	}
 }
 
 func (m *LoopMetrics) cycle(d time.Duration, err error) {
@@ -80,6 +120,7 @@ func (m *LoopMetrics) decision(workload string, r Report) {
 	if m == nil {
 		return
 	}
+	m.start(workload)
 	d := r.Decision
 	kind := "hold"
 	switch {
@@ -100,6 +141,7 @@ func (m *LoopMetrics) decision(workload string, r Report) {
 	m.current.WithLabelValues(workload).Set(float64(d.From.Replicas))
 	m.desired.WithLabelValues(workload).Set(float64(d.To.Replicas))
 	m.concurrency.WithLabelValues(workload).Set(float64(d.To.Concurrency))
+	m.curConc.WithLabelValues(workload).Set(float64(d.From.Concurrency))
 	m.class.DeletePartialMatch(prometheus.Labels{"workload": workload})
 	m.class.WithLabelValues(workload, d.From.Class, "current").Set(1)
 	m.class.WithLabelValues(workload, d.To.Class, "desired").Set(1)

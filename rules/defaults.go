@@ -18,6 +18,9 @@ const (
 	// throughput floor and the saturation of fleets whose exporter gives no ratio.
 	Throughput = "throughput"
 	ActiveJobs = "activeJobs"
+	// RateLimited is the optional metric of upstream 429 responses per second. At warning
+	// it opens the circuit breaker; at critical it also lowers concurrency by one.
+	RateLimited = "rateLimited"
 )
 
 // GradedMetrics returns the six metrics of the seed's "Monitoring Metrics" table, in its
@@ -275,4 +278,19 @@ func setStr(p **string, v string) {
 	if *p == nil {
 		*p = &v
 	}
+}
+
+// Aggregation says how a metric's values for a workload's several queues combine: counts
+// and rates add up ("sum"); other metrics take the worst value for their direction ("max",
+// or "min" when lower is worse). The Prometheus source and the generated recording rules
+// both follow it.
+func (w *Workload) Aggregation(metric string) string {
+	switch metric {
+	case QueueDepth, ActiveJobs, Throughput, RateLimited:
+		return "sum"
+	}
+	if t, ok := w.Thresholds[metric]; ok && t.Direction == LowerIsWorse {
+		return "min"
+	}
+	return "max"
 }

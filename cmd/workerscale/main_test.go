@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -127,5 +129,31 @@ func TestConcurrency(t *testing.T) {
 		if code, _, errOut := runCLI(t, args...); code != 2 || !strings.Contains(errOut, "--cpu") {
 			t.Errorf("%v: exit %d, stderr %q; want 2 naming --cpu", args, code, errOut)
 		}
+	}
+}
+
+func TestRender(t *testing.T) {
+	out := t.TempDir()
+	code, stdout, stderr := runCLI(t, "render", "--rules", "../../rules/examples/luneo-render.yaml", "--out", out, "--rule-labels", "release=kube-prometheus-stack,team=platform")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	for _, f := range []string{"dashboards/workerscale-fleet.json", "dashboards/workerscale-workload.json", "dashboards/workerscale-dashboards.configmap.yaml", "prometheus/workerscale.rules.yaml", "prometheus/workerscale.prometheusrule.yaml"} {
+		if !strings.Contains(stdout, f) {
+			t.Errorf("did not report writing %s:\n%s", f, stdout)
+		}
+		if _, err := os.Stat(filepath.Join(out, f)); err != nil {
+			t.Error(err)
+		}
+	}
+	crd, _ := os.ReadFile(filepath.Join(out, "prometheus/workerscale.prometheusrule.yaml"))
+	if !strings.Contains(string(crd), "release: kube-prometheus-stack") || !strings.Contains(string(crd), "team: platform") {
+		t.Errorf("the PrometheusRule lacks the labels:\n%s", crd)
+	}
+	if code, _, stderr := runCLI(t, "render", "--rules", "../../rules/examples/luneo-render.yaml", "--out", out, "--rule-labels", "release"); code != 2 || !strings.Contains(stderr, "--rule-labels") {
+		t.Errorf("bad --rule-labels: exit %d, %s", code, stderr)
+	}
+	if code, _, _ := runCLI(t, "render", "--rules", "../../rules/examples/luneo-render.yaml"); code != 2 {
+		t.Errorf("missing --out: exit %d", code)
 	}
 }

@@ -41,6 +41,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	if reg != nil {
 		reg.MustRegister(m.queries, m.errors, m.duration, m.outcomes)
 	}
+	// Known label values start at 0, so a rate sees a series before the first event.
+	for _, t := range []string{"instant", "range"} {
+		m.queries.WithLabelValues(t).Add(0)
+	}
+	for _, k := range []string{"timeout", "canceled", "unavailable", "bad_query", "server", "bad_result"} {
+		m.errors.WithLabelValues(k).Add(0)
+	}
+	for _, o := range []string{"fresh", "stale", "failed", "empty", "no_series", "duplicate", "unlabeled", "nan", "inf", "unmatched"} {
+		m.outcomes.WithLabelValues(o).Add(0)
+	}
 	return m
 }
 

@@ -279,21 +279,16 @@ func sampleAge(f *batch, keys []string, at time.Time) (time.Duration, bool) {
 	return oldest, found
 }
 
-// aggregate combines the values of a workload's several queues: counts and rates add
-// up; other metrics take the worst value for their direction.
+// aggregate combines the values of a workload's several queues as w.Aggregation says.
 func aggregate(metric string, w *rules.Workload, vs []float64) float64 {
-	if len(vs) == 1 {
-		return vs[0]
-	}
-	switch metric {
-	case rules.QueueDepth, rules.ActiveJobs, rules.Throughput, autoscaler.RateLimited:
+	switch w.Aggregation(metric) {
+	case "sum":
 		var sum float64
 		for _, v := range vs {
 			sum += v
 		}
 		return sum
-	}
-	if t, ok := w.Thresholds[metric]; ok && t.Direction == rules.LowerIsWorse {
+	case "min":
 		return slices.Min(vs)
 	}
 	return slices.Max(vs)

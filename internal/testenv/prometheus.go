@@ -23,6 +23,8 @@ type PrometheusOptions struct {
 	Targets []string
 	// ScrapeInterval defaults to 1s, so that tests see data quickly.
 	ScrapeInterval time.Duration
+	// RuleFiles are recording and alerting rule files to load.
+	RuleFiles []string
 	// ExtraArgs are added to the command line.
 	ExtraArgs []string
 }
@@ -44,14 +46,19 @@ func StartPrometheus(t testing.TB, opts PrometheusOptions) *Prometheus {
 	for _, tg := range opts.Targets {
 		targets = append(targets, fmt.Sprintf("%q", tg))
 	}
+	var ruleFiles []string
+	for _, f := range opts.RuleFiles {
+		ruleFiles = append(ruleFiles, fmt.Sprintf("%q", f))
+	}
 	config := fmt.Sprintf(`global:
   scrape_interval: %s
   evaluation_interval: %s
+rule_files: [%s]
 scrape_configs:
   - job_name: fixture
     static_configs:
       - targets: [%s]
-`, opts.ScrapeInterval, opts.ScrapeInterval, strings.Join(targets, ", "))
+`, opts.ScrapeInterval, opts.ScrapeInterval, strings.Join(ruleFiles, ", "), strings.Join(targets, ", "))
 	configPath := filepath.Join(dir, "prometheus.yml")
 	if err := os.WriteFile(configPath, []byte(config), 0o600); err != nil {
 		t.Fatalf("writing Prometheus config: %v", err)

@@ -1,0 +1,119 @@
+package render
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/workerscale/workerscale/rules"
+)
+
+// The promtool unit-test file format.
+type unitTests struct {
+	RuleFiles          []string   `yaml:"rule_files"`
+	EvaluationInterval string     `yaml:"evaluation_interval"`
+	Tests              []unitTest `yaml:"tests"`
+}
+
+type unitTest struct {
+	Name        string        `yaml:"name"`
+	Interval    string        `yaml:"interval"`
+	InputSeries []inputSeries `yaml:"input_series"`
+	AlertTests  []alertTest   `yaml:"alert_rule_test"`
+}
+
+type inputSeries struct {
+	Series string `yaml:"series"`
+	Values string `yaml:"values"`
+}
+
+type alertTest struct {
+	EvalTime  string          `yaml:"eval_time"`
+	AlertName string          `yaml:"alertname"`
+	ExpAlerts []expectedAlert `yaml:"exp_alerts"`
+}
+
+type expectedAlert struct {
+	ExpLabels      map[string]string `yaml:"exp_labels"`
+	ExpAnnotations map[string]string `yaml:"exp_annotations"`
+}
+
+// alertUnitTests writes promtool unit tests for every metric alert of r: a value just on
+// the good side of warning fires nothing; the warning level fires the warning alert only;
+// the critical level still only the warning (critical is beyond it); just beyond critical
+// fires both. Each value is held for the alert's `for` and a minute more.
+func alertUnitTests(r *rules.Rules) ([]byte, int) {
+	o := DefaultOptions()
+	file := unitTests{RuleFiles: []string{"workerscale.rules.yaml"}, EvaluationInterval: "1m"}
+	cases := 0
+	for i := range r.Workloads {
+		w := &r.Workloads[i]
+		for _, metric := range gradedWithQuery(w) {
+			t := w.Thresholds[metric]
+			warn, crit := *t.Warning, *t.Critical
+			step := 0.001 * max(1, abs(crit))
+			worse := 1.0
+			if t.Direction == rules.LowerIsWorse {
+				worse = -1
+			}
+			hold := t.For.D() + time.Minute
+			for _, c := range []struct {
+				name  string
+				value float64
+				fires []string
+			}{
+				{"just short of warning", warn - worse*step, nil},
+				{"at warning", warn, []string{"warning"}},
+				{"at critical", crit, []string{"warning"}},
+				{"just beyond critical", crit + worse*step, []string{"warning", "critical"}},
+			} {
+				if c.name == "at critical" && crit == warn {
+					continue
+				}
+				alert := AlertName(metric)
+				var exp []expectedAlert
+				for _, sev := range c.fires {
+					word, level := "at or above", warn
+					if sev == "critical" {
+						word, level = "above", crit
+					}
+					if t.Direction == rules.LowerIsWorse {
+						word = strings.ReplaceAll(word, "above", "below")
+					}
+					exp = append(exp, expectedAlert{
+						ExpLabels: map[string]string{"severity": sev, "workload": w.Name},
+						ExpAnnotations: map[string]string{
+							"summary":     fmt.Sprintf("%s of %s is %s", metric, w.Name, sev),
+							"description": fmt.Sprintf("%s of workload %s is %s, %s its %s level %s, for %s.", metric, w.Name, fmt.Sprintf("%.3g", c.value), word, sev, num(level), t.For),
+							"runbook_url": o.runbook(alert),
+						},
+					})
+				}
+				file.Tests = append(file.Tests, unitTest{
+					Name:     fmt.Sprintf("%s %s %s", w.Name, metric, c.name),
+					Interval: "1m",
+					InputSeries: []inputSeries{{
+						Series: fmt.Sprintf("%s{workload=%q}", MetricSeries(metric), w.Name),
+						Values: fmt.Sprintf("%sx%d", num(c.value), int(hold.Minutes())+2),
+					}},
+					AlertTests: []alertTest{{EvalTime: fmt.Sprintf("%dm", int(hold.Minutes())), AlertName: alert, ExpAlerts: exp}},
+				})
+				cases++
+			}
+		}
+	}
+	b, err := yaml.Marshal(file)
+	if err != nil {
+		panic(err)
+	}
+	return b, cases
+}
+
+func abs(v float64) float64 {
+	if v < 0 {
+		return -v
+	}
+	return v
+}

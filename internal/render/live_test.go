@@ -1,0 +1,159 @@
+package render
+
+import (
+	"context"
+	"fmt"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/api"
+	promv1 "github.com/prometheus/client_golang/api/prometheus/v1"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/common/model"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/workerscale/workerscale/autoscaler"
+	"github.com/workerscale/workerscale/internal/kube"
+	"github.com/workerscale/workerscale/internal/prom"
+	"github.com/workerscale/workerscale/internal/testenv"
+	"github.com/workerscale/workerscale/rules"
+)
+
+// TestEveryDashboardQueryReturnsData runs the first seed's fleet for real: a real
+// Prometheus loads the generated rules and scrapes a fixture BullMQ fleet and the
+// controller's own /metrics, while the control loop runs against a real kube-apiserver.
+// Then every query of both dashboards, annotations included, must parse and return data.
+func TestEveryDashboardQueryReturnsData(t *testing.T) {
+	r, _ := renderExample(t, "luneo-render")
+	one := rules.Duration(time.Second)
+	r.Interval = &one // evaluate the recording rules every second
+	files, err := Render(r, DefaultOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rulesPath := filepath.Join(t.TempDir(), "workerscale.rules.yaml")
+	if err := os.WriteFile(rulesPath, files[RulesFile], 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	fleet := testenv.NewFleet(t)
+	fleet.SetQueue("render", testenv.Queue{Waiting: 30, Active: 8, CompletedPerSecond: 4, FailedPerSecond: 0.05})
+	fleet.SetWorkload("luneo", "luneo-worker-ia", testenv.Workload{Pods: 2, CPUCores: 1.1, CPURequest: 2, MemoryBytes: 1 << 31, MemoryRequest: 4 << 30})
+	reg := prometheus.NewRegistry()
+	loopMetrics := autoscaler.NewLoopMetrics(reg)
+	promMetrics := prom.NewMetrics(reg)
+	controller := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	t.Cleanup(controller.Close)
+	cu, _ := url.Parse(controller.URL)
+	p := testenv.StartPrometheus(t, testenv.PrometheusOptions{Targets: []string{fleet.Addr(), cu.Host}, RuleFiles: []string{rulesPath}})
+	r.Prometheus.URL = p.URL
+
+	cluster := testenv.StartCluster(t)
+	createSeedDeployment(t, cluster)
+	kc, err := kube.New(cluster.Config, nil, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	source, err := prom.New(r.Prometheus, prom.Options{Metrics: promMetrics})
+	if err != nil {
+		t.Fatal(err)
+	}
+	loop := &autoscaler.Loop{
+		Rules: func() *rules.Rules { return r },
+		Observe: func(ctx context.Context, r *rules.Rules, at time.Time) (map[string]autoscaler.Observations, []error) {
+			c := source.Observe(ctx, r, at)
+			return c.Observations, c.Errors
+		},
+		Cluster: kc, Metrics: loopMetrics, PauseAll: true,
+	}
+	// A first, paused cycle puts every counter at 0; then a burst is scaled for real.
+	if err := loop.RunOnce(t.Context()); err != nil {
+		t.Logf("first cycle: %v", err)
+	}
+	time.Sleep(3 * time.Second)
+	fleet.SetQueue("render", testenv.Queue{Waiting: 500, Active: 10, CompletedPerSecond: 40, FailedPerSecond: 0.2})
+	time.Sleep(2 * time.Second)
+	loop.PauseAll = false
+	if err := loop.RunOnce(t.Context()); err != nil {
+		t.Logf("second cycle: %v", err)
+	}
+
+	client, err := api.NewClient(api.Config{Address: p.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	papi := promv1.NewAPI(client)
+	vars := strings.NewReplacer("$workload", "render", "$queue", "render", "$__rate_interval", "1m")
+	type query struct{ where, expr string }
+	var queries []query
+	for _, name := range []string{FleetFile, WorkloadFile} {
+		d := decodeDashboard(t, files[name])
+		for _, panel := range d.Panels {
+			for _, tg := range panel.Targets {
+				queries = append(queries, query{fmt.Sprintf("%s %q", d.UID, panel.Title), vars.Replace(tg.Expr)})
+			}
+		}
+		for _, a := range d.Annotations.List {
+			if a.Expr != "" {
+				queries = append(queries, query{fmt.Sprintf("%s annotation %q", d.UID, a.Name), vars.Replace(a.Expr)})
+			}
+		}
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		var empty []string
+		for _, q := range queries {
+			v, _, err := papi.Query(t.Context(), q.expr, time.Now())
+			if err != nil {
+				t.Fatalf("%s: the query does not run: %v\n%s", q.where, err, q.expr)
+			}
+			if vec, ok := v.(model.Vector); !ok || len(vec) == 0 {
+				empty = append(empty, fmt.Sprintf("%s: %s", q.where, q.expr))
+			}
+		}
+		if len(empty) == 0 {
+			t.Logf("%d dashboard queries return data", len(queries))
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d dashboard queries return no data:\n%s", len(empty), len(queries), strings.Join(empty, "\n"))
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+func createSeedDeployment(t *testing.T, c *testenv.Cluster) {
+	t.Helper()
+	if _, err := c.Client.CoreV1().Namespaces().Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "luneo"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	replicas := int32(2)
+	labels := map[string]string{"app": "luneo-worker-ia"}
+	d := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: "luneo-worker-ia", Namespace: "luneo"},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: &replicas, Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{
+					Name: "worker", Image: "luneo/worker-ia:latest",
+					Env: []corev1.EnvVar{{Name: "WORKER_CONCURRENCY", Value: "5"}, {Name: "DEFAULT_TENANT_CONCURRENCY", Value: "2"}},
+					Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{
+						corev1.ResourceCPU: resource.MustParse("2"), corev1.ResourceMemory: resource.MustParse("4Gi")}},
+				}}},
+			},
+		},
+	}
+	if _, err := c.Client.AppsV1().Deployments("luneo").Create(t.Context(), d, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}

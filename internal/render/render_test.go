@@ -1,0 +1,332 @@
+package render
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"maps"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/workerscale/workerscale/internal/testenv"
+	"github.com/workerscale/workerscale/rules"
+)
+
+var update = flag.Bool("update", false, "rewrite the checked-in dashboards/ and deploy/prometheus/ from the examples")
+
+// examples are the rules files whose output is checked in, and where it goes.
+var examples = []string{"luneo-render", "blizzard-workers"}
+
+// checkedIn maps a rendered file to its place in the repository: dashboards/<example>/...
+// and deploy/prometheus/<example>/...
+func checkedIn(example, name string) string {
+	if dir, file, ok := strings.Cut(name, "/"); ok && dir == "prometheus" {
+		return filepath.Join("../../deploy/prometheus", example, file)
+	}
+	return filepath.Join("../../dashboards", example, strings.TrimPrefix(name, "dashboards/"))
+}
+
+func renderExample(t *testing.T, example string) (*rules.Rules, map[string][]byte) {
+	t.Helper()
+	// Rendered with the path a user runs render with from the repository root.
+	wd, _ := os.Getwd()
+	if err := os.Chdir("../.."); err != nil {
+		t.Fatal(err)
+	}
+	r, err := rules.Load(filepath.Join("rules/examples", example+".yaml"))
+	os.Chdir(wd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, err := Render(r, DefaultOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r, files
+}
+
+// TestCheckedInFilesAreGenerated: the files under dashboards/ and deploy/prometheus/ are
+// exactly what render writes for the examples; a hand edit fails here with a diff.
+func TestCheckedInFilesAreGenerated(t *testing.T) {
+	for _, ex := range examples {
+		_, files := renderExample(t, ex)
+		for _, name := range slices.Sorted(maps.Keys(files)) {
+			path := checkedIn(ex, name)
+			if *update {
+				if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(path, files[name], 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			have, err := os.ReadFile(path)
+			if err != nil {
+				t.Errorf("%s: %v (run make generate)", path, err)
+				continue
+			}
+			if !bytes.Equal(have, files[name]) {
+				t.Errorf("%s differs from what render writes (run make generate, or change the rules, not the file):\n%s", path, diff(have, files[name]))
+			}
+		}
+	}
+}
+
+// diff shows the first lines that differ.
+func diff(have, want []byte) string {
+	a, b := strings.Split(string(have), "\n"), strings.Split(string(want), "\n")
+	for i := 0; i < max(len(a), len(b)); i++ {
+		var x, y string
+		if i < len(a) {
+			x = a[i]
+		}
+		if i < len(b) {
+			y = b[i]
+		}
+		if x != y {
+			return fmt.Sprintf("line %d\n  checked in: %s\n  generated:  %s", i+1, x, y)
+		}
+	}
+	return ""
+}
+
+func decodeDashboard(t *testing.T, b []byte) Dashboard {
+	t.Helper()
+	var d Dashboard
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&d); err != nil {
+		t.Fatalf("dashboard JSON: %v", err)
+	}
+	return d
+}
+
+// TestDashboardStructure: schema version, unique panel ids, no overlapping panels, the
+// datasource variable on every panel and query, the workload and queue variables, and
+// stat thresholds equal to the rules'.
+func TestDashboardStructure(t *testing.T) {
+	for _, ex := range examples {
+		r, files := renderExample(t, ex)
+		for _, name := range []string{FleetFile, WorkloadFile} {
+			t.Run(ex+"/"+name, func(t *testing.T) {
+				d := decodeDashboard(t, files[name])
+				if d.SchemaVersion < 39 || d.UID == "" || d.Title == "" {
+					t.Errorf("schemaVersion %d uid %q title %q", d.SchemaVersion, d.UID, d.Title)
+				}
+				vars := map[string]Variable{}
+				for _, v := range d.Templating.List {
+					vars[v.Name] = v
+				}
+				if vars["datasource"].Type != "datasource" || vars["datasource"].Query != "prometheus" || vars["workload"].Type == "" || vars["queue"].Type == "" {
+					t.Errorf("variables: %+v", d.Templating.List)
+				}
+				ids := map[int]bool{}
+				var cells []GridPos
+				for _, p := range d.Panels {
+					if ids[p.ID] {
+						t.Errorf("panel id %d is used twice", p.ID)
+					}
+					ids[p.ID] = true
+					g := p.GridPos
+					if g.W <= 0 || g.H <= 0 || g.X < 0 || g.X+g.W > 24 {
+						t.Errorf("panel %q is off the grid: %+v", p.Title, g)
+					}
+					for _, c := range cells {
+						if g.X < c.X+c.W && c.X < g.X+g.W && g.Y < c.Y+c.H && c.Y < g.Y+g.H {
+							t.Errorf("panel %q at %+v overlaps another at %+v", p.Title, g, c)
+						}
+					}
+					cells = append(cells, g)
+					if p.Type == "row" {
+						continue
+					}
+					if p.Datasource == nil || p.Datasource.UID != "${datasource}" {
+						t.Errorf("panel %q does not use the datasource variable", p.Title)
+					}
+					for _, tg := range p.Targets {
+						if tg.Datasource == nil || tg.Datasource.UID != "${datasource}" || tg.Expr == "" {
+							t.Errorf("panel %q has a query without the datasource variable or without an expression", p.Title)
+						}
+					}
+				}
+				for _, a := range d.Annotations.List {
+					if a.BuiltIn == 0 && (a.Datasource == nil || a.Datasource.UID != "${datasource}") {
+						t.Errorf("annotation %q does not use the datasource variable", a.Name)
+					}
+				}
+				if name == FleetFile {
+					checkFleetThresholds(t, r, d)
+				}
+			})
+		}
+	}
+}
+
+// checkFleetThresholds: each metric's stat panel has the steps of its workload's rules.
+func checkFleetThresholds(t *testing.T, r *rules.Rules, d Dashboard) {
+	t.Helper()
+	series := regexp.MustCompile(`^workerscale:(\w+)\{workload="([^"]+)"\}$`)
+	checked := 0
+	for _, p := range d.Panels {
+		if p.Type != "stat" || len(p.Targets) != 1 {
+			continue
+		}
+		m := series.FindStringSubmatch(p.Targets[0].Expr)
+		if m == nil {
+			continue
+		}
+		var w *rules.Workload
+		for i := range r.Workloads {
+			if r.Workloads[i].Name == m[2] {
+				w = &r.Workloads[i]
+			}
+		}
+		th := w.Thresholds[m[1]]
+		steps := p.FieldConfig.Defaults.Thresholds.Steps
+		lo, hi := *th.Warning, *th.Critical
+		colors := []string{"green", "orange", "red"}
+		if th.Direction == rules.LowerIsWorse {
+			lo, hi = *th.Critical, *th.Warning
+			colors = []string{"red", "orange", "green"}
+		}
+		if len(steps) != 3 || steps[0].Value != nil || *steps[1].Value != lo || *steps[2].Value != hi ||
+			steps[0].Color != colors[0] || steps[1].Color != colors[1] || steps[2].Color != colors[2] {
+			t.Errorf("%s %s: steps %+v, want %v at %v and %v", m[2], m[1], steps, colors, lo, hi)
+		}
+		checked++
+	}
+	want := 0
+	for i := range r.Workloads {
+		want += len(gradedWithQuery(&r.Workloads[i]))
+	}
+	if checked != want || want == 0 {
+		t.Errorf("checked %d metric panels, want %d", checked, want)
+	}
+}
+
+// TestDashboardsConfigMapAndPrometheusRule: the two Kubernetes forms carry the same
+// content as the plain files.
+func TestDashboardsConfigMapAndPrometheusRule(t *testing.T) {
+	o := DefaultOptions()
+	o.RuleLabels = map[string]string{"release": "kube-prometheus-stack"}
+	r, _ := renderExample(t, "luneo-render")
+	files, err := Render(r, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cm struct {
+		Metadata struct {
+			Labels map[string]string
+		}
+		Data map[string]string
+	}
+	if err := yaml.Unmarshal(files[DashboardsCMFile], &cm); err != nil {
+		t.Fatal(err)
+	}
+	if cm.Metadata.Labels["grafana_dashboard"] != "1" || cm.Data["workerscale-fleet.json"] != string(files[FleetFile]) || cm.Data["workerscale-workload.json"] != string(files[WorkloadFile]) {
+		t.Errorf("the dashboards ConfigMap does not carry the dashboards with grafana_dashboard: \"1\"")
+	}
+	var crd struct {
+		APIVersion string `yaml:"apiVersion"`
+		Kind       string
+		Metadata   struct{ Labels map[string]string }
+		Spec       RuleFile
+	}
+	var plain RuleFile
+	if err := yaml.Unmarshal(files[PrometheusRuleFile], &crd); err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal(files[RulesFile], &plain); err != nil {
+		t.Fatal(err)
+	}
+	if crd.Kind != "PrometheusRule" || crd.APIVersion != "monitoring.coreos.com/v1" || crd.Metadata.Labels["release"] != "kube-prometheus-stack" {
+		t.Errorf("PrometheusRule header: %+v", crd)
+	}
+	a, _ := yaml.Marshal(crd.Spec)
+	b, _ := yaml.Marshal(plain)
+	if !bytes.Equal(a, b) {
+		t.Error("the PrometheusRule's groups differ from the plain rule file's")
+	}
+}
+
+// TestRunbooksCoverEveryAlert: each alert's runbook_url points at a section of
+// docs/runbooks.md.
+func TestRunbooksCoverEveryAlert(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/runbooks.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	anchors := map[string]bool{}
+	for _, m := range regexp.MustCompile(`(?m)^## (\w+)`).FindAllStringSubmatch(string(doc), -1) {
+		anchors[strings.ToLower(m[1])] = true
+	}
+	for _, ex := range examples {
+		r, _ := renderExample(t, ex)
+		rf, err := PrometheusRules(r, DefaultOptions())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, g := range rf.Groups {
+			for _, rule := range g.Rules {
+				if rule.Alert == "" {
+					continue
+				}
+				_, anchor, _ := strings.Cut(rule.Annotations["runbook_url"], "#")
+				if !anchors[anchor] {
+					t.Errorf("%s: docs/runbooks.md has no section for %s (#%s)", ex, rule.Alert, anchor)
+				}
+			}
+		}
+	}
+}
+
+func promtool(t *testing.T) string {
+	t.Helper()
+	p, err := exec.LookPath("promtool")
+	if err != nil {
+		if os.Getenv(testenv.RequiredEnv) == "required" {
+			t.Fatal("promtool not found; run hack/install-testenv.sh")
+		}
+		t.Skip("promtool not found")
+	}
+	return p
+}
+
+// TestPromtool: `promtool check rules` passes on the plain rule file, and generated unit
+// tests show every warning and critical alert firing at its level and not before it.
+func TestPromtool(t *testing.T) {
+	bin := promtool(t)
+	for _, ex := range examples {
+		t.Run(ex, func(t *testing.T) {
+			r, files := renderExample(t, ex)
+			dir := t.TempDir()
+			rulesPath := filepath.Join(dir, "workerscale.rules.yaml")
+			if err := os.WriteFile(rulesPath, files[RulesFile], 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if out, err := exec.Command(bin, "check", "rules", rulesPath).CombinedOutput(); err != nil {
+				t.Fatalf("promtool check rules: %v\n%s", err, out)
+			}
+			tests, n := alertUnitTests(r)
+			testPath := filepath.Join(dir, "workerscale.test.yaml")
+			if err := os.WriteFile(testPath, tests, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			out, err := exec.Command(bin, "test", "rules", testPath).CombinedOutput()
+			if err != nil {
+				t.Fatalf("promtool test rules (%d cases): %v\n%s", n, err, out)
+			}
+			if n < 8 {
+				t.Errorf("only %d alert test cases", n)
+			}
+		})
+	}
+}

@@ -95,18 +95,10 @@ func newPlan(now time.Time, r *rules.Rules, in *Input) *plan {
 	for k, v := range in.History.Since {
 		p.hist.Since[k] = v
 	}
-	p.class = findClass(r, in.State.Class)
+	p.class = r.Class(in.State.Class)
 	return p
 }
 
-func findClass(r *rules.Rules, name string) *rules.Class {
-	for i := range r.Classes {
-		if r.Classes[i].Name == name {
-			return &r.Classes[i]
-		}
-	}
-	return nil
-}
 
 func (p *plan) reasonf(format string, args ...any) {
 	p.d.Reasons = append(p.d.Reasons, fmt.Sprintf(format, args...))
@@ -533,7 +525,7 @@ func (p *plan) cheapest(cs []*rules.Class) *rules.Class {
 func (p *plan) allowedClasses() []*rules.Class {
 	var out []*rules.Class
 	for _, name := range p.w.Classes {
-		if c := findClass(p.r, name); c != nil {
+		if c := p.r.Class(name); c != nil {
 			out = append(out, c)
 		}
 	}

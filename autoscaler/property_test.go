@@ -60,7 +60,7 @@ workloads:
 
 func check(t *testing.T, r *rules.Rules, w *rules.Workload, obs Observations, d Decision) {
 	t.Helper()
-	to := findClass(r, d.To.Class)
+	to := r.Class(d.To.Class)
 	if to == nil {
 		t.Fatalf("unknown class %q", d.To.Class)
 	}

@@ -295,3 +295,23 @@ func (q Quantity) MarshalYAML() (any, error) { return q.String(), nil }
 
 // Float returns the quantity as a float64 (cores for CPU, bytes for memory).
 func (q Quantity) Float() float64 { return q.AsApproximateFloat64() }
+
+// Class returns the class named name, or nil.
+func (r *Rules) Class(name string) *Class {
+	for i := range r.Classes {
+		if r.Classes[i].Name == name {
+			return &r.Classes[i]
+		}
+	}
+	return nil
+}
+
+// Workload returns the workload named name, or nil.
+func (r *Rules) Workload(name string) *Workload {
+	for i := range r.Workloads {
+		if r.Workloads[i].Name == name {
+			return &r.Workloads[i]
+		}
+	}
+	return nil
+}

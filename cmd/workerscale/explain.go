@@ -63,7 +63,7 @@ func explainCommand() command {
 				if err != nil {
 					return err
 				}
-				w := findWorkload(r, *name)
+				w := r.Workload(*name)
 				if w == nil {
 					return usagef("--workload: no workload %q in %s (%s)", *name, *file, strings.Join(workloadNames(r), ", "))
 				}
@@ -89,15 +89,6 @@ func explainCommand() command {
 			}
 		},
 	}
-}
-
-func findWorkload(r *rules.Rules, name string) *rules.Workload {
-	for i := range r.Workloads {
-		if r.Workloads[i].Name == name {
-			return &r.Workloads[i]
-		}
-	}
-	return nil
 }
 
 func workloadNames(r *rules.Rules) []string {
@@ -133,12 +124,7 @@ func explainState(r *rules.Rules, w *rules.Workload, class string, replicas, rea
 		st.ReadyReplicas = int32(ready)
 	}
 	if class != autoscaler.CustomClass {
-		var c *rules.Class
-		for i := range r.Classes {
-			if r.Classes[i].Name == class {
-				c = &r.Classes[i]
-			}
-		}
+		c := r.Class(class)
 		if c == nil {
 			var names []string
 			for _, c := range r.Classes {

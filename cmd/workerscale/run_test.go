@@ -15,9 +15,7 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
-	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/workerscale/workerscale/autoscaler"
@@ -103,25 +101,9 @@ func (w *world) load(q testenv.Queue, cpu float64) {
 
 func (w *world) createDeployment(replicas int32, cpu, mem, conc, tenant string, annotations map[string]string) {
 	w.t.Helper()
-	d := &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: "render", Namespace: "default", Annotations: annotations},
-		Spec: appsv1.DeploymentSpec{
-			Replicas: &replicas,
-			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "render"}},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "render"}},
-				Spec: corev1.PodSpec{Containers: []corev1.Container{{
-					Name: "worker", Image: "worker:1",
-					Env: []corev1.EnvVar{{Name: "WORKER_CONCURRENCY", Value: conc}, {Name: "DEFAULT_TENANT_CONCURRENCY", Value: tenant}},
-					Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{
-						corev1.ResourceCPU: resource.MustParse(cpu), corev1.ResourceMemory: resource.MustParse(mem)}},
-				}}},
-			},
-		},
-	}
-	if _, err := w.cluster.Client.AppsV1().Deployments("default").Create(w.t.Context(), d, metav1.CreateOptions{}); err != nil {
-		w.t.Fatal(err)
-	}
+	d := testenv.WorkerDeployment("default", "render", replicas, cpu, mem, testenv.Concurrency(conc, tenant)...)
+	d.Annotations = annotations
+	w.cluster.CreateDeployment(w.t, d)
 }
 
 func (w *world) deployment() *appsv1.Deployment {

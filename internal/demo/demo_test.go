@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -34,12 +33,13 @@ func TestDemo(t *testing.T) {
 	kubeconfig := cluster.Kubeconfig(t, cluster.Config)
 	say("  Prometheus %s, kube-apiserver %s", p.URL, cluster.Version)
 
-	// The first seed's example: luneo-worker-ia, 2 Medium workers (2 CPU, 4Gi, 5/2).
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "luneo"}}
-	if _, err := cluster.Client.CoreV1().Namespaces().Create(t.Context(), ns, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	createSeedDeployment(t, cluster)
+	// The first seed's example: luneo-worker-ia, 2 Medium workers (2 CPU, 4Gi, 5/2), limits
+	// twice the requests, and Redis settings beside the concurrency.
+	seed := testenv.WorkerDeployment("luneo", "luneo-worker-ia", 2, "2", "4Gi",
+		append(testenv.Concurrency("5", "2"), corev1.EnvVar{Name: "REDIS_HOST", Value: "redis-service"}, corev1.EnvVar{Name: "REDIS_PORT", Value: "6379"})...)
+	seed.Spec.Template.Spec.Containers[0].Image = "luneo/worker-ia:latest"
+	seed.Spec.Template.Spec.Containers[0].Resources.Limits = corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("4"), corev1.ResourceMemory: resource.MustParse("8Gi")}
+	cluster.CreateDeployment(t, seed)
 	say("created deployment luneo/luneo-worker-ia: 2 replicas of class medium (2 CPU, 4Gi, WORKER_CONCURRENCY=5)")
 
 	// The example rules, pointed at this Prometheus, with a short rate window so the demo
@@ -119,35 +119,6 @@ func binary(t *testing.T) string {
 		t.Fatalf("building workerscale: %v\n%s", err, b)
 	}
 	return bin
-}
-
-func createSeedDeployment(t *testing.T, c *testenv.Cluster) {
-	replicas := int32(2)
-	labels := map[string]string{"app": "luneo-worker-ia"}
-	d := &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: "luneo-worker-ia", Namespace: "luneo"},
-		Spec: appsv1.DeploymentSpec{
-			Replicas: &replicas,
-			Selector: &metav1.LabelSelector{MatchLabels: labels},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec: corev1.PodSpec{Containers: []corev1.Container{{
-					Name: "worker", Image: "luneo/worker-ia:latest",
-					Resources: corev1.ResourceRequirements{
-						Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("2"), corev1.ResourceMemory: resource.MustParse("4Gi")},
-						Limits:   corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("4"), corev1.ResourceMemory: resource.MustParse("8Gi")},
-					},
-					Env: []corev1.EnvVar{
-						{Name: "WORKER_CONCURRENCY", Value: "5"}, {Name: "DEFAULT_TENANT_CONCURRENCY", Value: "2"},
-						{Name: "REDIS_HOST", Value: "redis-service"}, {Name: "REDIS_PORT", Value: "6379"},
-					},
-				}}},
-			},
-		},
-	}
-	if _, err := c.Client.AppsV1().Deployments("luneo").Create(t.Context(), d, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
 }
 
 func envString(env []corev1.EnvVar) string {

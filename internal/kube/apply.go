@@ -117,7 +117,7 @@ func (c *Client) annotate(ctx context.Context, w *rules.Workload, change func(*s
 // carries the resourceVersion it was built from, so a write in between makes it conflict,
 // and it is rebuilt from fresh state.
 func (c *Client) applyVertical(ctx context.Context, r *rules.Rules, w *rules.Workload, d autoscaler.Decision, now time.Time) error {
-	class := findClass(r, d.To.Class)
+	class := r.Class(d.To.Class)
 	if class == nil {
 		return fmt.Errorf("class %q is not in the rules", d.To.Class)
 	}
@@ -187,11 +187,3 @@ func (c *Client) applyVertical(ctx context.Context, r *rules.Rules, w *rules.Wor
 	})
 }
 
-func findClass(r *rules.Rules, name string) *rules.Class {
-	for i := range r.Classes {
-		if r.Classes[i].Name == name {
-			return &r.Classes[i]
-		}
-	}
-	return nil
-}

@@ -16,10 +16,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/common/model"
-	appsv1 "k8s.io/api/apps/v1"
-	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/workerscale/workerscale/autoscaler"
 	"github.com/workerscale/workerscale/internal/kube"
@@ -58,7 +54,7 @@ func TestEveryDashboardQueryReturnsData(t *testing.T) {
 	r.Prometheus.URL = p.URL
 
 	cluster := testenv.StartCluster(t)
-	createSeedDeployment(t, cluster)
+	cluster.CreateDeployment(t, testenv.WorkerDeployment("luneo", "luneo-worker-ia", 2, "2", "4Gi", testenv.Concurrency("5", "2")...))
 	kc, err := kube.New(cluster.Config, nil, false)
 	if err != nil {
 		t.Fatal(err)
@@ -128,32 +124,5 @@ func TestEveryDashboardQueryReturnsData(t *testing.T) {
 			t.Fatalf("%d of %d dashboard queries return no data:\n%s", len(empty), len(queries), strings.Join(empty, "\n"))
 		}
 		time.Sleep(time.Second)
-	}
-}
-
-func createSeedDeployment(t *testing.T, c *testenv.Cluster) {
-	t.Helper()
-	if _, err := c.Client.CoreV1().Namespaces().Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "luneo"}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	replicas := int32(2)
-	labels := map[string]string{"app": "luneo-worker-ia"}
-	d := &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: "luneo-worker-ia", Namespace: "luneo"},
-		Spec: appsv1.DeploymentSpec{
-			Replicas: &replicas, Selector: &metav1.LabelSelector{MatchLabels: labels},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec: corev1.PodSpec{Containers: []corev1.Container{{
-					Name: "worker", Image: "luneo/worker-ia:latest",
-					Env: []corev1.EnvVar{{Name: "WORKER_CONCURRENCY", Value: "5"}, {Name: "DEFAULT_TENANT_CONCURRENCY", Value: "2"}},
-					Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{
-						corev1.ResourceCPU: resource.MustParse("2"), corev1.ResourceMemory: resource.MustParse("4Gi")}},
-				}}},
-			},
-		},
-	}
-	if _, err := c.Client.AppsV1().Deployments("luneo").Create(t.Context(), d, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
 	}
 }

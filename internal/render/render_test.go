@@ -288,22 +288,10 @@ func TestRunbooksCoverEveryAlert(t *testing.T) {
 	}
 }
 
-func promtool(t *testing.T) string {
-	t.Helper()
-	p, err := exec.LookPath("promtool")
-	if err != nil {
-		if os.Getenv(testenv.RequiredEnv) == "required" {
-			t.Fatal("promtool not found; run hack/install-testenv.sh")
-		}
-		t.Skip("promtool not found")
-	}
-	return p
-}
-
 // TestPromtool: `promtool check rules` passes on the plain rule file, and generated unit
 // tests show every warning and critical alert firing at its level and not before it.
 func TestPromtool(t *testing.T) {
-	bin := promtool(t)
+	bin := testenv.Command(t, "promtool")
 	for _, ex := range examples {
 		t.Run(ex, func(t *testing.T) {
 			r, files := renderExample(t, ex)

@@ -18,6 +18,10 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -233,4 +237,43 @@ func (a *authority) issue(subject pkix.Name, server bool) (certPEM, keyPEM []byt
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
 		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), nil
+}
+
+// WorkerDeployment is a Deployment of one container named worker with the given requests
+// and env vars, its pods labelled app=name: a queue worker fleet for tests.
+func WorkerDeployment(namespace, name string, replicas int32, cpu, memory string, env ...corev1.EnvVar) *appsv1.Deployment {
+	labels := map[string]string{"app": name}
+	return &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: &replicas,
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{
+					Name: "worker", Image: "worker:1", Env: env,
+					Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{
+						corev1.ResourceCPU: resource.MustParse(cpu), corev1.ResourceMemory: resource.MustParse(memory)}},
+				}}},
+			},
+		},
+	}
+}
+
+// Concurrency is the seed's two concurrency env vars.
+func Concurrency(global, tenant string) []corev1.EnvVar {
+	return []corev1.EnvVar{{Name: "WORKER_CONCURRENCY", Value: global}, {Name: "DEFAULT_TENANT_CONCURRENCY", Value: tenant}}
+}
+
+// CreateDeployment creates d, and its namespace first when that does not exist yet.
+func (c *Cluster) CreateDeployment(t testing.TB, d *appsv1.Deployment) {
+	t.Helper()
+	ctx := context.Background()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: d.Namespace}}
+	if _, err := c.Client.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatalf("creating namespace %s: %v", d.Namespace, err)
+	}
+	if _, err := c.Client.AppsV1().Deployments(d.Namespace).Create(ctx, d, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("creating deployment %s/%s: %v", d.Namespace, d.Name, err)
+	}
 }

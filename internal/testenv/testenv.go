@@ -74,6 +74,13 @@ func KubeVersion() (string, error) {
 
 var clientGoRequire = regexp.MustCompile(`(?m)^\s*k8s\.io/client-go v0\.(\S+)`)
 
+// Command finds a command the tests need (such as promtool) on PATH, or ends the test: a
+// failure under `make test`, a skip under a plain `go test`.
+func Command(t testing.TB, name string) string {
+	t.Helper()
+	return binary(t, name)
+}
+
 // binary finds a component, or ends the test: a failure under `make test`, a skip under
 // a plain `go test`.
 func binary(t testing.TB, path string) string {

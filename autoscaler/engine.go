@@ -99,7 +99,6 @@ func newPlan(now time.Time, r *rules.Rules, in *Input) *plan {
 	return p
 }
 
-
 func (p *plan) reasonf(format string, args ...any) {
 	p.d.Reasons = append(p.d.Reasons, fmt.Sprintf(format, args...))
 }

@@ -186,4 +186,3 @@ func (c *Client) applyVertical(ctx context.Context, r *rules.Rules, w *rules.Wor
 		return nil
 	})
 }
-

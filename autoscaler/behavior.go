@@ -91,7 +91,10 @@ func (p *plan) scaleLimit(s rules.ScalingRules, up bool) int32 {
 	}
 	var best int32
 	for i, pol := range s.Policies {
-		start := cur - p.changedWithin(pol.Period.D(), up)
+		// As the HPA counts it: the replicas at the period's start are the current ones
+		// less those added within it, plus those removed.
+		added, removed := p.changedWithin(pol.Period.D())
+		start := cur - added + removed
 		var proposed int32
 		switch {
 		case up && pol.Type == rules.PolicyPods:
@@ -109,21 +112,27 @@ func (p *plan) scaleLimit(s rules.ScalingRules, up bool) int32 {
 			best = proposed
 		}
 	}
+	if up && cur == 0 {
+		// A percentage of nothing is nothing; from zero (minReplicas 0) one pod may start.
+		best = max(best, 1)
+	}
 	return max(best, 0)
 }
 
-// changedWithin sums the applied changes in one direction within the period: positive
-// for up (replicas added), and as a negative number for down (replicas removed), so that
-// current - changedWithin is the count at the period's start.
-func (p *plan) changedWithin(period time.Duration, up bool) int32 {
-	var sum int32
+// changedWithin sums the applied changes within the period: replicas added and removed.
+func (p *plan) changedWithin(period time.Duration) (added, removed int32) {
 	cutoff := p.now.Add(-period)
 	for _, e := range p.in.History.ScaleEvents {
-		if e.Time.After(cutoff) && (e.Delta > 0) == up {
-			sum += e.Delta
+		if !e.Time.After(cutoff) {
+			continue
+		}
+		if e.Delta > 0 {
+			added += e.Delta
+		} else {
+			removed -= e.Delta
 		}
 	}
-	return sum
+	return added, removed
 }
 
 func describePolicies(s rules.ScalingRules) string {

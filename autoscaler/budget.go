@@ -19,21 +19,31 @@ func applyRateBudgets(r *rules.Rules, plans []*plan) map[string]float64 {
 		capacity := float64(b.Keys) * b.SafeRPS * *b.SafetyFactor
 		var members []*plan
 		var total float64
+		var rollingOut float64 // demand of workloads that hold their shape during a rollout
 		for _, p := range plans {
-			if p.w.RateBudget != b.Name || p.in.State.RolloutInProgress {
+			if p.w.RateBudget != b.Name {
 				continue
 			}
 			if p.duration <= 0 {
 				p.reasonf("rate budget %s is not applied: the mean job duration is unknown (set horizontal.jobDuration)", b.Name)
 				continue
 			}
+			if p.in.State.RolloutInProgress {
+				rollingOut += p.demand()
+				continue
+			}
 			members = append(members, p)
 			total += p.demand()
+		}
+		head := fmt.Sprintf("rate budget %s: %d keys x %s rps x %s safety = %s rps", b.Name, b.Keys, num(b.SafeRPS), num(*b.SafetyFactor), num(capacity))
+		if rollingOut > 0 {
+			// A workload mid-rollout keeps its shape, and uses its part of the budget.
+			capacity = max(capacity-rollingOut, 0)
+			head += fmt.Sprintf(", %s rps of it used by workloads mid-rollout", num(rollingOut))
 		}
 		if len(members) == 0 {
 			continue
 		}
-		head := fmt.Sprintf("rate budget %s: %d keys x %s rps x %s safety = %s rps", b.Name, b.Keys, num(b.SafeRPS), num(*b.SafetyFactor), num(capacity))
 		if total <= capacity+eps {
 			room[b.Name] = capacity - total
 			for _, p := range members {

@@ -78,6 +78,9 @@ type plan struct {
 	// duration is the mean job duration in seconds, 0 when unknown.
 	duration    float64
 	durationWhy string
+	// conc is the concurrency the fleet runs with now: the state's, or when that is
+	// unknown (0: the env var is absent or not managed) the class's.
+	conc int
 }
 
 func newPlan(now time.Time, r *rules.Rules, in *Input) *plan {
@@ -96,6 +99,13 @@ func newPlan(now time.Time, r *rules.Rules, in *Input) *plan {
 		p.hist.Since[k] = v
 	}
 	p.class = r.Class(in.State.Class)
+	p.conc = in.State.Concurrency
+	if p.conc <= 0 {
+		p.conc = 1
+		if p.class != nil {
+			p.conc, _ = p.concurrencyOf(p.class)
+		}
+	}
 	return p
 }
 
@@ -130,13 +140,39 @@ func (p *plan) decide() {
 		return
 	}
 	p.sizeWork()
+	// A class change skips the replica windows, so it is sized on the stabilized
+	// requirement: a dip within the scale-down window does not shrink the fleet by way of
+	// a class change.
+	raw := p.need
+	if floor := p.recentSlots(); p.hasNeed && floor > p.need {
+		p.need = floor
+	}
 	to := p.chooseClass()
+	if to != p.class && len(p.missing) > 0 && p.heldReplicas(to) > p.maxFor(to) {
+		p.reasonf("metrics are missing, and class %s cannot hold the fleet's %d slots within its %d workers; the class stays",
+			to.Name, int(p.in.State.Replicas)*p.conc, p.maxFor(to))
+		to = p.class
+	}
 	if p.class == nil || to == p.class {
+		p.need = raw
 		p.horizontal()
 		p.concurrency()
 		return
 	}
 	p.changeClass(to)
+}
+
+// recentSlots is the highest replica recommendation within the scale-down window, in
+// slots at the current concurrency.
+func (p *plan) recentSlots() float64 {
+	cutoff := p.now.Add(-p.w.Behavior.ScaleDown.StabilizationWindow.D())
+	var most int32
+	for _, r := range p.in.History.Recommendations {
+		if r.Time.After(cutoff) {
+			most = max(most, r.Replicas)
+		}
+	}
+	return float64(most) * float64(p.conc)
 }
 
 // observe keeps the usable observations, estimates and derives what can be, and grades
@@ -154,15 +190,15 @@ func (p *plan) observe() {
 		}
 		p.d.Metrics[name] = o
 	}
-	conc := float64(st.Concurrency)
+	conc := float64(p.conc)
 	ready := float64(st.ReadyReplicas)
 	if _, ok := p.obs[rules.Saturation]; !ok {
-		if a, ok := p.value(rules.ActiveJobs); ok && ready > 0 && conc > 0 {
+		if a, ok := p.value(rules.ActiveJobs); ok && ready > 0 {
 			p.derive(rules.Saturation, a/(ready*conc))
 		}
 	}
 	if _, ok := p.obs[rules.ActiveJobs]; !ok {
-		if s, ok := p.value(rules.Saturation); ok && ready > 0 && conc > 0 {
+		if s, ok := p.value(rules.Saturation); ok && ready > 0 {
 			p.derive(rules.ActiveJobs, s*ready*conc)
 		}
 	}
@@ -174,7 +210,7 @@ func (p *plan) observe() {
 	a, okA := p.value(rules.ActiveJobs)
 	t, okT := p.value(rules.Throughput)
 	switch jd := p.w.Horizontal.JobDuration; {
-	case okA && okT && a > 0 && t > 0:
+	case okA && okT && a > 0 && t > 0 && !math.IsInf(a/t, 0):
 		p.duration = a / t
 		p.durationWhy = fmt.Sprintf("a mean job duration of %ss (%s active jobs / %s jobs/s, Little's law)", num(p.duration), num(a), num(t))
 	case jd != nil:
@@ -195,6 +231,9 @@ func (p *plan) observe() {
 }
 
 func (p *plan) derive(metric string, v float64) {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return // from absurd inputs; a derived value is never a non-number
+	}
 	o := Observation{Value: v, Status: Fresh, Estimated: true}
 	p.obs[metric] = o
 	p.d.Metrics[metric] = o
@@ -254,7 +293,7 @@ func (p *plan) sustained(cond string) (bool, time.Duration) {
 func (p *plan) sizeWork() {
 	h := p.w.Horizontal
 	util, buffer := *h.Utilization, *h.Buffer
-	conc := float64(p.in.State.Concurrency)
+	conc := float64(p.conc)
 	type term struct {
 		slots float64
 		why   string
@@ -443,8 +482,9 @@ func (p *plan) chooseClass() *rules.Class {
 		if len(fitting) > 0 {
 			to = p.cheapest(fitting)
 		}
+		g, _ := p.concurrencyOf(to)
 		return p.gate(to, fmt.Sprintf("%d workers are needed but class %s runs at most %d: stepping up to %s (%d concurrency, at most %d workers)",
-			need, cur.Name, p.maxFor(cur), to.Name, *to.Concurrency, p.maxFor(to)))
+			need, cur.Name, p.maxFor(cur), to.Name, g, p.maxFor(to)))
 	}
 	// 3. Cost: a class that supplies the same capacity for enough less.
 	candidates := []*rules.Class{}
@@ -552,6 +592,23 @@ func (p *plan) rolloutAllowed(why string) bool {
 	return true
 }
 
+// heldReplicas is the replica count that keeps the fleet's current slots in class c.
+func (p *plan) heldReplicas(c *rules.Class) int32 {
+	g, _ := p.concurrencyOf(c)
+	return ceilInt(float64(p.in.State.Replicas) * float64(p.conc) / float64(g))
+}
+
+// unmanagedEnv keeps what the workload does not let workerscale write: with no env var
+// for (tenant) concurrency, the value stays as read.
+func (p *plan) unmanagedEnv() {
+	if *p.w.Env.Concurrency == "" {
+		p.d.To.Concurrency = p.d.From.Concurrency
+	}
+	if *p.w.Env.TenantConcurrency == "" {
+		p.d.To.TenantConcurrency = p.d.From.TenantConcurrency
+	}
+}
+
 // changeClass moves the workload to another class, with the replica count recomputed for
 // the new class's concurrency. Stabilization and rate policies do not apply: the rollout
 // replaces every pod anyway, and the old counts were in other units.
@@ -559,17 +616,16 @@ func (p *plan) changeClass(to *rules.Class) {
 	g, t := p.concurrencyOf(to)
 	cur := p.in.State
 	replicas := p.replicasAt(to)
+	held := p.heldReplicas(to)
 	if !p.hasNeed {
-		// Keep the capacity the fleet has.
-		replicas = ceilInt(float64(cur.Replicas) * float64(cur.Concurrency) / float64(g))
+		replicas = held // keep the capacity the fleet has
 	}
-	if len(p.missing) > 0 {
-		if held := ceilInt(float64(cur.Replicas) * float64(cur.Concurrency) / float64(g)); replicas < held {
-			p.reasonf("metrics missing (%s): keeping the fleet's %d slots in the new class", strings.Join(p.missing, ", "), int(cur.Replicas)*cur.Concurrency)
-			replicas = held
-		}
+	if len(p.missing) > 0 && replicas < held {
+		p.reasonf("metrics missing (%s): keeping the fleet's %d slots in the new class", strings.Join(p.missing, ", "), int(cur.Replicas)*p.conc)
+		replicas = held
 	}
 	p.d.To = Shape{Replicas: replicas, Class: to.Name, Concurrency: g, TenantConcurrency: t}
+	p.unmanagedEnv()
 	p.clamp(to)
 	p.reasonf("in class %s: %d workers at concurrency %d", to.Name, p.d.To.Replicas, g)
 }
@@ -579,7 +635,7 @@ func (p *plan) horizontal() {
 	cur := p.in.State.Replicas
 	desired := cur
 	if p.hasNeed {
-		desired = ceilInt(p.need / float64(max(p.in.State.Concurrency, 1)))
+		desired = ceilInt(p.need / float64(p.conc))
 	} else {
 		p.reasonf("no fresh metric sizes the fleet; holding at %d replicas", cur)
 	}
@@ -592,11 +648,12 @@ func (p *plan) horizontal() {
 		p.reasonf("metrics missing or stale (%s): holding at %d replicas instead of scaling down to %d", strings.Join(p.missing, ", "), cur, desired)
 		desired = cur
 	}
+	floored := false
 	if f := p.w.FallbackReplicas; f != nil && len(p.missing) > 0 && desired < *f {
 		p.reasonf("metrics missing or stale: the fallback of %d replicas applies as a floor", *f)
-		desired = *f
+		desired, floored = *f, true
 	}
-	if cur > 0 && desired != cur {
+	if cur > 0 && desired != cur && !floored {
 		if ratio := math.Abs(float64(desired)/float64(cur) - 1); ratio <= *p.w.Horizontal.Tolerance {
 			p.reasonf("%d replicas is within the %s%% tolerance of the current %d; no change", desired, num(*p.w.Horizontal.Tolerance*100), cur)
 			desired = cur
@@ -661,21 +718,20 @@ func (p *plan) concurrency() {
 	g, t := p.concurrencyOf(p.class)
 	if st.Concurrency > 0 {
 		g = p.boundConcurrency(st.Concurrency)
-		if g != st.Concurrency {
+		if g != st.Concurrency && *p.w.Env.Concurrency != "" {
 			p.reasonf("concurrency %d is outside the workload's bounds; set to %d", st.Concurrency, g)
 		}
-		t = max(1, min(st.TenantConcurrency, g))
-		if st.TenantConcurrency == 0 {
-			_, t = p.concurrencyOf(p.class)
-			t = min(t, g)
-		}
 	}
-	if p.grade(RateLimited) == Critical && g > p.minConcurrency() {
+	if st.TenantConcurrency > 0 {
+		t = st.TenantConcurrency
+	}
+	if p.grade(RateLimited) == Critical && g > p.minConcurrency() && *p.w.Env.Concurrency != "" {
 		if p.rolloutAllowed(fmt.Sprintf("upstream rate limiting is critical: lowering concurrency from %d to %d", g, g-1)) {
 			g--
 		}
 	}
 	p.d.To.Concurrency, p.d.To.TenantConcurrency = g, min(max(t, 1), g)
+	p.unmanagedEnv()
 }
 
 // raiseConcurrency adds one to concurrency (the second seed's alert loop) once replicas
@@ -690,7 +746,7 @@ func (p *plan) raiseConcurrency(room map[string]float64) {
 	var extra float64
 	if b := p.w.RateBudget; b != "" {
 		left, known := room[b]
-		if !known {
+		if !known || p.duration <= 0 {
 			return // the budget binds, or cannot be computed: no more requests
 		}
 		extra = float64(p.d.To.Replicas) * *p.w.RequestsPerJob / p.duration
@@ -719,7 +775,9 @@ func (p *plan) minConcurrency() int {
 // upstream are healthy.
 func (p *plan) canRaiseConcurrency(g int) bool {
 	m := p.w.Concurrency.Max
-	if m == nil || g >= *m || p.d.To.Replicas < p.maxFor(p.class) || p.breakerOpen() || slices.Contains(p.d.LimitedBy, LimitRateBudget) {
+	atMax := p.maxFor(p.class)
+	if m == nil || g >= *m || *p.w.Env.Concurrency == "" || p.in.State.Replicas < atMax || p.d.To.Replicas < atMax ||
+		p.breakerOpen() || slices.Contains(p.d.LimitedBy, LimitRateBudget) {
 		return false
 	}
 	q := p.grade(rules.QueueDepth)

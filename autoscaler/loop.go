@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -39,6 +40,7 @@ const (
 	EventClassChanged       = "ClassChanged"
 	EventScalingLimited     = "ScalingLimited"
 	EventMetricsUnavailable = "MetricsUnavailable"
+	EventFailedRescale      = "FailedRescale"
 )
 
 // Loop is the control loop: each RunOnce observes, decides and acts for every workload.
@@ -151,7 +153,7 @@ func (l *Loop) RunOnce(ctx context.Context) error {
 func (l *Loop) events(ctx context.Context, w *rules.Workload, d Decision, rep Report, now time.Time) {
 	if rep.Applied {
 		switch {
-		case d.From.Class != d.To.Class || d.From.Concurrency != d.To.Concurrency:
+		case d.From.Class != d.To.Class || d.From.Concurrency != d.To.Concurrency || d.From.TenantConcurrency != d.To.TenantConcurrency:
 			l.Cluster.Event(ctx, w, "Normal", EventClassChanged, d.Reasons[0])
 		case d.To.Replicas > d.From.Replicas:
 			l.Cluster.Event(ctx, w, "Normal", EventScaledOut, d.Reasons[0])
@@ -159,31 +161,31 @@ func (l *Loop) events(ctx context.Context, w *rules.Workload, d Decision, rep Re
 			l.Cluster.Event(ctx, w, "Normal", EventScaledIn, d.Reasons[0])
 		}
 	}
-	if rep.Error != "" {
-		l.Cluster.Event(ctx, w, "Warning", "FailedRescale", rep.Error)
+	l.eventOnChange(ctx, w, now, "Warning", EventFailedRescale, rep.Error, rep.Error)
+	limits := strings.Join(d.LimitedBy, ", ")
+	l.eventOnChange(ctx, w, now, "Normal", EventScalingLimited, limits, fmt.Sprintf("limited by %s: %s", limits, strings.Join(d.Reasons, "; ")))
+	var names []string
+	for _, m := range d.Missing {
+		names = append(names, strings.SplitN(m, " ", 2)[0])
 	}
-	if len(d.LimitedBy) > 0 {
-		limits := strings.Join(d.LimitedBy, ", ")
-		l.eventOnChange(ctx, w, now, "Normal", EventScalingLimited, limits, fmt.Sprintf("limited by %s: %s", limits, strings.Join(d.Reasons, "; ")))
-	}
-	if len(d.Missing) > 0 {
-		var names []string
-		for _, m := range d.Missing {
-			names = append(names, strings.SplitN(m, " ", 2)[0])
-		}
-		l.eventOnChange(ctx, w, now, "Warning", EventMetricsUnavailable, strings.Join(names, ","),
-			"not scaling down while these are missing or stale: "+strings.Join(d.Missing, "; "))
-	}
+	l.eventOnChange(ctx, w, now, "Warning", EventMetricsUnavailable, strings.Join(names, ","),
+		"not scaling down while these are missing or stale: "+strings.Join(d.Missing, "; "))
 }
 
 // eventOnChange records a lasting condition when its key differs from the last one sent
-// for this workload and reason, or eventRepeat has passed.
+// for this workload and reason, or eventRepeat has passed. An empty key means the
+// condition is over: it is forgotten, so its return is reported.
 func (l *Loop) eventOnChange(ctx context.Context, w *rules.Workload, now time.Time, eventType, reason, key, message string) {
 	l.mu.Lock()
 	if l.lastEvents == nil {
 		l.lastEvents = map[[2]string]sentEvent{}
 	}
 	id := [2]string{w.Name, reason}
+	if key == "" {
+		delete(l.lastEvents, id)
+		l.mu.Unlock()
+		return
+	}
 	last, seen := l.lastEvents[id]
 	send := !seen || last.key != key || now.Sub(last.at) >= eventRepeat
 	if send {
@@ -201,13 +203,27 @@ func (l *Loop) historyOf(name string, persisted History) History {
 	defer l.mu.Unlock()
 	if h, ok := l.history[name]; ok {
 		// The annotation is the record of what was applied, including by another
-		// instance before a failover.
+		// instance while this one was not leading.
 		if persisted.LastClassChange.After(h.LastClassChange) {
 			h.LastClassChange = persisted.LastClassChange
+			h.Recommendations = nil
 		}
+		h.ScaleEvents = mergeEvents(h.ScaleEvents, persisted.ScaleEvents)
 		return h
 	}
 	return persisted
+}
+
+// mergeEvents is the union of two lists of scale events, in time order.
+func mergeEvents(a, b []ScaleEvent) []ScaleEvent {
+	out := slices.Clone(a)
+	for _, e := range b {
+		if !slices.Contains(out, e) {
+			out = append(out, e)
+		}
+	}
+	slices.SortFunc(out, func(x, y ScaleEvent) int { return x.Time.Compare(y.Time) })
+	return out
 }
 
 func (l *Loop) setHistory(name string, h History) {

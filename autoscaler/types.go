@@ -117,10 +117,19 @@ const (
 	condResourceFailures = "resourceFailures"
 )
 
+// MaxEventAge is how long scale events are kept: the longest period a rate policy may have.
+const MaxEventAge = 30 * time.Minute
+
 // Applied records that a decision was carried out at t.
 func (h History) Applied(t time.Time, d Decision) History {
 	if delta := d.To.Replicas - d.From.Replicas; delta != 0 && d.From.Class == d.To.Class {
-		h.ScaleEvents = append(h.ScaleEvents, ScaleEvent{Time: t, Delta: delta})
+		kept := h.ScaleEvents[:0:0]
+		for _, e := range h.ScaleEvents {
+			if t.Sub(e.Time) <= MaxEventAge {
+				kept = append(kept, e)
+			}
+		}
+		h.ScaleEvents = append(kept, ScaleEvent{Time: t, Delta: delta})
 	}
 	if d.From.Class != d.To.Class || d.From.Concurrency != d.To.Concurrency || d.From.TenantConcurrency != d.To.TenantConcurrency {
 		h.LastClassChange = t

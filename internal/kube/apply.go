@@ -3,11 +3,13 @@ package kube
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	appsv1ac "k8s.io/client-go/applyconfigurations/apps/v1"
@@ -25,16 +27,36 @@ import (
 // on freshly read state.
 func (c *Client) Apply(ctx context.Context, r *rules.Rules, w *rules.Workload, d autoscaler.Decision, now time.Time) error {
 	if d.From.Class == d.To.Class && d.From.Concurrency == d.To.Concurrency && d.From.TenantConcurrency == d.To.TenantConcurrency {
-		if err := c.scaleTo(ctx, w, d.To.Replicas); err != nil {
+		if err := c.scaleTo(ctx, w, d); err != nil {
 			return err
 		}
-		return c.annotate(ctx, w, func(st *stored) { noteAction(st, d, now) })
+		// The scale happened; failing to record it must not make it look as if it had
+		// not. The record is written even when ctx ends now.
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if err := c.annotate(actx, w, func(st *stored) { noteAction(st, d, now) }); err != nil {
+			c.log.Warn("the scale was applied, but recording it on the workload failed", "workload", w.Name, "error", err)
+		}
+		return nil
 	}
 	return c.applyVertical(ctx, r, w, d, now)
 }
 
+// ErrChanged is returned when the workload changed between the decision and the write
+// in a way the decision rests on; the next cycle decides again on fresh state.
+var ErrChanged = errors.New("the workload changed since it was read")
+
+// unchanged checks that the fresh state is still the one decided from.
+func unchanged(w *rules.Workload, d autoscaler.Decision, replicas int32, class string) error {
+	if replicas != d.From.Replicas || class != d.From.Class {
+		return fmt.Errorf("%s %s/%s: %w (now %d x %s, decided from %d x %s); deciding again next cycle",
+			w.Target.Kind, w.Target.Namespace, w.Target.Name, ErrChanged, replicas, class, d.From.Replicas, d.From.Class)
+	}
+	return nil
+}
+
 // noteAction notes an applied decision in the stored state. Scale events older than the
-// longest policy period any workload may use (30m) are dropped.
+// longest policy period any workload may use are dropped.
 func noteAction(st *stored, d autoscaler.Decision, now time.Time) {
 	st.LastAction, st.LastActionTime = d.Reasons[0], now
 	if d.From.Class != d.To.Class || d.From.Concurrency != d.To.Concurrency || d.From.TenantConcurrency != d.To.TenantConcurrency {
@@ -44,7 +66,7 @@ func noteAction(st *stored, d autoscaler.Decision, now time.Time) {
 	}
 	kept := st.ScaleEvents[:0:0]
 	for _, e := range st.ScaleEvents {
-		if now.Sub(e.Time) <= 30*time.Minute {
+		if now.Sub(e.Time) <= autoscaler.MaxEventAge {
 			kept = append(kept, e)
 		}
 	}
@@ -52,7 +74,8 @@ func noteAction(st *stored, d autoscaler.Decision, now time.Time) {
 }
 
 // scaleTo sets the replica count through the scale subresource.
-func (c *Client) scaleTo(ctx context.Context, w *rules.Workload, replicas int32) error {
+func (c *Client) scaleTo(ctx context.Context, w *rules.Workload, d autoscaler.Decision) error {
+	replicas := d.To.Replicas
 	gr, err := c.groupResource(w.Target.Kind)
 	if err != nil {
 		return err
@@ -62,6 +85,9 @@ func (c *Client) scaleTo(ctx context.Context, w *rules.Workload, replicas int32)
 		s, err := scales.Get(ctx, gr, w.Target.Name, metav1.GetOptions{})
 		if err != nil {
 			return fmt.Errorf("reading the scale of %s %s/%s: %w", w.Target.Kind, w.Target.Namespace, w.Target.Name, err)
+		}
+		if err := unchanged(w, d, s.Spec.Replicas, d.From.Class); err != nil {
+			return err
 		}
 		if c.beforeWrite != nil {
 			c.beforeWrite("scale")
@@ -80,7 +106,7 @@ func (c *Client) annotate(ctx context.Context, w *rules.Workload, change func(*s
 	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		obj, err := c.get(ctx, w.Target)
 		if err != nil {
-			return err
+			return fmt.Errorf("reading %s %s/%s: %w", w.Target.Kind, w.Target.Namespace, w.Target.Name, err)
 		}
 		st, _ := readStored(obj.meta.Annotations)
 		change(&st)
@@ -113,28 +139,31 @@ func (c *Client) annotate(ctx context.Context, w *rules.Workload, change func(*s
 // applyVertical applies the new class's resources, the concurrency env vars and the node
 // selector together with the replicas, by server-side apply. Only these fields are in the
 // apply, so every other field (image, other env vars, other containers) stays with its
-// owner; a node selector key of the previous class, applied by us, is removed. The apply
-// carries the resourceVersion it was built from, so a write in between makes it conflict,
-// and it is rebuilt from fresh state.
+// owner. The node selector is one atomic map to the API server, so it is written whole:
+// the current keys, less those of any class, plus the new class's. The apply carries the
+// resourceVersion it was built from, so a write in between makes it conflict, and it is
+// rebuilt from fresh state.
 func (c *Client) applyVertical(ctx context.Context, r *rules.Rules, w *rules.Workload, d autoscaler.Decision, now time.Time) error {
+	t := w.Target
 	class := r.Class(d.To.Class)
 	if class == nil {
-		return fmt.Errorf("class %q is not in the rules", d.To.Class)
+		return fmt.Errorf("workload %s: class %q is not in the rules", w.Name, d.To.Class)
 	}
-	t := w.Target
 	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		obj, err := c.get(ctx, t)
 		if err != nil {
-			return err
+			return fmt.Errorf("reading %s %s/%s: %w", t.Kind, t.Namespace, t.Name, err)
 		}
 		container, err := targetContainer(&obj.template.Spec, t.Container)
 		if err != nil {
+			return fmt.Errorf("%s %s/%s: %w", t.Kind, t.Namespace, t.Name, err)
+		}
+		if err := unchanged(w, d, obj.replicas, classOf(r, w, container)); err != nil {
 			return err
 		}
 		st, _ := readStored(obj.meta.Annotations)
 		noteAction(&st, d, now)
-		// The apply changes the pod template, so the generation moves on by one.
-		st.RolloutGeneration = obj.meta.Generation + 1
+		st.RolloutGeneration = 0 // set below once the template is known to have changed
 		raw, err := json.Marshal(st)
 		if err != nil {
 			return err
@@ -146,13 +175,20 @@ func (c *Client) applyVertical(ctx context.Context, r *rules.Rules, w *rules.Wor
 			name  string
 			value int
 		}{{*w.Env.Concurrency, d.To.Concurrency}, {*w.Env.TenantConcurrency, d.To.TenantConcurrency}} {
-			if e.name != "" {
-				ctr = ctr.WithEnv(corev1ac.EnvVar().WithName(e.name).WithValue(strconv.Itoa(e.value)))
+			if e.name == "" {
+				continue
 			}
+			for _, have := range container.Env {
+				if have.Name == e.name && have.ValueFrom != nil {
+					return fmt.Errorf("%s %s/%s: env var %s of container %s is set with valueFrom; workerscale can only write a value (remove valueFrom, or set env names to \"\" in the rules)",
+						t.Kind, t.Namespace, t.Name, e.name, container.Name)
+				}
+			}
+			ctr = ctr.WithEnv(corev1ac.EnvVar().WithName(e.name).WithValue(strconv.Itoa(e.value)))
 		}
 		pod := corev1ac.PodSpec().WithContainers(ctr)
-		if len(class.NodeSelector) > 0 {
-			pod = pod.WithNodeSelector(class.NodeSelector)
+		if sel := nodeSelector(r, class, obj.template.Spec.NodeSelector); len(sel) > 0 {
+			pod = pod.WithNodeSelector(sel)
 		}
 		template := corev1ac.PodTemplateSpec().WithSpec(pod)
 		ann := map[string]string{StateAnnotation: string(raw)}
@@ -161,6 +197,7 @@ func (c *Client) applyVertical(ctx context.Context, r *rules.Rules, w *rules.Wor
 		}
 		opts := metav1.ApplyOptions{FieldManager: FieldManager, Force: true}
 		var generation int64
+		var after corev1.PodTemplateSpec
 		switch t.Kind {
 		case "StatefulSet":
 			ac := appsv1ac.StatefulSet(t.Name, t.Namespace).WithResourceVersion(obj.meta.ResourceVersion).WithAnnotations(ann).
@@ -169,7 +206,7 @@ func (c *Client) applyVertical(ctx context.Context, r *rules.Rules, w *rules.Wor
 			if err != nil {
 				return fmt.Errorf("applying class %s to %s %s/%s: %w", class.Name, t.Kind, t.Namespace, t.Name, err)
 			}
-			generation = out.Generation
+			generation, after = out.Generation, out.Spec.Template
 		default:
 			ac := appsv1ac.Deployment(t.Name, t.Namespace).WithResourceVersion(obj.meta.ResourceVersion).WithAnnotations(ann).
 				WithSpec(appsv1ac.DeploymentSpec().WithReplicas(d.To.Replicas).WithTemplate(template))
@@ -177,12 +214,36 @@ func (c *Client) applyVertical(ctx context.Context, r *rules.Rules, w *rules.Wor
 			if err != nil {
 				return fmt.Errorf("applying class %s to %s %s/%s: %w", class.Name, t.Kind, t.Namespace, t.Name, err)
 			}
-			generation = out.Generation
+			generation, after = out.Generation, out.Spec.Template
 		}
-		if generation != st.RolloutGeneration {
-			// The template was already in this shape (only replicas changed): no rollout.
-			return c.annotate(ctx, w, func(s *stored) { s.RolloutGeneration = generation })
+		if equality.Semantic.DeepEqual(obj.template, after) {
+			return nil // only replicas changed: no rollout to wait for
+		}
+		// The pod template changed: a rollout begins at this generation. Recording it is a
+		// second write; it is made even when ctx ends now.
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if err := c.annotate(actx, w, func(s *stored) { s.RolloutGeneration = generation }); err != nil {
+			c.log.Warn("the class change was applied, but recording its rollout failed", "workload", w.Name, "error", err)
 		}
 		return nil
 	})
+}
+
+// nodeSelector is the node selector for class: the current one, less every class's keys
+// (ours to manage), plus the class's own.
+func nodeSelector(r *rules.Rules, class *rules.Class, current map[string]string) map[string]string {
+	sel := map[string]string{}
+	for k, v := range current {
+		sel[k] = v
+	}
+	for _, c := range r.Classes {
+		for k := range c.NodeSelector {
+			delete(sel, k)
+		}
+	}
+	for k, v := range class.NodeSelector {
+		sel[k] = v
+	}
+	return sel
 }

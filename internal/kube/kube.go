@@ -98,22 +98,36 @@ type workload struct {
 	meta     metav1.ObjectMeta
 	replicas int32
 	template corev1.PodTemplateSpec
-	status   struct{ observedGeneration, ready, available, updated int64 }
-	apiVer   string
+	ready    int32
+	// rolledOut reports whether the rollout of generation gen is done.
+	rolledOut func(gen int64) bool
+	// manual is true when the object's rollouts do not proceed on their own (a paused
+	// Deployment; a StatefulSet with OnDelete or a partition): they never hold the engine.
+	manual bool
+	apiVer string
 }
 
 func fromDeployment(d *appsv1.Deployment) workload {
-	w := workload{meta: d.ObjectMeta, replicas: ptrOr(d.Spec.Replicas, 1), template: d.Spec.Template, apiVer: "apps/v1"}
-	w.status.observedGeneration = d.Status.ObservedGeneration
-	w.status.ready, w.status.available, w.status.updated = int64(d.Status.ReadyReplicas), int64(d.Status.AvailableReplicas), int64(d.Status.UpdatedReplicas)
-	return w
+	n := ptrOr(d.Spec.Replicas, 1)
+	st := d.Status
+	return workload{meta: d.ObjectMeta, replicas: n, template: d.Spec.Template, ready: st.ReadyReplicas, apiVer: "apps/v1",
+		manual: d.Spec.Paused,
+		rolledOut: func(gen int64) bool {
+			return st.ObservedGeneration >= gen && st.UpdatedReplicas >= n && st.Replicas == n && st.AvailableReplicas >= st.UpdatedReplicas
+		}}
 }
 
 func fromStatefulSet(s *appsv1.StatefulSet) workload {
-	w := workload{meta: s.ObjectMeta, replicas: ptrOr(s.Spec.Replicas, 1), template: s.Spec.Template, apiVer: "apps/v1"}
-	w.status.observedGeneration = s.Status.ObservedGeneration
-	w.status.ready, w.status.available, w.status.updated = int64(s.Status.ReadyReplicas), int64(s.Status.AvailableReplicas), int64(s.Status.UpdatedReplicas)
-	return w
+	n := ptrOr(s.Spec.Replicas, 1)
+	st := s.Status
+	u := s.Spec.UpdateStrategy
+	manual := u.Type == appsv1.OnDeleteStatefulSetStrategyType ||
+		(u.RollingUpdate != nil && u.RollingUpdate.Partition != nil && *u.RollingUpdate.Partition > 0)
+	return workload{meta: s.ObjectMeta, replicas: n, template: s.Spec.Template, ready: st.ReadyReplicas, apiVer: "apps/v1",
+		manual: manual,
+		rolledOut: func(gen int64) bool {
+			return st.ObservedGeneration >= gen && st.UpdatedReplicas >= n && st.ReadyReplicas >= n && st.CurrentRevision == st.UpdateRevision
+		}}
 }
 
 func ptrOr(p *int32, def int32) int32 {
@@ -138,7 +152,7 @@ func (c *Client) get(ctx context.Context, t rules.Target) (workload, error) {
 		}
 		return fromStatefulSet(s), nil
 	}
-	return workload{}, fmt.Errorf("unsupported kind %q", t.Kind)
+	return workload{}, fmt.Errorf("%s/%s: unsupported kind %q", t.Namespace, t.Name, t.Kind)
 }
 
 // Read returns the workload's current state, whether it is paused, and the history its
@@ -168,8 +182,8 @@ func (c *Client) Read(ctx context.Context, r *rules.Rules, w *rules.Workload) (a
 				Concurrency:       envInt(container, *w.Env.Concurrency),
 				TenantConcurrency: envInt(container, *w.Env.TenantConcurrency),
 			},
-			ReadyReplicas:     int32(obj.status.ready),
-			RolloutInProgress: rolloutInProgress(obj, st),
+			ReadyReplicas:     obj.ready,
+			RolloutInProgress: rolloutInProgress(obj, st, time.Now()),
 		},
 		Paused:  obj.meta.Annotations[PausedAnnotation] == "true",
 		History: autoscaler.History{LastClassChange: st.LastClassChange, ScaleEvents: st.ScaleEvents},
@@ -177,14 +191,19 @@ func (c *Client) Read(ctx context.Context, r *rules.Rules, w *rules.Workload) (a
 	return cur, nil
 }
 
-// rolloutInProgress: our last template change has not rolled out yet. Only our own
-// rollouts hold the engine; a scale or someone else's change does not.
-func rolloutInProgress(obj workload, st stored) bool {
-	if st.RolloutGeneration == 0 || obj.meta.Generation != st.RolloutGeneration {
+// RolloutDeadline bounds how long our own rollout holds the engine, as a Deployment's
+// progress deadline (default 600 s) bounds a rollout: a stuck rollout, or pods lost to an
+// incident long after it, must not freeze scaling.
+const RolloutDeadline = 10 * time.Minute
+
+// rolloutInProgress: the template change we made last has not rolled out yet. Only our own
+// rollouts hold the engine, for at most RolloutDeadline, and never a rollout that waits for
+// a person (paused Deployment, OnDelete, partition).
+func rolloutInProgress(obj workload, st stored, now time.Time) bool {
+	if st.RolloutGeneration == 0 || obj.manual || now.Sub(st.LastClassChange) > RolloutDeadline {
 		return false
 	}
-	s := obj.status
-	return s.observedGeneration < st.RolloutGeneration || s.updated < int64(obj.replicas) || s.available < int64(obj.replicas)
+	return !obj.rolledOut(st.RolloutGeneration)
 }
 
 func readStored(ann map[string]string) (stored, error) {
@@ -197,12 +216,15 @@ func readStored(ann map[string]string) (stored, error) {
 	return st, err
 }
 
-// targetContainer is the named container, or the first.
+// targetContainer is the named container, or the only one.
 func targetContainer(spec *corev1.PodSpec, name string) (*corev1.Container, error) {
 	if len(spec.Containers) == 0 {
 		return nil, fmt.Errorf("the pod template has no containers")
 	}
 	if name == "" {
+		if len(spec.Containers) > 1 {
+			return nil, fmt.Errorf("the pod template has %d containers; name the worker in target.container", len(spec.Containers))
+		}
 		return &spec.Containers[0], nil
 	}
 	for i := range spec.Containers {

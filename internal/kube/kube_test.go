@@ -3,6 +3,7 @@ package kube
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -27,7 +28,7 @@ classes:
   - {name: large,  cpu: "4", memory: 8Gi, limits: {cpu: "8", memory: 16Gi}, concurrency: 10, tenantConcurrency: 3, maxReplicas: 20, nodeSelector: {pool: large}}
 workloads:
   - {name: render, maxReplicas: 20, target: {namespace: default, name: render, container: worker}}
-  - {name: states, maxReplicas: 20, target: {kind: StatefulSet, namespace: default, name: states}}
+  - {name: states, maxReplicas: 20, target: {kind: StatefulSet, namespace: default, name: states, container: worker}}
 `
 
 type fixture struct {
@@ -410,4 +411,109 @@ func waitLeader(t *testing.T, mu *sync.Mutex, leading map[string]bool) string {
 	}
 	t.Fatal("no leader within 20s")
 	return ""
+}
+
+// The node selector is an atomic map: a user's keys stay, the previous class's go.
+func TestNodeSelectorKeepsKeysThatAreNotAClasss(t *testing.T) {
+	f := setup(t)
+	tpl := podTemplate("2", "4Gi", concurrencyEnv("5", "2")...)
+	tpl.Spec.NodeSelector = map[string]string{"kubernetes.io/arch": "amd64", "pool": "medium"}
+	f.createDeployment(t, 12, tpl)
+	medium := autoscaler.Shape{Replicas: 12, Class: "medium", Concurrency: 5, TenantConcurrency: 2}
+	large := autoscaler.Shape{Replicas: 6, Class: "large", Concurrency: 10, TenantConcurrency: 3}
+	if err := f.client.Apply(t.Context(), f.rules, &f.rules.Workloads[0], decision(medium, large), time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	sel := f.deployment(t).Spec.Template.Spec.NodeSelector
+	if len(sel) != 2 || sel["kubernetes.io/arch"] != "amd64" || sel["pool"] != "large" {
+		t.Errorf("node selector %v, want the user's arch key kept and pool=large", sel)
+	}
+}
+
+func TestEnvFromValueFromIsRefused(t *testing.T) {
+	f := setup(t)
+	env := []corev1.EnvVar{{Name: "WORKER_CONCURRENCY", ValueFrom: &corev1.EnvVarSource{ConfigMapKeyRef: &corev1.ConfigMapKeySelector{
+		LocalObjectReference: corev1.LocalObjectReference{Name: "cfg"}, Key: "concurrency"}}}}
+	f.createDeployment(t, 2, podTemplate("2", "4Gi", env...))
+	from := autoscaler.Shape{Replicas: 2, Class: "medium", Concurrency: 0, TenantConcurrency: 0}
+	to := autoscaler.Shape{Replicas: 2, Class: "large", Concurrency: 10, TenantConcurrency: 3}
+	err := f.client.Apply(t.Context(), f.rules, &f.rules.Workloads[0], decision(from, to), time.Now())
+	if err == nil || !strings.Contains(err.Error(), "env var WORKER_CONCURRENCY of container worker is set with valueFrom") {
+		t.Errorf("Apply = %v", err)
+	}
+}
+
+// A write is not made on top of a change the decision did not see.
+func TestChangedSinceTheDecisionIsNotOverwritten(t *testing.T) {
+	f := setup(t)
+	f.createDeployment(t, 2, podTemplate("2", "4Gi", concurrencyEnv("5", "2")...))
+	stale := autoscaler.Shape{Replicas: 3, Class: "medium", Concurrency: 5, TenantConcurrency: 2}
+	to := stale
+	to.Replicas = 8
+	for _, d := range []autoscaler.Decision{decision(stale, to), decision(stale, autoscaler.Shape{Replicas: 2, Class: "large", Concurrency: 10, TenantConcurrency: 3})} {
+		err := f.client.Apply(t.Context(), f.rules, &f.rules.Workloads[0], d, time.Now())
+		if !errors.Is(err, ErrChanged) {
+			t.Errorf("Apply from %d replicas while there are 2: %v, want ErrChanged", d.From.Replicas, err)
+		}
+	}
+	if got := *f.deployment(t).Spec.Replicas; got != 2 {
+		t.Errorf("replicas %d, want 2 untouched", got)
+	}
+}
+
+// A vertical apply that leaves the pod template as it was starts no rollout; one that
+// changes it holds the engine until the status catches up, or RolloutDeadline passes.
+func TestRolloutTracking(t *testing.T) {
+	f := setup(t)
+	tpl := podTemplate("4", "8Gi", concurrencyEnv("10", "3")...)
+	tpl.Spec.Containers[1].Resources.Limits = corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("8"), corev1.ResourceMemory: resource.MustParse("16Gi")}
+	tpl.Spec.NodeSelector = map[string]string{"pool": "large"}
+	f.createDeployment(t, 12, tpl)
+	w := &f.rules.Workloads[0]
+	large := autoscaler.Shape{Replicas: 12, Class: "large", Concurrency: 10, TenantConcurrency: 3}
+	// Same class and env, fewer replicas, via the vertical path (a concurrency no-op).
+	d := decision(large, autoscaler.Shape{Replicas: 6, Class: "large", Concurrency: 10, TenantConcurrency: 3})
+	d.From.TenantConcurrency = 2 // forces the vertical path; the template ends up as it was
+	d.To.TenantConcurrency = 3
+	if err := f.client.applyVertical(t.Context(), f.rules, w, d, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	cur, err := f.client.Read(t.Context(), f.rules, w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cur.State.RolloutInProgress {
+		t.Error("an apply that left the template unchanged started a rollout")
+	}
+
+	medium := autoscaler.Shape{Replicas: 12, Class: "medium", Concurrency: 5, TenantConcurrency: 2}
+	from := cur.State.Shape
+	if err := f.client.Apply(t.Context(), f.rules, w, decision(from, medium), time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if cur, _ = f.client.Read(t.Context(), f.rules, w); !cur.State.RolloutInProgress {
+		t.Fatal("a template change did not start a rollout")
+	}
+	completeRollout(t, f.cluster.Client, f.deployment(t))
+	if cur, _ = f.client.Read(t.Context(), f.rules, w); cur.State.RolloutInProgress {
+		t.Error("the rollout is still in progress after the status caught up")
+	}
+
+	// A rollout that never completes holds only until RolloutDeadline.
+	obj, err := f.client.get(t.Context(), w.Target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, _ := readStored(obj.meta.Annotations)
+	st.RolloutGeneration = obj.meta.Generation + 100 // never observed
+	if !rolloutInProgress(obj, st, st.LastClassChange.Add(time.Minute)) {
+		t.Error("an unfinished rollout a minute old does not hold")
+	}
+	if rolloutInProgress(obj, st, st.LastClassChange.Add(RolloutDeadline+time.Second)) {
+		t.Error("an unfinished rollout holds past RolloutDeadline")
+	}
+	obj.manual = true
+	if rolloutInProgress(obj, st, st.LastClassChange.Add(time.Minute)) {
+		t.Error("a paused rollout holds the engine")
+	}
 }

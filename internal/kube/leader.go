@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"k8s.io/client-go/kubernetes"
@@ -19,8 +20,10 @@ type LeaderOptions struct {
 }
 
 // RunLeaderElected runs lead while this instance holds the Lease, so that of several
-// instances exactly one acts. It returns when ctx ends or leadership is lost (the caller
-// exits then, as controllers do, rather than act on a lease it no longer holds).
+// instances exactly one acts. When ctx ends, lead is stopped and waited for before the
+// Lease is released, so no write of the old leader overlaps the next one's. It returns
+// ctx's error then, or an error when leadership is lost (the caller exits, as controllers
+// do, rather than act on a lease it no longer holds).
 func RunLeaderElected(ctx context.Context, cs kubernetes.Interface, o LeaderOptions, log *slog.Logger, lead func(ctx context.Context)) error {
 	if o.LeaseDuration == 0 {
 		o.LeaseDuration = 15 * time.Second
@@ -36,7 +39,12 @@ func RunLeaderElected(ctx context.Context, cs kubernetes.Interface, o LeaderOpti
 	if err != nil {
 		return fmt.Errorf("leader election lock %s/%s: %w", o.Namespace, o.Name, err)
 	}
-	lost := make(chan struct{})
+	// The elector has its own context: it is cancelled (releasing the Lease) only after
+	// lead has returned.
+	electCtx, cancelElect := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelElect()
+	var mu sync.Mutex
+	var leading chan struct{} // closed when lead returns; nil until it starts
 	le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
 		Lock:            lock,
 		LeaseDuration:   o.LeaseDuration,
@@ -45,14 +53,24 @@ func RunLeaderElected(ctx context.Context, cs kubernetes.Interface, o LeaderOpti
 		ReleaseOnCancel: true,
 		Name:            o.Name,
 		Callbacks: leaderelection.LeaderCallbacks{
-			OnStartedLeading: func(ctx context.Context) {
+			OnStartedLeading: func(leaseCtx context.Context) {
+				mu.Lock()
+				if ctx.Err() != nil {
+					mu.Unlock()
+					return
+				}
+				done := make(chan struct{})
+				leading = done
+				mu.Unlock()
+				defer close(done)
 				log.Info("leading", "identity", o.Identity, "lease", o.Namespace+"/"+o.Name)
-				lead(ctx)
+				runCtx, stop := context.WithCancel(leaseCtx)
+				defer stop()
+				stopOnSignal := context.AfterFunc(ctx, stop)
+				defer stopOnSignal()
+				lead(runCtx)
 			},
-			OnStoppedLeading: func() {
-				log.Info("stopped leading", "identity", o.Identity)
-				close(lost)
-			},
+			OnStoppedLeading: func() { log.Info("stopped leading", "identity", o.Identity) },
 			OnNewLeader: func(id string) {
 				if id != o.Identity {
 					log.Info("another instance leads", "leader", id)
@@ -63,11 +81,19 @@ func RunLeaderElected(ctx context.Context, cs kubernetes.Interface, o LeaderOpti
 	if err != nil {
 		return fmt.Errorf("leader election: %w", err)
 	}
-	le.Run(ctx)
-	select {
-	case <-ctx.Done():
+	stopElect := context.AfterFunc(ctx, func() {
+		mu.Lock()
+		done := leading
+		mu.Unlock()
+		if done != nil {
+			<-done
+		}
+		cancelElect()
+	})
+	defer stopElect()
+	le.Run(electCtx)
+	if ctx.Err() != nil {
 		return ctx.Err()
-	case <-lost:
-		return fmt.Errorf("lost the leader lease %s/%s", o.Namespace, o.Name)
 	}
+	return fmt.Errorf("lost the leader lease %s/%s", o.Namespace, o.Name)
 }

@@ -246,7 +246,16 @@ func observe(b *batch, u use, w *rules.Workload, at time.Time, staleness time.Du
 		values = append(values, v)
 	}
 	o := autoscaler.Value(aggregate(u.metric, w, values))
-	if age, ok := sampleAge(u.freshness, keys, at); ok && age > staleness {
+	if u.freshness == nil {
+		return o, "fresh"
+	}
+	age, err := sampleAge(u.freshness, keys, at)
+	switch {
+	case err != nil:
+		// A value whose age cannot be told is not taken as current.
+		o.Status, o.Reason = autoscaler.Stale, "the age of its samples is unknown: "+err.Error()
+		return o, "stale"
+	case age > staleness:
 		o.Status = autoscaler.Stale
 		o.Reason = fmt.Sprintf("its samples are %s old, past the %s staleness bound", age.Round(time.Second), staleness)
 		return o, "stale"
@@ -255,28 +264,27 @@ func observe(b *batch, u use, w *rules.Workload, at time.Time, staleness time.Du
 }
 
 // sampleAge is the age of the oldest sample behind a workload's value, from its freshness
-// batch; false when there is no freshness query or it gave nothing usable.
-func sampleAge(f *batch, keys []string, at time.Time) (time.Duration, bool) {
-	if f == nil || f.err != nil || f.index == nil {
-		return 0, false
+// batch: one finite timestamp per key, or an error saying what is wrong.
+func sampleAge(f *batch, keys []string, at time.Time) (time.Duration, error) {
+	if f.err != nil {
+		return 0, fmt.Errorf("the freshness query failed: %w", f.err)
 	}
 	var oldest time.Duration
-	found := false
-	for _, k := range keys {
+	for i, k := range keys {
 		ss := f.index.byKey[k]
 		if len(ss) != 1 {
-			continue
+			return 0, fmt.Errorf("the freshness query gave %d series for %s", len(ss), k)
 		}
 		ts := float64(ss[0].Value)
 		if math.IsNaN(ts) || math.IsInf(ts, 0) {
-			continue
+			return 0, fmt.Errorf("the freshness query gave %v for %s", ts, k)
 		}
 		age := at.Sub(time.Unix(0, int64(ts*1e9)))
-		if !found || age > oldest {
-			oldest, found = age, true
+		if i == 0 || age > oldest {
+			oldest = age
 		}
 	}
-	return oldest, found
+	return oldest, nil
 }
 
 // aggregate combines the values of a workload's several queues as w.Aggregation says.

@@ -136,7 +136,7 @@ func (l *Loop) RunOnce(ctx context.Context) error {
 		if !l.DryRun && !w.DryRun && !cur.Paused && !l.PauseAll {
 			l.events(ctx, w, d, rep, start)
 		}
-		l.Metrics.decision(w.Name, rep)
+		l.Metrics.decision(w.Name, rep, inputs[i].State.ReadyReplicas)
 		if l.Report != nil {
 			l.Report(rep)
 		}

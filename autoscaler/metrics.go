@@ -21,6 +21,7 @@ type LoopMetrics struct {
 	class        *prometheus.GaugeVec
 	concurrency  *prometheus.GaugeVec
 	curConc      *prometheus.GaugeVec
+	ready        *prometheus.GaugeVec
 	limits       *prometheus.CounterVec
 	errors       *prometheus.CounterVec
 }
@@ -53,6 +54,9 @@ func NewLoopMetrics(reg prometheus.Registerer) *LoopMetrics {
 		curConc: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "workerscale_current_concurrency", Help: "Concurrency (WORKER_CONCURRENCY) a workload runs with.",
 		}, []string{"workload"}),
+		ready: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "workerscale_ready_replicas", Help: "Ready replicas of a workload.",
+		}, []string{"workload"}),
 		limits: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "workerscale_limits_total", Help: "Decisions bounded by each limit.",
 		}, []string{"workload", "limit"}),
@@ -61,7 +65,7 @@ func NewLoopMetrics(reg prometheus.Registerer) *LoopMetrics {
 		}, []string{"stage"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.cycleSeconds, m.cycles, m.decisions, m.current, m.desired, m.class, m.concurrency, m.curConc, m.limits, m.errors)
+		reg.MustRegister(m.cycleSeconds, m.cycles, m.decisions, m.current, m.desired, m.class, m.concurrency, m.curConc, m.ready, m.limits, m.errors)
 	}
 	for _, r := range []string{"ok", "error"} {
 		m.cycles.WithLabelValues(r).Add(0)
@@ -116,7 +120,7 @@ func (m *LoopMetrics) error(stage string) {
 	}
 }
 
-func (m *LoopMetrics) decision(workload string, r Report) {
+func (m *LoopMetrics) decision(workload string, r Report, ready int32) {
 	if m == nil {
 		return
 	}
@@ -142,6 +146,7 @@ func (m *LoopMetrics) decision(workload string, r Report) {
 	m.desired.WithLabelValues(workload).Set(float64(d.To.Replicas))
 	m.concurrency.WithLabelValues(workload).Set(float64(d.To.Concurrency))
 	m.curConc.WithLabelValues(workload).Set(float64(d.From.Concurrency))
+	m.ready.WithLabelValues(workload).Set(float64(ready))
 	m.class.DeletePartialMatch(prometheus.Labels{"workload": workload})
 	m.class.WithLabelValues(workload, d.From.Class, "current").Set(1)
 	m.class.WithLabelValues(workload, d.To.Class, "desired").Set(1)

@@ -37,8 +37,8 @@ type Prometheus struct {
 }
 
 // Class is an instance class: the container resources a worker gets and the concurrency
-// it runs with. Classes are listed from smallest to largest; a vertical step moves to the
-// neighbouring class.
+// it runs with. Classes are listed from smallest to largest; vertical moves follow that
+// order (see docs/policy.md).
 type Class struct {
 	Name   string    `yaml:"name"`
 	CPU    *Quantity `yaml:"cpu"`

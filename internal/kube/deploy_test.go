@@ -15,6 +15,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 
+	"gopkg.in/yaml.v3"
+
 	"github.com/workerscale/workerscale/autoscaler"
 	"github.com/workerscale/workerscale/internal/testenv"
 	"github.com/workerscale/workerscale/rules"
@@ -136,4 +138,47 @@ func create(t *testing.T, cs kubernetes.Interface, obj runtime.Object) {
 	if err != nil {
 		t.Fatalf("creating %T: %v", obj, err)
 	}
+}
+
+// TestServiceMonitorSelectsTheService: the ServiceMonitor scrapes the Service of the
+// manifests by its labels and port name, as job "workerscale" (the Service's name).
+func TestServiceMonitorSelectsTheService(t *testing.T) {
+	raw, err := os.ReadFile("../../deploy/kubernetes/servicemonitor.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sm struct {
+		Kind string
+		Spec struct {
+			Selector  struct{ MatchLabels map[string]string } `yaml:"selector"`
+			Endpoints []struct{ Port string }                 `yaml:"endpoints"`
+		}
+	}
+	if err := yaml.Unmarshal(raw, &sm); err != nil {
+		t.Fatal(err)
+	}
+	manifests, err := os.ReadFile("../../deploy/kubernetes/workerscale.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, doc := range strings.Split(string(manifests), "\n---\n") {
+		obj, _, err := scheme.Codecs.UniversalDeserializer().Decode([]byte(doc), nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		svc, ok := obj.(*corev1.Service)
+		if !ok {
+			continue
+		}
+		for k, v := range sm.Spec.Selector.MatchLabels {
+			if svc.Labels[k] != v {
+				t.Errorf("the ServiceMonitor selects %s=%s, which the Service does not carry", k, v)
+			}
+		}
+		if svc.Name != "workerscale" || len(sm.Spec.Endpoints) != 1 || sm.Spec.Endpoints[0].Port != svc.Spec.Ports[0].Name {
+			t.Errorf("service %s ports %+v, servicemonitor endpoints %+v", svc.Name, svc.Spec.Ports, sm.Spec.Endpoints)
+		}
+		return
+	}
+	t.Fatal("no Service in the manifests")
 }

@@ -95,7 +95,7 @@ func recordingRules(r *rules.Rules) ([]Rule, error) {
 		if _, ok := w.Queries[rules.Saturation]; !ok {
 			if _, ok := w.Queries[rules.ActiveJobs]; ok {
 				out = append(out, Rule{Record: MetricSeries(rules.Saturation), Expr: fmt.Sprintf(
-					`%s{workload=%q} / on (workload) (workerscale_current_replicas{workload=%q} * on (workload) workerscale_current_concurrency{workload=%q})`,
+					`%s{workload=%q} / on (workload) ((workerscale_ready_replicas{workload=%q} * on (workload) workerscale_current_concurrency{workload=%q}) > 0)`,
 					MetricSeries(rules.ActiveJobs), w.Name, w.Name, w.Name), Labels: map[string]string{"workload": w.Name}})
 			}
 		}

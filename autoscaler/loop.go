@@ -20,6 +20,9 @@ type Current struct {
 	Paused bool
 	// History is what the workload's state annotation carries across restarts.
 	History History
+	// ManagedBy names another autoscaler that scales the workload (an HPA, such as the one
+	// a KEDA ScaledObject creates); workerscale then decides but never writes.
+	ManagedBy string
 }
 
 // Cluster reads and writes workloads (internal/kube implements it).
@@ -41,6 +44,7 @@ const (
 	EventScalingLimited     = "ScalingLimited"
 	EventMetricsUnavailable = "MetricsUnavailable"
 	EventFailedRescale      = "FailedRescale"
+	EventAutoscalerConflict = "AutoscalerConflict"
 )
 
 // Loop is the control loop: each RunOnce observes, decides and acts for every workload.
@@ -116,6 +120,8 @@ func (l *Loop) RunOnce(ctx context.Context) error {
 		case !d.Changed():
 		case cur.Paused || l.PauseAll:
 			rep.Skipped = "paused"
+		case cur.ManagedBy != "":
+			rep.Skipped = "managed by " + cur.ManagedBy
 		case l.DryRun || w.DryRun:
 			rep.Skipped = "dry-run"
 		default:
@@ -135,6 +141,8 @@ func (l *Loop) RunOnce(ctx context.Context) error {
 		l.setHistory(w.Name, hist)
 		if !l.DryRun && !w.DryRun && !cur.Paused && !l.PauseAll {
 			l.events(ctx, w, d, rep, start)
+			l.eventOnChange(ctx, w, start, "Warning", EventAutoscalerConflict, cur.ManagedBy,
+				fmt.Sprintf("%s also scales this workload; workerscale decides but does not write while it does", cur.ManagedBy))
 		}
 		l.Metrics.decision(w.Name, rep, inputs[i].State.ReadyReplicas)
 		if l.Report != nil {

@@ -153,3 +153,22 @@ func TestLoopReportsAFailedWrite(t *testing.T) {
 		t.Errorf("failed cycles = %v", n)
 	}
 }
+
+func TestLoopStandsBackForAnotherAutoscaler(t *testing.T) {
+	l, fc, now := newLoop(t, fresh(map[string]float64{rules.QueueDepth: 5000}), state(2, "medium", 5, 2))
+	fc.current.ManagedBy = "HorizontalPodAutoscaler default/render"
+	var reps []Report
+	l.Report = func(r Report) { reps = append(reps, r) }
+	for range 2 {
+		if err := l.RunOnce(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		*now = now.Add(15 * time.Second)
+	}
+	if len(fc.applied) != 0 || reps[0].Skipped != "managed by HorizontalPodAutoscaler default/render" || reps[0].To.Replicas != 6 {
+		t.Errorf("applied %v, report %+v", fc.applied, reps[0])
+	}
+	if n := strings.Count(strings.Join(fc.events, " "), EventAutoscalerConflict); n != 1 {
+		t.Errorf("%d AutoscalerConflict events over two cycles, want 1", n)
+	}
+}

@@ -78,6 +78,9 @@ func TestDeployManifests(t *testing.T) {
 		t.Fatalf("vertical write as the ServiceAccount: %v", err)
 	}
 	kc.Event(ctx, w, corev1.EventTypeNormal, autoscaler.EventClassChanged, "medium to large")
+	if _, err := kubernetes.NewForConfigOrDie(sa).AutoscalingV2().HorizontalPodAutoscalers("luneo").List(ctx, metav1.ListOptions{}); err != nil {
+		t.Errorf("the ServiceAccount cannot list HPAs, so another autoscaler would go unnoticed: %v", err)
+	}
 
 	leCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -53,6 +54,8 @@ type Client struct {
 
 	mu   sync.Mutex
 	refs map[string]*corev1.ObjectReference // by workload name, from the last Read
+	// hpas caches each namespace's HPAs for a few seconds: a cycle lists each once.
+	hpas map[string]hpaList
 
 	// beforeWrite, when set (tests), runs after a write's fresh read and before the write.
 	beforeWrite func(kind string)
@@ -78,7 +81,7 @@ func New(cfg *rest.Config, log *slog.Logger, noEvents bool) (*Client, error) {
 	}
 	host, _ := os.Hostname()
 	return &Client{cs: cs, scales: scales, mapper: mapper, events: !noEvents, instance: host, log: log,
-		refs: map[string]*corev1.ObjectReference{}}, nil
+		refs: map[string]*corev1.ObjectReference{}, hpas: map[string]hpaList{}}, nil
 }
 
 // Clientset is the underlying clientset, for leader election.
@@ -185,10 +188,51 @@ func (c *Client) Read(ctx context.Context, r *rules.Rules, w *rules.Workload) (a
 			ReadyReplicas:     obj.ready,
 			RolloutInProgress: rolloutInProgress(obj, st, time.Now()),
 		},
-		Paused:  obj.meta.Annotations[PausedAnnotation] == "true",
-		History: autoscaler.History{LastClassChange: st.LastClassChange, ScaleEvents: st.ScaleEvents},
+		Paused:    obj.meta.Annotations[PausedAnnotation] == "true",
+		History:   autoscaler.History{LastClassChange: st.LastClassChange, ScaleEvents: st.ScaleEvents},
+		ManagedBy: c.otherAutoscaler(ctx, w.Target),
 	}
 	return cur, nil
+}
+
+type hpaList struct {
+	at    time.Time
+	items []autoscalingv2.HorizontalPodAutoscaler
+	err   error
+}
+
+// hpaCacheFor is how long a namespace's HPAs are reused.
+const hpaCacheFor = 5 * time.Second
+
+// otherAutoscaler names an HPA whose scale target is t (KEDA's ScaledObjects create one),
+// or "". When HPAs cannot be listed (RBAC) it says so in the log and reports none.
+func (c *Client) otherAutoscaler(ctx context.Context, t rules.Target) string {
+	c.mu.Lock()
+	cached, ok := c.hpas[t.Namespace]
+	c.mu.Unlock()
+	if !ok || time.Since(cached.at) > hpaCacheFor {
+		list, err := c.cs.AutoscalingV2().HorizontalPodAutoscalers(t.Namespace).List(ctx, metav1.ListOptions{})
+		cached = hpaList{at: time.Now(), err: err}
+		if err == nil {
+			cached.items = list.Items
+		} else {
+			c.log.Warn("cannot list HorizontalPodAutoscalers; another autoscaler on the same workload would go unnoticed", "namespace", t.Namespace, "error", err)
+		}
+		c.mu.Lock()
+		c.hpas[t.Namespace] = cached
+		c.mu.Unlock()
+	}
+	for _, h := range cached.items {
+		ref := h.Spec.ScaleTargetRef
+		if ref.Kind == t.Kind && ref.Name == t.Name {
+			owner := fmt.Sprintf("HorizontalPodAutoscaler %s/%s", h.Namespace, h.Name)
+			if so := h.Labels["scaledobject.keda.sh/name"]; so != "" {
+				owner += fmt.Sprintf(" (KEDA ScaledObject %s)", so)
+			}
+			return owner
+		}
+	}
+	return ""
 }
 
 // RolloutDeadline bounds how long our own rollout holds the engine, as a Deployment's

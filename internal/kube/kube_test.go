@@ -11,6 +11,7 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -515,5 +516,29 @@ func TestRolloutTracking(t *testing.T) {
 	obj.manual = true
 	if rolloutInProgress(obj, st, st.LastClassChange.Add(time.Minute)) {
 		t.Error("a paused rollout holds the engine")
+	}
+}
+
+// An HPA on the same workload (here one made by a KEDA ScaledObject) is noticed.
+func TestAnotherAutoscalerIsNoticed(t *testing.T) {
+	f := setup(t)
+	f.createDeployment(t, 2, podTemplate("2", "4Gi", concurrencyEnv("5", "2")...))
+	minR := int32(1)
+	hpa := &autoscalingv2.HorizontalPodAutoscaler{
+		ObjectMeta: metav1.ObjectMeta{Name: "keda-hpa-render", Namespace: "default", Labels: map[string]string{"scaledobject.keda.sh/name": "render"}},
+		Spec: autoscalingv2.HorizontalPodAutoscalerSpec{
+			ScaleTargetRef: autoscalingv2.CrossVersionObjectReference{APIVersion: "apps/v1", Kind: "Deployment", Name: "render"},
+			MinReplicas:    &minR, MaxReplicas: 10,
+		},
+	}
+	if _, err := f.cluster.Client.AutoscalingV2().HorizontalPodAutoscalers("default").Create(t.Context(), hpa, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	cur, err := f.client.Read(t.Context(), f.rules, &f.rules.Workloads[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cur.ManagedBy != "HorizontalPodAutoscaler default/keda-hpa-render (KEDA ScaledObject render)" {
+		t.Errorf("ManagedBy = %q", cur.ManagedBy)
 	}
 }

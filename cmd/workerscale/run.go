@@ -270,6 +270,9 @@ func (s *sourceCache) observe(ctx context.Context, r *rules.Rules, at time.Time)
 		if err != nil {
 			return nil, []error{err}
 		}
+		if s.source != nil {
+			s.source.Close()
+		}
 		s.source, s.cfg = src, r.Prometheus
 	}
 	c := s.source.Observe(ctx, r, at)

@@ -42,6 +42,7 @@ type Options struct {
 // Source queries one Prometheus server.
 type Source struct {
 	api     promv1.API
+	http    *http.Client
 	timeout time.Duration
 	opts    Options
 	log     *slog.Logger
@@ -89,8 +90,12 @@ func New(cfg rules.Prometheus, opts Options) (*Source, error) {
 	if err != nil {
 		return nil, fmt.Errorf("prometheus client for %s: %w", cfg.URL, err)
 	}
-	return &Source{api: promv1.NewAPI(client), timeout: cfg.Timeout.D(), opts: opts, log: log}, nil
+	return &Source{api: promv1.NewAPI(client), http: httpClient, timeout: cfg.Timeout.D(), opts: opts, log: log}, nil
 }
+
+// Close releases the source's idle connections; a source is dropped when a reload changes
+// the Prometheus settings.
+func (s *Source) Close() { s.http.CloseIdleConnections() }
 
 // backoff waits what a 429 or 503's Retry-After asks (up to maxRetryAfter), otherwise an
 // exponential delay with full jitter between half and all of it.

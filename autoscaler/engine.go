@@ -137,6 +137,10 @@ func (p *plan) decide() {
 	if p.in.State.RolloutInProgress {
 		p.limit(LimitCooldown)
 		p.reasonf("a rollout of an earlier change is still in progress; nothing changes until it completes")
+		// min and max hold even then (rules reloaded mid-rollout).
+		if p.class != nil || p.in.State.Class == CustomClass {
+			p.clamp(p.class)
+		}
 		return
 	}
 	p.sizeWork()

@@ -118,3 +118,14 @@ func TestBudgetCountsWorkloadsMidRollout(t *testing.T) {
 		t.Errorf("guilds to %d\n%s", ds[1].To.Replicas, strings.Join(ds[1].Reasons, "\n"))
 	}
 }
+
+func TestMinMaxHoldDuringARollout(t *testing.T) {
+	r, w := seeded(t, "")
+	w.MaxReplicas = 8 // lowered by a reload while the rollout runs
+	st := state(12, "medium", 5, 2)
+	st.RolloutInProgress = true
+	d := Decide(t0, r, Input{Workload: w, Observations: fresh(nil), State: st})
+	if d.To.Replicas != 8 || d.To.Class != "medium" {
+		t.Errorf("to %+v, want maxReplicas 8 even mid-rollout", d.To)
+	}
+}

@@ -256,7 +256,7 @@ func TestRunRestartKeepsCooldown(t *testing.T) {
 	if code != 0 || !reps[0].Applied || reps[0].To.Class != "large" {
 		t.Fatalf("first run: exit %d %+v\n%s", code, reps, stderr)
 	}
-	completeRollout(t, w)
+	w.cluster.CompleteRollout(t, "default", "render")
 	// Now allow xlarge: the requirement calls for it, but the last change was moments ago.
 	w.writeRules("vertical: {sustainFor: 10m}")
 	code, reps, stderr = w.run(w.kubeconfig)
@@ -267,16 +267,6 @@ func TestRunRestartKeepsCooldown(t *testing.T) {
 	w.writeRules("vertical: {sustainFor: 0s}")
 	if code, reps, _ = w.run(w.kubeconfig); code != 0 || reps[0].To.Class != "xlarge" {
 		t.Fatalf("with no cooldown: %+v", reps)
-	}
-}
-
-func completeRollout(t *testing.T, w *world) {
-	t.Helper()
-	d := w.deployment()
-	n := *d.Spec.Replicas
-	d.Status = appsv1.DeploymentStatus{ObservedGeneration: d.Generation, Replicas: n, UpdatedReplicas: n, ReadyReplicas: n, AvailableReplicas: n}
-	if _, err := w.cluster.Client.AppsV1().Deployments("default").UpdateStatus(t.Context(), d, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
 	}
 }
 
@@ -359,15 +349,14 @@ func TestTwoInstancesOneActs(t *testing.T) {
 	}
 }
 
+// get is GET of a server that must be up.
 func get(t *testing.T, url string) string {
 	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
+	body := tryGet(url)
+	if body == "" {
+		t.Fatalf("GET %s answered nothing", url)
 	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return string(b)
+	return body
 }
 
 // syncBuffer is a bytes.Buffer safe for a writer and a reader in two goroutines.

@@ -217,7 +217,7 @@ func TestVerticalWriteTouchesOnlyItsFields(t *testing.T) {
 		t.Errorf("read back %+v, want large with its rollout in progress", cur)
 	}
 	// Once the Deployment controller reports the rollout done, it is not in progress.
-	completeRollout(t, f.cluster.Client, d)
+	f.cluster.CompleteRollout(t, "default", "render")
 	if cur, _ = f.client.Read(t.Context(), f.rules, &f.rules.Workloads[0]); cur.State.RolloutInProgress {
 		t.Error("rollout still in progress after the status caught up")
 	}
@@ -228,20 +228,6 @@ func TestVerticalWriteTouchesOnlyItsFields(t *testing.T) {
 	d = f.deployment(t)
 	if w := worker(d); d.Spec.Template.Spec.NodeSelector["pool"] != "medium" || w.Resources.Requests.Cpu().String() != "2" {
 		t.Errorf("back to medium: nodeSelector %v", d.Spec.Template.Spec.NodeSelector)
-	}
-}
-
-// completeRollout does what the Deployment controller would: report the rollout done.
-func completeRollout(t *testing.T, cs kubernetes.Interface, d *appsv1.Deployment) {
-	t.Helper()
-	d, err := cs.AppsV1().Deployments(d.Namespace).Get(t.Context(), d.Name, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := *d.Spec.Replicas
-	d.Status = appsv1.DeploymentStatus{ObservedGeneration: d.Generation, Replicas: n, UpdatedReplicas: n, ReadyReplicas: n, AvailableReplicas: n}
-	if _, err := cs.AppsV1().Deployments(d.Namespace).UpdateStatus(t.Context(), d, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
 	}
 }
 
@@ -495,7 +481,7 @@ func TestRolloutTracking(t *testing.T) {
 	if cur, _ = f.client.Read(t.Context(), f.rules, w); !cur.State.RolloutInProgress {
 		t.Fatal("a template change did not start a rollout")
 	}
-	completeRollout(t, f.cluster.Client, f.deployment(t))
+	f.cluster.CompleteRollout(t, "default", "render")
 	if cur, _ = f.client.Read(t.Context(), f.rules, w); cur.State.RolloutInProgress {
 		t.Error("the rollout is still in progress after the status caught up")
 	}

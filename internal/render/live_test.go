@@ -16,8 +16,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/common/model"
-	appsv1 "k8s.io/api/apps/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/workerscale/workerscale/autoscaler"
 	"github.com/workerscale/workerscale/internal/kube"
@@ -56,17 +54,8 @@ func TestEveryDashboardQueryReturnsData(t *testing.T) {
 	r.Prometheus.URL = p.URL
 
 	cluster := testenv.StartCluster(t)
-	seed := testenv.WorkerDeployment("luneo", "luneo-worker-ia", 2, "2", "4Gi", testenv.Concurrency("5", "2")...)
-	cluster.CreateDeployment(t, seed)
-	// What the Deployment controller would report: both pods ready.
-	seed, err = cluster.Client.AppsV1().Deployments("luneo").Get(t.Context(), seed.Name, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	seed.Status = appsv1.DeploymentStatus{ObservedGeneration: seed.Generation, Replicas: 2, UpdatedReplicas: 2, ReadyReplicas: 2, AvailableReplicas: 2}
-	if _, err := cluster.Client.AppsV1().Deployments("luneo").UpdateStatus(t.Context(), seed, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	cluster.CreateDeployment(t, testenv.WorkerDeployment("luneo", "luneo-worker-ia", 2, "2", "4Gi", testenv.Concurrency("5", "2")...))
+	cluster.CompleteRollout(t, "luneo", "luneo-worker-ia") // both pods ready
 	kc, err := kube.New(cluster.Config, nil, false)
 	if err != nil {
 		t.Fatal(err)

@@ -277,3 +277,19 @@ func (c *Cluster) CreateDeployment(t testing.TB, d *appsv1.Deployment) {
 		t.Fatalf("creating deployment %s/%s: %v", d.Namespace, d.Name, err)
 	}
 }
+
+// CompleteRollout does what the Deployment controller would, which this environment does
+// not run: it reports the Deployment's current generation rolled out, every replica ready.
+func (c *Cluster) CompleteRollout(t testing.TB, namespace, name string) {
+	t.Helper()
+	ctx := context.Background()
+	d, err := c.Client.AppsV1().Deployments(namespace).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("reading deployment %s/%s: %v", namespace, name, err)
+	}
+	n := *d.Spec.Replicas
+	d.Status = appsv1.DeploymentStatus{ObservedGeneration: d.Generation, Replicas: n, UpdatedReplicas: n, ReadyReplicas: n, AvailableReplicas: n}
+	if _, err := c.Client.AppsV1().Deployments(namespace).UpdateStatus(ctx, d, metav1.UpdateOptions{}); err != nil {
+		t.Fatalf("reporting deployment %s/%s rolled out: %v", namespace, name, err)
+	}
+}

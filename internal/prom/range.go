@@ -59,7 +59,7 @@ func (s *Source) rangeQuery(ctx context.Context, b *batch, rg promv1.Range) (map
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	begin := time.Now()
-	v, warnings, err := s.api.QueryRange(ctx, b.query, rg)
+	v, warnings, _, err := s.api.QueryRange(ctx, b.query, rg)
 	if err == nil {
 		if _, ok := v.(model.Matrix); !ok {
 			err = fmt.Errorf("%w: the query returns a %s, not series", errBadResult, v.Type())

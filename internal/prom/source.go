@@ -187,7 +187,7 @@ func (s *Source) instant(ctx context.Context, query, match string, at time.Time)
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	start := time.Now()
-	v, warnings, err := s.api.Query(ctx, query, at)
+	v, warnings, _, err := s.api.Query(ctx, query, at)
 	if err == nil {
 		if _, ok := v.(model.Vector); !ok {
 			err = fmt.Errorf("%w: the query returns a %s, not one series per workload", errBadResult, v.Type())

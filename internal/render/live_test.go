@@ -109,7 +109,7 @@ func TestEveryDashboardQueryReturnsData(t *testing.T) {
 	for {
 		var empty []string
 		for _, q := range queries {
-			v, _, err := papi.Query(t.Context(), q.expr, time.Now())
+			v, _, _, err := papi.Query(t.Context(), q.expr, time.Now())
 			if err != nil {
 				t.Fatalf("%s: the query does not run: %v\n%s", q.where, err, q.expr)
 			}
@@ -133,7 +133,7 @@ func TestEveryDashboardQueryReturnsData(t *testing.T) {
 			d := decodeDashboard(t, files[name])
 			for _, panel := range d.Panels {
 				for _, tg := range panel.Targets {
-					if _, _, err := papi.Query(t.Context(), vars.Replace(tg.Expr), time.Now()); err != nil {
+					if _, _, _, err := papi.Query(t.Context(), vars.Replace(tg.Expr), time.Now()); err != nil {
 						t.Errorf("%s %s %q: %v\n%s", ex, d.UID, panel.Title, err, tg.Expr)
 					}
 				}

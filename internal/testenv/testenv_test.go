@@ -109,7 +109,7 @@ func TestPrometheusScrapesExporter(t *testing.T) {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
-		v, _, err := papi.Query(ctx, `bullmq_queue_waiting_jobs{queue="render"}`, time.Now())
+		v, _, _, err := papi.Query(ctx, `bullmq_queue_waiting_jobs{queue="render"}`, time.Now())
 		cancel()
 		if err != nil {
 			t.Fatalf("query: %v", err)

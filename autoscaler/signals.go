@@ -1,0 +1,159 @@
+package autoscaler
+
+import (
+	"fmt"
+	"maps"
+	"math"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/workerscale/workerscale/rules"
+)
+
+// observe keeps the usable observations, estimates and derives what can be, and grades
+// every metric that has a threshold.
+func (p *plan) observe() {
+	st := p.in.State
+	for name, o := range p.in.Observations {
+		switch {
+		case o.usable():
+			p.obs[name] = o
+		case o.Status == Fresh: // NaN or Inf that slipped through: never a number
+			o = Observation{Status: Missing, Reason: fmt.Sprintf("the value %v is not a finite number", o.Value)}
+		default:
+			o.Value = 0 // a missing or stale value is not shown, nor used
+		}
+		p.d.Metrics[name] = o
+	}
+	conc := float64(p.conc)
+	ready := float64(st.ReadyReplicas)
+	if _, ok := p.obs[rules.Saturation]; !ok {
+		if a, ok := p.value(rules.ActiveJobs); ok && ready > 0 {
+			p.derive(rules.Saturation, a/(ready*conc))
+		}
+	}
+	if _, ok := p.obs[rules.ActiveJobs]; !ok {
+		if s, ok := p.value(rules.Saturation); ok && ready > 0 {
+			p.derive(rules.ActiveJobs, s*ready*conc)
+		}
+	}
+	if _, ok := p.obs[rules.WaitSeconds]; !ok {
+		p.estimateWait()
+	}
+	// The mean job duration: Little's law over the jobs in flight when both are measured,
+	// otherwise the configured one.
+	a, okA := p.value(rules.ActiveJobs)
+	t, okT := p.value(rules.Throughput)
+	switch jd := p.w.Horizontal.JobDuration; {
+	case okA && okT && a > 0 && t > 0 && !math.IsInf(a/t, 0):
+		p.duration = a / t
+		p.durationWhy = fmt.Sprintf("a mean job duration of %ss (%s active jobs / %s jobs/s, Little's law)", num(p.duration), num(a), num(t))
+	case jd != nil:
+		p.duration, p.durationWhy = jd.D().Seconds(), fmt.Sprintf("the configured mean job duration %s", jd)
+	}
+	for _, name := range slices.Sorted(maps.Keys(p.w.Thresholds)) {
+		o, ok := p.obs[name]
+		if !ok {
+			p.d.Grades[name] = Unknown
+			continue
+		}
+		g := GradeValue(o.Value, p.w.Thresholds[name])
+		p.d.Grades[name] = g
+		if r := gradeReason(name, o, g, p.w.Thresholds[name]); r != "" {
+			p.d.Reasons = append(p.d.Reasons, r)
+		}
+	}
+}
+
+func (p *plan) derive(metric string, v float64) {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return // from absurd inputs; a derived value is never a non-number
+	}
+	o := Observation{Value: v, Status: Fresh, Estimated: true}
+	p.obs[metric] = o
+	p.d.Metrics[metric] = o
+}
+
+// estimateWait applies Little's law to the backlog: wait = queue depth / throughput.
+func (p *plan) estimateWait() {
+	q, okQ := p.value(rules.QueueDepth)
+	t, okT := p.value(rules.Throughput)
+	switch {
+	case !okQ || !okT:
+		return
+	case q == 0:
+		p.derive(rules.WaitSeconds, 0)
+	case t > 0:
+		p.derive(rules.WaitSeconds, q/t)
+		p.reasonf("no wait-time metric: waitSeconds estimated as %s jobs / %s jobs/s = %ss (Little's law)", num(q), num(t), num(q/t))
+	}
+}
+
+// sustain tracks how long each condition of the vertical rules has held.
+func (p *plan) sustain() {
+	cpu, okCPU := p.value(rules.CPU)
+	mem, okMem := p.value(rules.Memory)
+	th := p.w.Thresholds
+	set := func(cond string, holds bool) {
+		if !holds {
+			delete(p.hist.Since, cond)
+			return
+		}
+		if _, ok := p.hist.Since[cond]; !ok {
+			p.hist.Since[cond] = p.now
+		}
+	}
+	set(condCPUHigh, okCPU && cpu >= *th[rules.CPU].Warning)
+	set(condMemoryHigh, okMem && mem >= *th[rules.Memory].Warning)
+	set(condCPULow, okCPU && cpu < *p.w.Vertical.ScaleDownCPUBelow)
+	// Jobs failing for lack of resources: completion rate at warning or worse while CPU or
+	// memory is critical.
+	failing := p.grade(rules.CompletionRate) != OK && p.grade(rules.CompletionRate) != Unknown &&
+		(p.grade(rules.CPU) == Critical || p.grade(rules.Memory) == Critical)
+	set(condResourceFailures, failing)
+}
+
+// sustained reports whether cond has held for the workload's sustainFor, and for how long.
+func (p *plan) sustained(cond string) (bool, time.Duration) {
+	since, ok := p.hist.Since[cond]
+	if !ok {
+		return false, 0
+	}
+	held := p.now.Sub(since)
+	return held >= p.w.Vertical.SustainFor.D(), held
+}
+
+// replicaInputs are the metrics the replica count rests on: the queue depth, and whatever
+// else of throughput, active jobs and wait the workload's queries read. While any of them
+// is missing or stale the fleet is never scaled down.
+func (p *plan) replicaInputs() []string {
+	inputs := []string{rules.QueueDepth}
+	for _, m := range []string{rules.Throughput, rules.ActiveJobs, rules.WaitSeconds} {
+		if _, ok := p.w.Queries[m]; ok {
+			inputs = append(inputs, m)
+		}
+	}
+	if _, ok := p.w.Queries[rules.Saturation]; ok && !slices.Contains(inputs, rules.ActiveJobs) {
+		inputs = append(inputs, rules.Saturation)
+	}
+	return inputs
+}
+
+// breakerOpen reports whether adding workers would feed a failing fleet: a critical
+// completion rate, or upstream rate limiting (rateLimited) at warning or worse.
+func (p *plan) breakerOpen() bool { return p.breakerWhy() != "" }
+
+func (p *plan) breakerWhy() string {
+	var why []string
+	if p.grade(rules.CompletionRate) == Critical {
+		why = append(why, fmt.Sprintf("completion rate %s is critical", num(p.obs[rules.CompletionRate].Value)))
+	}
+	if g := p.grade(RateLimited); g == Warning || g == Critical {
+		why = append(why, fmt.Sprintf("upstream rate limiting (%s = %s) is %s", RateLimited, num(p.obs[RateLimited].Value), g))
+	}
+	return strings.Join(why, " and ")
+}
+
+// RateLimited is the optional metric of upstream 429 responses per second (rules.RateLimited).
+const RateLimited = rules.RateLimited

@@ -19,7 +19,6 @@ func applyRateBudgets(r *rules.Rules, plans []*plan) map[string]float64 {
 		capacity := float64(b.Keys) * b.SafeRPS * *b.SafetyFactor
 		var members []*plan
 		var total float64
-		var rollingOut float64 // demand of workloads that hold their shape during a rollout
 		for _, p := range plans {
 			if p.w.RateBudget != b.Name {
 				continue
@@ -28,19 +27,11 @@ func applyRateBudgets(r *rules.Rules, plans []*plan) map[string]float64 {
 				p.reasonf("rate budget %s is not applied: the mean job duration is unknown (set horizontal.jobDuration)", b.Name)
 				continue
 			}
-			if p.in.State.RolloutInProgress {
-				rollingOut += p.demand()
-				continue
-			}
+			// A workload mid-rollout is a member too: the budget is a cap like maxReplicas.
 			members = append(members, p)
 			total += p.demand()
 		}
 		head := fmt.Sprintf("rate budget %s: %d keys x %s rps x %s safety = %s rps", b.Name, b.Keys, num(b.SafeRPS), num(*b.SafetyFactor), num(capacity))
-		if rollingOut > 0 {
-			// A workload mid-rollout keeps its shape, and uses its part of the budget.
-			capacity = max(capacity-rollingOut, 0)
-			head += fmt.Sprintf(", %s rps of it used by workloads mid-rollout", num(rollingOut))
-		}
 		if len(members) == 0 {
 			continue
 		}
@@ -66,14 +57,14 @@ func applyRateBudgets(r *rules.Rules, plans []*plan) map[string]float64 {
 // demand is the upstream requests per second the planned shape would make:
 // slots x requests per job / mean job duration.
 func (p *plan) demand() float64 {
-	return float64(p.d.To.Replicas) * float64(p.d.To.Concurrency) * *p.w.RequestsPerJob / p.duration
+	return float64(p.d.To.Replicas) * float64(p.effConc(p.d.To)) * *p.w.RequestsPerJob / p.duration
 }
 
 func (p *plan) capToBudget(head string, share, total float64, wants string) {
 	rpj := *p.w.RequestsPerJob
 	jobsPerSec := share / rpj
 	slots := jobsPerSec * p.duration
-	conc := max(p.d.To.Concurrency, 1)
+	conc := p.effConc(p.d.To)
 	maxReplicas := int32(math.Floor(slots/float64(conc) + eps))
 	p.reasonf("%s, but the workloads on it want %s rps (%s); this one's share is %s rps = %s jobs/s at %s requests per job",
 		head, num(total), wants, num(share), num(jobsPerSec), num(rpj))

@@ -3,7 +3,6 @@ package autoscaler
 import (
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/workerscale/workerscale/rules"
@@ -49,7 +48,7 @@ func (p *plan) chooseClass() *rules.Class {
 				to = c
 			}
 		}
-		return p.gate(to, fmt.Sprintf("class %s is not among the workload's allowed classes; moving to %s", cur.Name, to.Name))
+		return p.gate(to, ruleDisallowed, fmt.Sprintf("class %s is not among the workload's allowed classes; moving to %s", cur.Name, to.Name))
 	}
 	if !*p.w.Vertical.Enabled || len(allowed) == 1 {
 		return cur
@@ -75,7 +74,7 @@ func (p *plan) chooseClass() *rules.Class {
 			p.reasonf("%s for %s, but %s is the largest allowed class", cond.what, held, cur.Name)
 			return cur
 		}
-		return p.gate(larger[0], fmt.Sprintf("%s for %s (sustainFor %s): stepping up from %s to %s", cond.what, held, p.w.Vertical.SustainFor, cur.Name, larger[0].Name))
+		return p.gate(larger[0], rulePressure, fmt.Sprintf("%s for %s (sustainFor %s): stepping up from %s to %s", cond.what, held, p.w.Vertical.SustainFor, cur.Name, larger[0].Name))
 	}
 	if !p.hasNeed {
 		return cur
@@ -96,10 +95,14 @@ func (p *plan) chooseClass() *rules.Class {
 			to = p.cheapest(fitting)
 		}
 		g, _ := p.concurrencyOf(to)
-		return p.gate(to, fmt.Sprintf("%d workers are needed but class %s runs at most %d: stepping up to %s (%d concurrency, at most %d workers)",
+		return p.gate(to, ruleCapacity, fmt.Sprintf("%d workers are needed but class %s runs at most %d: stepping up to %s (%d concurrency, at most %d workers)",
 			need, cur.Name, p.maxFor(cur), to.Name, g, p.maxFor(to)))
 	}
-	// 3. Cost: a class that supplies the same capacity for enough less.
+	// 3. Cost: a class that supplies the same capacity for enough less. Never while a
+	// replica input is missing: the capacity it would be sized on is not known.
+	if len(p.missing) > 0 {
+		return cur
+	}
 	candidates := []*rules.Class{}
 	for _, c := range larger {
 		if p.replicasAt(c) <= p.maxFor(c) {
@@ -118,8 +121,8 @@ func (p *plan) chooseClass() *rules.Class {
 	now, then := p.costAt(cur), p.costAt(best)
 	saving := 1 - then/now
 	if now > 0 && saving+eps >= *p.w.Vertical.MinSavings {
-		return p.gate(best, fmt.Sprintf("class %s supplies the same capacity with %d workers for $%s/h instead of $%s/h with %d %s workers (%s%% less, at least %s%% needed)",
-			best.Name, p.replicasAt(best), num(then), num(now), p.replicasAt(cur), cur.Name, num(saving*100), num(*p.w.Vertical.MinSavings*100)))
+		// The numbers of the move are stated by finish, from the final decision.
+		return p.gate(best, ruleCost, fmt.Sprintf("class %s supplies the required %s slots for less than class %s", best.Name, num(p.need), cur.Name))
 	}
 	if then < now {
 		p.reasonf("class %s would cost $%s/h instead of $%s/h (%s%% less), short of the %s%% that is worth a rollout",
@@ -184,9 +187,20 @@ func (p *plan) allowedClasses() []*rules.Class {
 	return out
 }
 
-// gate lets a class change through unless the last rollout is too recent.
-func (p *plan) gate(to *rules.Class, why string) *rules.Class {
+// The class rules, first match wins: a class the workload may not use, pressure, capacity,
+// cost.
+const (
+	ruleDisallowed = "disallowed"
+	rulePressure   = "pressure"
+	ruleCapacity   = "capacity"
+	ruleCost       = "cost"
+)
+
+// gate lets a class change through unless the last rollout is too recent, and records the
+// rule that made it.
+func (p *plan) gate(to *rules.Class, rule, why string) *rules.Class {
 	if p.rolloutAllowed(why) {
+		p.classRule = rule
 		return to
 	}
 	return p.class
@@ -213,21 +227,14 @@ func (p *plan) heldReplicas(c *rules.Class) int32 {
 
 // changeClass moves the workload to another class, with the replica count recomputed for
 // the new class's concurrency. Stabilization and rate policies do not apply: the rollout
-// replaces every pod anyway, and the old counts were in other units.
+// replaces every pod anyway, and the old counts were in other units. The scale-down
+// window does, in slots, through the sizing on the stabilized requirement and the guard.
 func (p *plan) changeClass(to *rules.Class) {
 	g, t := p.concurrencyOf(to)
-	cur := p.in.State
 	replicas := p.replicasAt(to)
-	held := p.heldReplicas(to)
 	if !p.hasNeed {
-		replicas = held // keep the capacity the fleet has
-	}
-	if len(p.missing) > 0 && replicas < held {
-		p.reasonf("metrics missing (%s): keeping the fleet's %d slots in the new class", strings.Join(p.missing, ", "), int(cur.Replicas)*p.conc)
-		replicas = held
+		replicas = p.heldReplicas(to) // keep the capacity the fleet has
 	}
 	p.d.To = Shape{Replicas: replicas, Class: to.Name, Concurrency: g, TenantConcurrency: t}
 	p.unmanagedEnv()
-	p.clamp(to)
-	p.reasonf("in class %s: %d workers at concurrency %d", to.Name, p.d.To.Replicas, g)
 }

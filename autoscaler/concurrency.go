@@ -73,7 +73,7 @@ func (p *plan) concurrency() {
 // upstream are healthy. It runs after the rate budgets: a workload on a budget is raised
 // only into the budget's room, which room tracks per budget name.
 func (p *plan) raiseConcurrency(room map[string]float64) {
-	g := p.d.To.Concurrency
+	g := p.effConc(p.d.To) // the running value, or the class's when it is not known
 	if p.in.State.RolloutInProgress || p.class == nil || p.d.To.Class != p.d.From.Class || !p.canRaiseConcurrency(g) {
 		return
 	}
@@ -91,6 +91,10 @@ func (p *plan) raiseConcurrency(room map[string]float64) {
 	}
 	if p.rolloutAllowed(fmt.Sprintf("replicas are at their maximum and the queue is %s with CPU and memory below warning: raising concurrency from %d to %d", p.grade(rules.QueueDepth), g, g+1)) {
 		p.d.To.Concurrency = g + 1
+		if _, t := p.concurrencyOf(p.class); p.d.To.TenantConcurrency < 1 {
+			p.d.To.TenantConcurrency = min(t, g+1)
+		}
+		p.unmanagedEnv()
 		if b := p.w.RateBudget; b != "" {
 			room[b] -= extra
 		}

@@ -23,14 +23,17 @@ func Decide(now time.Time, r *rules.Rules, in Input) Decision {
 	return DecideAll(now, r, []Input{in})[0]
 }
 
-// DecideAll decides for all workloads at time now: each workload on its own first, then
-// every shared rate budget is split among the workloads that draw on it. The result is in
-// the order of inputs.
+// DecideAll decides for all workloads at time now. Each workload's shape is proposed on
+// its own (signals, sizing, class, replicas, concurrency), then guarded (guard.go: the
+// safety invariants, whatever proposed the shape); then every shared rate budget caps the
+// workloads that draw on it, and concurrency is raised into what is left of a budget.
+// The result is in the order of inputs.
 func DecideAll(now time.Time, r *rules.Rules, inputs []Input) []Decision {
 	plans := make([]*plan, len(inputs))
 	for i := range inputs {
 		plans[i] = newPlan(now, r, &inputs[i])
 		plans[i].decide()
+		plans[i].guard()
 	}
 	room := applyRateBudgets(r, plans)
 	for _, p := range plans {
@@ -80,6 +83,10 @@ type plan struct {
 	// conc is the concurrency the fleet runs with now: the state's, or when that is
 	// unknown (0: the env var is absent or not managed) the class's.
 	conc int
+	// classRule names the class rule (ruleCost, ...) that proposed a class change.
+	classRule string
+	// breaker says why the circuit breaker is open; "" while it is closed.
+	breaker string
 }
 
 func newPlan(now time.Time, r *rules.Rules, in *Input) *plan {
@@ -130,16 +137,16 @@ func (p *plan) grade(metric string) Grade {
 	return Unknown
 }
 
+// decide proposes a shape for the workload: the signals, the requirement in slots, the
+// class, then the replicas and concurrency in that class. The guard, run later on every
+// path, enforces the safety invariants on whatever is proposed here.
 func (p *plan) decide() {
 	p.observe()
 	p.sustain()
+	p.breaker = p.breakerWhy()
 	if p.in.State.RolloutInProgress {
 		p.limit(LimitCooldown)
 		p.reasonf("a rollout of an earlier change is still in progress; nothing changes until it completes")
-		// min and max hold even then (rules reloaded mid-rollout).
-		if p.class != nil || p.in.State.Class == CustomClass {
-			p.clamp(p.class)
-		}
 		return
 	}
 	p.sizeWork()
@@ -151,26 +158,29 @@ func (p *plan) decide() {
 		p.need = floor
 	}
 	to := p.chooseClass()
-	if to != p.class && len(p.missing) > 0 && p.heldReplicas(to) > p.maxFor(to) {
-		p.reasonf("metrics are missing, and class %s cannot hold the fleet's %d slots within its %d workers; the class stays",
-			to.Name, int(p.in.State.Replicas)*p.conc, p.maxFor(to))
-		to = p.class
-	}
 	if p.class == nil || to == p.class {
 		p.need = raw
 		p.horizontal()
 		p.concurrency()
 		return
 	}
+	p.need = raw
+	p.recommendation(false) // for the windows, should the change not be applied
+	p.need = max(raw, p.recentSlots())
 	p.changeClass(to)
 }
 
 // recentSlots is the highest replica recommendation within the scale-down window, in
-// slots at the current concurrency.
+// slots at the current concurrency. On first sight the current count is one (see
+// recommendation), so a restart cannot shrink the fleet before the window has passed.
 func (p *plan) recentSlots() float64 {
 	cutoff := p.now.Add(-p.w.Behavior.ScaleDown.StabilizationWindow.D())
+	recs := p.hist.Recommendations
+	if len(recs) == 0 {
+		recs = []Recommendation{{Time: p.now, Replicas: p.in.State.Replicas}}
+	}
 	var most int32
-	for _, r := range p.in.History.Recommendations {
+	for _, r := range recs {
 		if r.Time.After(cutoff) {
 			most = max(most, r.Replicas)
 		}
@@ -203,6 +213,21 @@ func (p *plan) finish() Decision {
 		summary += " (limited by " + strings.Join(d.LimitedBy, ", ") + ")"
 	}
 	d.Reasons = append([]string{summary}, d.Reasons...)
+	// The numbers of the outcome, from the final decision only.
+	if d.Changed() {
+		fromCap, toCap := int(from.Replicas)*p.conc, int(to.Replicas)*p.effConc(to)
+		d.Reasons = append(d.Reasons, fmt.Sprintf("capacity: %d replicas of %s x concurrency %d = %d slots (was %d x %d = %d)",
+			to.Replicas, to.Class, p.effConc(to), toCap, from.Replicas, p.conc, fromCap))
+		now, then := p.shapeCost(from), p.shapeCost(to)
+		switch {
+		case p.classRule == ruleCost && to.Class != from.Class:
+			_, alt := p.costMove()
+			d.Reasons = append(d.Reasons, fmt.Sprintf("cost: $%s/h instead of $%s/h now; the same %d slots in class %s would cost $%s/h (%s%% less, at least %s%% needed for a class change)",
+				num(then), num(now), toCap, from.Class, num(alt), num((1-then/alt)*100), num(*p.w.Vertical.MinSavings*100)))
+		case now != then:
+			d.Reasons = append(d.Reasons, fmt.Sprintf("cost: $%s/h instead of $%s/h", num(then), num(now)))
+		}
+	}
 	if d.LimitedBy == nil {
 		d.LimitedBy = []string{}
 	}

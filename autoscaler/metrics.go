@@ -81,7 +81,7 @@ func NewLoopMetrics(reg prometheus.Registerer) *LoopMetrics {
 var decisionKinds = []string{"scale_out", "scale_in", "class_change", "hold"}
 
 // limitNames are the limits a decision can name.
-var limitNames = []string{LimitMinReplicas, LimitMaxReplicas, LimitClassMax, LimitRateBudget, LimitBehavior, LimitCooldown, LimitCircuitBreaker}
+var limitNames = []string{LimitMinReplicas, LimitMaxReplicas, LimitClassMax, LimitRateBudget, LimitBehavior, LimitCooldown, LimitCircuitBreaker, LimitMissingMetrics, LimitCriticalBacklog}
 
 // start creates a workload's counters at 0 the first time it is seen.
 func (m *LoopMetrics) start(workload string) {

@@ -123,7 +123,7 @@ func TestVertical(t *testing.T) {
 			obs:     map[string]float64{rules.QueueDepth: 40, rules.CPU: 0.93},
 			hist:    sustainedFor(11*time.Minute, condCPUHigh),
 			want:    Shape{Replicas: 6, Class: "large", Concurrency: 10, TenantConcurrency: 3},
-			reasons: []string{"stepping up from medium to large", "in class large: 6 workers at concurrency 10"},
+			reasons: []string{"stepping up from medium to large", "capacity: 6 replicas of large x concurrency 10 = 60 slots (was 6 x 5 = 30)"},
 		},
 		{
 			name:    "CPU above warning for less than sustainFor changes no class",
@@ -142,12 +142,14 @@ func TestVertical(t *testing.T) {
 			reasons: []string{"memory at or above 0.9"},
 		},
 		{
-			name:    "jobs failing while memory is critical step up",
-			st:      state(12, "medium", 5, 2),
-			obs:     map[string]float64{rules.QueueDepth: 40, rules.Memory: 0.97, rules.CompletionRate: 0.8},
-			hist:    sustainedFor(10*time.Minute, condResourceFailures),
-			want:    Shape{Replicas: 6, Class: "large", Concurrency: 10, TenantConcurrency: 3},
-			reasons: []string{"jobs are failing while CPU or memory is critical"},
+			name: "jobs failing while memory is critical step up",
+			st:   state(12, "medium", 5, 2),
+			obs:  map[string]float64{rules.QueueDepth: 40, rules.Memory: 0.97, rules.CompletionRate: 0.8},
+			hist: sustainedFor(10*time.Minute, condResourceFailures),
+			// The completion rate is critical: the circuit breaker lets the class give
+			// each job more resources, but neither capacity nor concurrency grows.
+			want:    Shape{Replicas: 12, Class: "large", Concurrency: 5, TenantConcurrency: 3},
+			reasons: []string{"jobs are failing while CPU or memory is critical", "circuit breaker: completion rate 0.8 is critical; concurrency 5 rather than 10"},
 		},
 		{
 			name:    "pressure at the largest class stays",
@@ -182,7 +184,7 @@ func TestVertical(t *testing.T) {
 			// only at a round-up: 6 jobs -> 9 slots = 5 small ($0.25) vs 2 medium ($0.20).
 			obs:     map[string]float64{rules.QueueDepth: 6},
 			want:    Shape{Replicas: 2, Class: "medium", Concurrency: 5, TenantConcurrency: 2},
-			reasons: []string{"class medium supplies the same capacity with 2 workers for $0.2/h instead of $0.25/h with 5 small workers (20% less"},
+			reasons: []string{"cost: $0.2/h instead of $0.5/h now; the same 10 slots in class small would cost $0.25/h (20% less, at least 20% needed"},
 		},
 		{
 			name:    "a saving short of minSavings is not worth a rollout",
@@ -200,7 +202,7 @@ func TestVertical(t *testing.T) {
 			obs:     map[string]float64{rules.QueueDepth: 4, rules.CPU: 0.3, rules.Memory: 0.3},
 			hist:    sustainedFor(10*time.Minute, condCPULow),
 			want:    Shape{Replicas: 3, Class: "small", Concurrency: 2, TenantConcurrency: 1},
-			reasons: []string{"class small supplies the same capacity with 3 workers"},
+			reasons: []string{"the same 6 slots in class medium would cost $0.2/h (25% less"},
 		},
 		{
 			name:    "low CPU without the smaller class saving enough stays",
@@ -309,6 +311,7 @@ prometheus: {url: "http://prometheus:9090"}
 classes:
   - {name: small,  cpu: "1", memory: 2Gi, concurrency: 4, tenantConcurrency: 1, costPerHour: 0.02}
   - {name: medium, cpu: "2", memory: 4Gi, concurrency: 5, tenantConcurrency: 2, costPerHour: 0.10}
+queries: {preset: bullmq}
 workloads:
   - {name: render, maxReplicas: 20}
 `)

@@ -52,8 +52,10 @@ workloads:
 			st := state(cur, class.Name, *class.Concurrency, *class.TenantConcurrency)
 			since := time.Duration(sinceSeconds%7200) * time.Second
 			h := History{Since: map[string]time.Time{condCPUHigh: t0.Add(-since), condCPULow: t0.Add(-since), condMemoryHigh: t0.Add(-since)}}
-			d := Decide(t0, r, Input{Workload: w, Observations: obs, State: st, History: h})
+			in := Input{Workload: w, Observations: obs, State: st, History: h}
+			d := Decide(t0, r, in)
 			check(t, r, w, obs, d)
+			checkInvariants(t, t0, r, []Input{in}, []Decision{d})
 		}
 	})
 }

@@ -2,6 +2,7 @@ package autoscaler
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -104,7 +105,9 @@ func TestConcurrencyIsRaisedOnlyOnceReplicasAreAtTheirMaximum(t *testing.T) {
 	}
 }
 
-func TestBudgetCountsWorkloadsMidRollout(t *testing.T) {
+// The budget is a hard cap like maxReplicas: a workload in the middle of a rollout keeps
+// its class and concurrency, but draws on the budget like the others and is capped too.
+func TestBudgetCapsWorkloadsMidRollout(t *testing.T) {
 	r := load(t, blizzard)
 	rolling := state(30, "standard", 2, 1)
 	rolling.RolloutInProgress = true
@@ -112,10 +115,19 @@ func TestBudgetCountsWorkloadsMidRollout(t *testing.T) {
 		{Workload: &r.Workloads[0], Observations: fresh(nil), State: rolling},
 		{Workload: &r.Workloads[1], Observations: fresh(map[string]float64{rules.QueueDepth: 96}), State: state(5, "standard", 2, 1)},
 	})
-	// characters use 30 x 2 x 4 / 1 s = 240 of the 245 rps; 5 are left for guilds:
-	// 2.5 jobs/s = 2.5 slots = 1 worker.
-	if ds[1].To.Replicas != 1 || !hasReason(ds[1], "240 rps of it used by workloads mid-rollout") {
-		t.Errorf("guilds to %d\n%s", ds[1].To.Replicas, strings.Join(ds[1].Reasons, "\n"))
+	// characters 30 x 2 x 4 rps / 1 s = 240, guilds want 72 x 2 x 2 = 288: 528 of 245 rps.
+	var used float64
+	for i, d := range ds {
+		used += float64(d.To.Replicas) * float64(d.To.Concurrency) * *r.Workloads[i].RequestsPerJob / 1
+		if !slices.Contains(d.LimitedBy, LimitRateBudget) {
+			t.Errorf("%s: limited by %v, want the rate budget\n%s", d.Workload, d.LimitedBy, strings.Join(d.Reasons, "\n"))
+		}
+	}
+	if used > 245 {
+		t.Errorf("the workloads use %v rps of the 245 the budget has", used)
+	}
+	if ds[0].To.Class != "standard" || ds[0].To.Concurrency != 2 {
+		t.Errorf("mid-rollout: to %+v, want the class and concurrency kept", ds[0].To)
 	}
 }
 

@@ -3,51 +3,51 @@ package autoscaler
 import (
 	"fmt"
 	"math"
-	"strings"
 
 	"github.com/workerscale/workerscale/rules"
 )
 
-// horizontal decides the replica count within the current class.
+// horizontal proposes the replica count within the current class: the requirement, the
+// tolerance, then the HPA's stabilization windows and rate policies. The safety holds
+// (circuit breaker, missing data, a critical backlog, fallbackReplicas) are not here: the
+// guard applies them to whatever was proposed, on every path.
 func (p *plan) horizontal() {
+	cur := p.in.State.Replicas
+	desired := p.recommendation(true)
+	if !p.hasNeed {
+		p.reasonf("no fresh metric sizes the fleet; holding at %d replicas", cur)
+	}
+	desired = p.stabilize(desired)
+	desired = p.rateLimit(desired)
+	p.d.To.Replicas = desired
+}
+
+// recommendation is this cycle's unstabilized replica count in the current class: the
+// requirement, or the current count when nothing sizes it, within the tolerance of the
+// current count. It is recorded for the stabilization windows (and the guard's
+// scale-down window in slots), on every path: as the HPA does for a new object, the
+// current count counts as a recommendation on first sight, so a fresh start (or explain,
+// or a new leader) cannot scale down before the window has passed.
+func (p *plan) recommendation(explain bool) int32 {
 	cur := p.in.State.Replicas
 	desired := cur
 	if p.hasNeed {
 		desired = ceilInt(p.need / float64(p.conc))
-	} else {
-		p.reasonf("no fresh metric sizes the fleet; holding at %d replicas", cur)
 	}
-	if desired > cur && p.breakerOpen() {
-		p.limit(LimitCircuitBreaker)
-		p.reasonf("circuit breaker: %s; not adding workers to a failing fleet (wanted %d)", p.breakerWhy(), desired)
-		desired = cur
-	}
-	if len(p.missing) > 0 && desired < cur {
-		p.reasonf("metrics missing or stale (%s): holding at %d replicas instead of scaling down to %d", strings.Join(p.missing, ", "), cur, desired)
-		desired = cur
-	}
-	floored := false
-	if f := p.w.FallbackReplicas; f != nil && len(p.missing) > 0 && desired < *f {
-		p.reasonf("metrics missing or stale: the fallback of %d replicas applies as a floor", *f)
-		desired, floored = *f, true
-	}
-	if cur > 0 && desired != cur && !floored {
+	if cur > 0 && desired != cur {
 		if ratio := math.Abs(float64(desired)/float64(cur) - 1); ratio <= *p.w.Horizontal.Tolerance {
-			p.reasonf("%d replicas is within the %s%% tolerance of the current %d; no change", desired, num(*p.w.Horizontal.Tolerance*100), cur)
+			if explain {
+				p.reasonf("%d replicas is within the %s%% tolerance of the current %d; no change", desired, num(*p.w.Horizontal.Tolerance*100), cur)
+			}
 			desired = cur
 		}
 	}
 	if len(p.hist.Recommendations) == 0 {
-		// As the HPA does for a new object: the current count counts as a recommendation,
-		// so a fresh start (or explain) cannot scale down before the window has passed.
 		p.hist.Recommendations = []Recommendation{{Time: p.now, Replicas: cur}}
 	}
 	p.hist.Recommendations = append(p.hist.Recommendations, Recommendation{Time: p.now, Replicas: desired})
 	p.hist.Recommendations = p.pruneRecommendations()
-	desired = p.stabilize(desired)
-	desired = p.rateLimit(desired)
-	p.d.To.Replicas = desired
-	p.clamp(p.class)
+	return desired
 }
 
 // clamp keeps the replica count within minReplicas, maxReplicas and the class's maximum.

@@ -17,10 +17,15 @@ func (p *plan) observe() {
 	st := p.in.State
 	for name, o := range p.in.Observations {
 		switch {
-		case o.usable():
-			p.obs[name] = o
-		case o.Status == Fresh: // NaN or Inf that slipped through: never a number
+		case o.Status == Fresh && !o.usable(): // NaN or Inf that slipped through: never a number
 			o = Observation{Status: Missing, Reason: fmt.Sprintf("the value %v is not a finite number", o.Value)}
+		case o.usable():
+			if why := outOfDomain(name, o.Value); why != "" {
+				o = Observation{Status: Invalid, Reason: why}
+				p.reasonf("%s is invalid: %s; it counts as missing", name, why)
+				break
+			}
+			p.obs[name] = o
 		default:
 			o.Value = 0 // a missing or stale value is not shown, nor used
 		}
@@ -71,6 +76,9 @@ func (p *plan) derive(metric string, v float64) {
 		return // from absurd inputs; a derived value is never a non-number
 	}
 	o := Observation{Value: v, Status: Fresh, Estimated: true}
+	if was, ok := p.d.Metrics[metric]; ok && was.Status != Fresh {
+		o.Reason = fmt.Sprintf("the measured value is %s (%s)", was.Status, was.Reason)
+	}
 	p.obs[metric] = o
 	p.d.Metrics[metric] = o
 }
@@ -140,8 +148,9 @@ func (p *plan) replicaInputs() []string {
 	return inputs
 }
 
-// breakerOpen reports whether adding workers would feed a failing fleet: a critical
-// completion rate, or upstream rate limiting (rateLimited) at warning or worse.
+// breakerOpen reports whether adding capacity would feed a failing fleet: a critical
+// completion rate, upstream rate limiting (rateLimited) at warning or worse, or a fleet
+// with replicas but no ready pod that completes nothing (crash-looping workers).
 func (p *plan) breakerOpen() bool { return p.breakerWhy() != "" }
 
 func (p *plan) breakerWhy() string {
@@ -152,8 +161,44 @@ func (p *plan) breakerWhy() string {
 	if g := p.grade(RateLimited); g == Warning || g == Critical {
 		why = append(why, fmt.Sprintf("upstream rate limiting (%s = %s) is %s", RateLimited, num(p.obs[RateLimited].Value), g))
 	}
+	if st := p.in.State; st.Replicas > 0 && st.ReadyReplicas == 0 && !p.completes() {
+		why = append(why, fmt.Sprintf("none of the %d replicas is ready and the fleet completes no jobs", st.Replicas))
+	}
 	return strings.Join(why, " and ")
 }
 
 // RateLimited is the optional metric of upstream 429 responses per second (rules.RateLimited).
 const RateLimited = rules.RateLimited
+
+// domains are the values each known metric can take; a value outside is invalid, never
+// graded, and counts as missing (a negative queue must not read as an empty one).
+var domains = map[string]struct {
+	lo, hi float64
+	what   string
+}{
+	rules.QueueDepth:     {0, math.Inf(1), "a count of jobs, at least 0"},
+	rules.ActiveJobs:     {0, math.Inf(1), "a count of jobs, at least 0"},
+	rules.Throughput:     {0, math.Inf(1), "jobs per second, at least 0"},
+	rules.WaitSeconds:    {0, math.Inf(1), "seconds, at least 0"},
+	rules.RateLimited:    {0, math.Inf(1), "responses per second, at least 0"},
+	rules.CPU:            {0, math.Inf(1), "a fraction of the requests, at least 0"},
+	rules.Memory:         {0, math.Inf(1), "a fraction of the requests, at least 0"},
+	rules.Saturation:     {0, math.Inf(1), "a fraction of the slots, at least 0"},
+	rules.CompletionRate: {0, 1, "a fraction of finished jobs, from 0 to 1"},
+}
+
+// outOfDomain says why v cannot be a value of metric; "" when it can (or the metric is
+// the user's own, whose domain is not known).
+func outOfDomain(metric string, v float64) string {
+	d, ok := domains[metric]
+	if !ok || (v >= d.lo && v <= d.hi) {
+		return ""
+	}
+	return fmt.Sprintf("%s is outside its domain (%s)", num(v), d.what)
+}
+
+// completes reports whether the fleet is seen completing jobs: a fresh throughput above 0.
+func (p *plan) completes() bool {
+	t, ok := p.value(rules.Throughput)
+	return ok && t > 0
+}

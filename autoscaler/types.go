@@ -15,12 +15,15 @@ import (
 // Status says whether an observation can be used.
 type Status string
 
-// The observation statuses. Only Fresh values drive decisions; Missing and Stale ones are
-// never read as 0.
+// The observation statuses. Only Fresh values drive decisions; Missing, Stale and Invalid
+// ones are never read as 0.
 const (
 	Fresh   Status = "fresh"
 	Missing Status = "missing"
 	Stale   Status = "stale"
+	// Invalid is a value outside its metric's domain (a negative count, a completion rate
+	// above 1): reported, and treated as missing.
+	Invalid Status = "invalid"
 )
 
 // Observation is one metric's value for one workload in one cycle.

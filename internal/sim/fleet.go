@@ -1,0 +1,502 @@
+package sim
+
+import (
+	"container/heap"
+	"math"
+	"slices"
+
+	"github.com/workerscale/workerscale/autoscaler"
+	"github.com/workerscale/workerscale/rules"
+)
+
+// pod is one worker pod of the simulated Deployment.
+type pod struct {
+	id      int
+	gen     int // the pod template it runs
+	created float64
+	readyAt float64 // it takes jobs from then on; +Inf while it restarts
+	cost    float64 // $ per hour
+	slots   int
+	cpuReq  float64
+	cpuLim  float64
+	memReq  float64 // MiB
+	memLim  float64 // MiB
+
+	terminating bool // stops taking jobs; leaves when its running jobs are done
+	running     []int
+	speed       float64 // 1, or less under CPU contention
+	last        float64 // when the running jobs' work was last advanced
+	version     int     // invalidates completion events scheduled before a change
+}
+
+func (p *pod) ready(now float64) bool { return !p.terminating && now >= p.readyAt }
+
+func (p *pod) free(now float64) int {
+	if !p.ready(now) {
+		return 0
+	}
+	return p.slots - len(p.running)
+}
+
+// template is what a pod of the Deployment's current template gets.
+type template struct {
+	class       *rules.Class
+	concurrency int
+}
+
+// The event kinds.
+const (
+	evReady = iota
+	evDone
+	evRetry
+	evScrape
+	evDecide
+	evSample
+)
+
+type event struct {
+	t       float64
+	kind    int
+	pod     *pod
+	version int
+	job     int
+	seq     int // a tie-break, so that the order is the same on every run
+}
+
+type events []event
+
+func (e events) Len() int { return len(e) }
+func (e events) Less(i, j int) bool {
+	if e[i].t != e[j].t {
+		return e[i].t < e[j].t
+	}
+	return e[i].seq < e[j].seq
+}
+func (e events) Swap(i, j int) { e[i], e[j] = e[j], e[i] }
+func (e *events) Push(x any)   { *e = append(*e, x.(event)) }
+func (e *events) Pop() any {
+	old := *e
+	x := old[len(old)-1]
+	*e = old[:len(old)-1]
+	return x
+}
+
+// queue is a FIFO of job indices.
+type queue struct {
+	items []int
+	head  int
+}
+
+func (q *queue) push(j int) { q.items = append(q.items, j) }
+func (q *queue) len() int   { return len(q.items) - q.head }
+func (q *queue) pop() int {
+	j := q.items[q.head]
+	q.head++
+	if q.head > 1024 && q.head*2 > len(q.items) {
+		q.items = append(q.items[:0], q.items[q.head:]...)
+		q.head = 0
+	}
+	return j
+}
+
+// fleet is the simulated world of one policy: the queue, the Deployment and its pods, the
+// upstream API, and the counters Prometheus scrapes.
+type fleet struct {
+	cfg  *Config
+	w    *rules.Workload
+	jobs []job
+	now  float64
+
+	next           int // the next job to arrive
+	normal, prio   queue
+	pods           []*pod
+	nextPodID      int
+	spec           autoscaler.Shape
+	gen            int
+	tmpl           template
+	rolling        bool
+	events         events
+	seq            int
+	tokens, tokenT float64 // the upstream API's token bucket
+
+	// Counters, as the exporters would show them.
+	completed, failed, rejected429 float64
+	cpuSeconds                     float64
+	// Statistics.
+	waits                       []float64
+	oomKills, actions, rollouts int
+	podCost, podHours           float64
+	queueArea                   float64 // integral of the jobs queued over time
+	systemArea                  float64 // integral of the jobs queued or running
+	lastArea                    float64
+}
+
+func (f *fleet) push(e event) {
+	f.seq++
+	e.seq = f.seq
+	heap.Push(&f.events, e)
+}
+
+// classTemplate is the pod template of a shape.
+func (f *fleet) classTemplate(s autoscaler.Shape) template {
+	c := f.cfg.Rules.Class(s.Class)
+	if c == nil {
+		c = f.cfg.startClass
+	}
+	conc := s.Concurrency
+	if conc <= 0 {
+		conc = concurrencyOf(f.w, c)
+	}
+	return template{class: c, concurrency: conc}
+}
+
+func (f *fleet) newPod(readyAt float64) {
+	c := f.tmpl.class
+	cpuLim, memLim := c.CPU.Float(), c.Memory.Float()/(1<<20)
+	if c.Limits != nil && c.Limits.CPU != nil {
+		cpuLim = c.Limits.CPU.Float()
+	}
+	if c.Limits != nil && c.Limits.Memory != nil {
+		memLim = c.Limits.Memory.Float() / (1 << 20)
+	}
+	p := &pod{
+		id: f.nextPodID, gen: f.gen, created: f.now, readyAt: readyAt, cost: c.CostPerHour, slots: f.tmpl.concurrency,
+		cpuReq: c.CPU.Float(), cpuLim: cpuLim, memReq: c.Memory.Float() / (1 << 20), memLim: memLim, speed: 1, last: f.now,
+	}
+	f.nextPodID++
+	f.pods = append(f.pods, p)
+	if readyAt > f.now {
+		f.push(event{t: readyAt, kind: evReady, pod: p})
+	}
+}
+
+// advance brings a pod's running jobs and CPU counter up to now.
+func (f *fleet) advance(p *pod) {
+	dt := f.now - p.last
+	if dt > 0 && len(p.running) > 0 {
+		var demand float64
+		for _, j := range p.running {
+			f.jobs[j].left -= dt * p.speed
+			demand += f.jobs[j].cpu
+		}
+		f.cpuSeconds += dt * min(demand, p.cpuLim)
+	}
+	p.last = f.now
+}
+
+// reschedule sets the pod's speed for its running jobs and schedules its next completion.
+func (f *fleet) reschedule(p *pod) {
+	p.version++
+	if len(p.running) == 0 {
+		p.speed = 1
+		return
+	}
+	var demand float64
+	soonest := math.Inf(1)
+	for _, j := range p.running {
+		demand += f.jobs[j].cpu
+		soonest = min(soonest, f.jobs[j].left)
+	}
+	// CPU contention: jobs asking for more than the limit run proportionally slower.
+	p.speed = min(1, p.cpuLim/demand)
+	f.push(event{t: f.now + max(soonest, 0)/p.speed, kind: evDone, pod: p, version: p.version})
+}
+
+// dispatch hands queued jobs to free slots, prioritized jobs first, each to the ready pod
+// with the most free slots (BullMQ workers fetch as they have room).
+func (f *fleet) dispatch() {
+	for f.prio.len()+f.normal.len() > 0 {
+		var best *pod
+		for _, p := range f.pods {
+			if p.free(f.now) > 0 && (best == nil || p.free(f.now) > best.free(f.now)) {
+				best = p
+			}
+		}
+		if best == nil {
+			return
+		}
+		q := &f.normal
+		if f.prio.len() > 0 {
+			q = &f.prio
+		}
+		f.start(best, q.pop())
+	}
+}
+
+// start runs job j on pod p: the upstream may refuse it (429), the pod may run out of
+// memory (OOM kill); otherwise it runs.
+func (f *fleet) start(p *pod, j int) {
+	jb := &f.jobs[j]
+	jb.waited += f.now - jb.queuedAt
+	if b := f.cfg.budget; b != nil {
+		rate := float64(b.Keys) * b.SafeRPS
+		if b.OfficialRPS > 0 {
+			rate = float64(b.Keys) * b.OfficialRPS
+		}
+		f.tokens = min(rate, f.tokens+(f.now-f.tokenT)*rate)
+		f.tokenT = f.now
+		if rpj := *f.w.RequestsPerJob; f.tokens < rpj {
+			f.rejected429++
+			f.fail(j, math.Pow(2, float64(jb.fails)))
+			return
+		} else {
+			f.tokens -= rpj
+		}
+	}
+	f.advance(p)
+	mem := f.cfg.BaseMemoryMi + jb.memMi
+	for _, r := range p.running {
+		mem += f.jobs[r].memMi
+	}
+	if mem > p.memLim {
+		f.oomKill(p, j)
+		return
+	}
+	jb.left = jb.work
+	p.running = append(p.running, j)
+	f.reschedule(p)
+}
+
+// fail ends an attempt of job j: it goes back to the queue after delay seconds, or fails
+// for good after maxAttempts.
+func (f *fleet) fail(j int, delay float64) {
+	jb := &f.jobs[j]
+	jb.fails++
+	if jb.fails >= maxAttempts {
+		f.failed++
+		f.waits = append(f.waits, jb.waited)
+		return
+	}
+	jb.queuedAt = f.now
+	if delay > 0 {
+		f.push(event{t: f.now + delay, kind: evRetry, job: j})
+		return
+	}
+	f.enqueue(j)
+}
+
+func (f *fleet) enqueue(j int) {
+	f.jobs[j].queuedAt = f.now
+	if f.jobs[j].priority {
+		f.prio.push(j)
+	} else {
+		f.normal.push(j)
+	}
+}
+
+// oomKill kills pod p for running out of memory as job j starts: every job on it fails
+// an attempt (stalled, back to the queue), and the container restarts.
+func (f *fleet) oomKill(p *pod, j int) {
+	f.oomKills++
+	f.fail(j, 0)
+	for _, r := range p.running {
+		f.fail(r, 0)
+	}
+	p.running = p.running[:0]
+	f.reschedule(p)
+	if p.terminating {
+		f.remove(p)
+		return
+	}
+	p.readyAt = f.now + f.cfg.StartupDelay.Seconds()
+	f.push(event{t: p.readyAt, kind: evReady, pod: p})
+}
+
+// done completes the jobs of pod p that have finished.
+func (f *fleet) done(p *pod) {
+	f.advance(p)
+	kept := p.running[:0]
+	for _, j := range p.running {
+		if f.jobs[j].left <= 1e-9 {
+			f.completed++
+			f.waits = append(f.waits, f.jobs[j].waited)
+			continue
+		}
+		kept = append(kept, j)
+	}
+	p.running = kept
+	f.reschedule(p)
+	if p.terminating && len(p.running) == 0 {
+		f.remove(p)
+		f.reconcile()
+	}
+}
+
+// remove takes a pod out of the fleet, and counts what it cost.
+func (f *fleet) remove(p *pod) {
+	f.account(p)
+	f.pods = slices.DeleteFunc(f.pods, func(q *pod) bool { return q == p })
+}
+
+func (f *fleet) account(p *pod) {
+	hours := (f.now - p.created) / 3600
+	f.podHours += hours
+	f.podCost += hours * p.cost
+}
+
+// terminate stops a pod taking jobs; it leaves once its running jobs are done.
+func (f *fleet) terminate(p *pod) {
+	p.terminating = true
+	if len(p.running) == 0 {
+		f.remove(p)
+	}
+}
+
+// apply makes the Deployment's spec the given shape.
+func (f *fleet) apply(s autoscaler.Shape) {
+	if s.Replicas != f.spec.Replicas {
+		f.actions++
+	}
+	if s.Class != f.spec.Class || s.Concurrency != f.spec.Concurrency || s.TenantConcurrency != f.spec.TenantConcurrency {
+		if t := f.classTemplate(s); t != f.tmpl {
+			f.rollouts++
+			f.gen++
+			f.tmpl = t
+			f.rolling = true
+		}
+	}
+	f.spec = s
+	f.reconcile()
+}
+
+// reconcile does what the Deployment controller does: scale the pods of the current
+// template to the spec, and roll old pods out with maxSurge 25 % and maxUnavailable 25 %.
+func (f *fleet) reconcile() {
+	want := int(f.spec.Replicas)
+	var cur, old []*pod
+	for _, p := range f.pods {
+		switch {
+		case p.terminating:
+		case p.gen == f.gen:
+			cur = append(cur, p)
+		default:
+			old = append(old, p)
+		}
+	}
+	startup := f.now + f.cfg.StartupDelay.Seconds()
+	if len(old) == 0 {
+		for range want - len(cur) {
+			f.newPod(startup)
+		}
+		if extra := len(cur) - want; extra > 0 {
+			// The ReplicaSet removes pods not ready first, then the youngest.
+			slices.SortStableFunc(cur, func(a, b *pod) int {
+				if a.ready(f.now) != b.ready(f.now) {
+					if a.ready(f.now) {
+						return 1
+					}
+					return -1
+				}
+				return int(math.Copysign(1, b.created-a.created))
+			})
+			for _, p := range cur[:extra] {
+				f.terminate(p)
+			}
+		}
+		f.dispatch()
+		return
+	}
+	surge := int(math.Ceil(0.25 * float64(want)))
+	unavailable := int(math.Floor(0.25 * float64(want)))
+	if surge == 0 && unavailable == 0 {
+		surge = 1
+	}
+	if room := want + surge - len(cur) - len(old); room > 0 {
+		for range min(room, want-len(cur)) {
+			f.newPod(startup)
+		}
+	}
+	ready := 0
+	for _, p := range f.pods {
+		if p.ready(f.now) {
+			ready++
+		}
+	}
+	removable := ready - (want - unavailable)
+	for _, p := range old {
+		if !p.ready(f.now) {
+			f.terminate(p) // an old pod that is not ready can always go
+			continue
+		}
+		if removable > 0 {
+			f.terminate(p)
+			removable--
+		}
+	}
+	f.dispatch()
+}
+
+// rolloutDone reports whether no old pod is left and every pod of the template is ready.
+func (f *fleet) rolloutDone() bool {
+	n := 0
+	for _, p := range f.pods {
+		if p.terminating {
+			continue
+		}
+		if p.gen != f.gen || !p.ready(f.now) {
+			return false
+		}
+		n++
+	}
+	return n >= int(f.spec.Replicas)
+}
+
+// state is the workload's state as the API server shows it.
+func (f *fleet) state() autoscaler.State {
+	var ready int32
+	for _, p := range f.pods {
+		if p.ready(f.now) {
+			ready++
+		}
+	}
+	if f.rolling && f.rolloutDone() {
+		f.rolling = false
+	}
+	return autoscaler.State{Shape: f.spec, ReadyReplicas: ready, RolloutInProgress: f.rolling}
+}
+
+// queued is the jobs waiting (delayed retries excluded, as BullMQ's waiting count does).
+func (f *fleet) queued() int { return f.prio.len() + f.normal.len() }
+
+func (f *fleet) active() int {
+	n := 0
+	for _, p := range f.pods {
+		n += len(p.running)
+	}
+	return n
+}
+
+// integrate adds the time since the last event to the queue-length integrals.
+func (f *fleet) integrate() {
+	dt := f.now - f.lastArea
+	if dt > 0 {
+		q := float64(f.queued())
+		f.queueArea += dt * q
+		f.systemArea += dt * (q + float64(f.active()))
+	}
+	f.lastArea = f.now
+}
+
+// concurrencyOf is the concurrency a workload runs with in class c.
+func concurrencyOf(w *rules.Workload, c *rules.Class) int {
+	g := *c.Concurrency
+	if w.Concurrency.Global != nil {
+		g = *w.Concurrency.Global
+	}
+	if m := w.Concurrency.Max; m != nil {
+		g = min(g, *m)
+	}
+	if m := w.Concurrency.Min; m != nil {
+		g = max(g, *m)
+	}
+	return max(g, 1)
+}
+
+// tenantOf is the tenant concurrency a workload runs with in class c.
+func tenantOf(w *rules.Workload, c *rules.Class) int {
+	t := *c.TenantConcurrency
+	if w.Concurrency.Tenant != nil {
+		t = *w.Concurrency.Tenant
+	}
+	return max(1, min(t, concurrencyOf(w, c)))
+}

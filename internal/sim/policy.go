@@ -1,0 +1,36 @@
+// Package sim simulates a fleet of queue workers under a recorded or synthetic arrival
+// trace, and compares scaling policies on the same arrivals: workerscale's engine, faithful
+// re-implementations of the HPA and of KEDA's Prometheus scaler, a static fleet and a cost
+// oracle. Every policy sees only what Prometheus would show it. The simulation is
+// deterministic for a given seed.
+package sim
+
+import (
+	"time"
+
+	"github.com/workerscale/workerscale/autoscaler"
+)
+
+// Snapshot is what a policy sees when it decides: the workload's metrics as Prometheus
+// would return them (scraped at an interval, counters through rate() over a window, so
+// with their lag), and the workload's state as the API server reports it.
+type Snapshot struct {
+	Now time.Time
+	// Obs holds the rules' metric names (rules.QueueDepth, rules.ActiveJobs,
+	// rules.Throughput, rules.CompletionRate, rules.CPU, rules.Memory, rules.RateLimited);
+	// a metric Prometheus has no sample for yet is absent.
+	Obs autoscaler.Observations
+	// State is the spec replica count, the ready replicas, the class and concurrency.
+	State autoscaler.State
+}
+
+// Policy decides a workload's shape from what it observes.
+type Policy interface {
+	// Name is the policy's name in reports ("workerscale", "hpa", "keda", "static").
+	Name() string
+	// Period is how often the policy decides: the HPA's sync period, KEDA's polling
+	// interval, workerscale's rules interval.
+	Period() time.Duration
+	// Decide returns the shape to run from now on. Baselines change only Replicas.
+	Decide(s Snapshot) autoscaler.Shape
+}

@@ -56,6 +56,8 @@ func (p *plan) guard() {
 		p.limit(floorLimit)
 		p.reasonf("%s: at least %d slots, so %d replicas at concurrency %d rather than %d", floorWhy, floor, need, toConc, p.d.To.Replicas)
 		p.d.To.Replicas = need
+	} else if len(p.missing) > 0 {
+		p.reasonf("metrics missing or stale (%s): no scale-down while they are", strings.Join(p.missing, ", "))
 	}
 	breakerCap := int32(-1)
 	if p.breaker != "" {

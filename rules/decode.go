@@ -1,10 +1,12 @@
 package rules
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"math"
 	"reflect"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -38,13 +40,46 @@ var (
 type decoder struct {
 	file string
 	errs ErrorList
-	pos  map[string]Pos
+	// pos holds where each field path stands: its key, or its value where it has no key
+	// (list items, the document).
+	pos map[string]Pos
+	// values holds where each field path's value stands.
+	values map[string]Pos
 	// failed holds the paths whose values could not be read.
 	failed map[string]bool
+
+	// expanding holds the anchored nodes being decoded through an alias, so that an alias
+	// inside its own anchor is an error rather than endless recursion.
+	expanding map[*yaml.Node]bool
+	// budget is how many more nodes may be visited: aliases can make a small file expand
+	// exponentially, and that must end in an error, not in a hung controller.
+	budget int
+	// exhausted is set once the budget ran out and that was reported.
+	exhausted bool
 }
 
-func newDecoder(file string) *decoder {
-	return &decoder{file: file, pos: map[string]Pos{}, failed: map[string]bool{}}
+// aliasAllowance is how many nodes aliases may add to a document's own nodes. A rules
+// file for a thousand workloads has some tens of thousands of nodes; aliases that repeat a
+// workload's settings add a few each.
+const aliasAllowance = 100_000
+
+func newDecoder(file string, doc *yaml.Node) *decoder {
+	return &decoder{
+		file: file, pos: map[string]Pos{}, values: map[string]Pos{}, failed: map[string]bool{},
+		expanding: map[*yaml.Node]bool{}, budget: countNodes(doc) + aliasAllowance,
+	}
+}
+
+// countNodes counts the nodes of a document as written, aliases counting as one.
+func countNodes(n *yaml.Node) int {
+	if n == nil {
+		return 0
+	}
+	c := 1
+	for _, child := range n.Content {
+		c += countNodes(child)
+	}
+	return c
 }
 
 func posOf(n *yaml.Node) Pos { return Pos{Line: n.Line, Column: n.Column} }
@@ -59,13 +94,51 @@ func (d *decoder) valueErrorf(n *yaml.Node, path, format string, args ...any) {
 	d.errorf(n, path, format, args...)
 }
 
+// visit counts a node against the budget; false means stop, the problem being reported.
+func (d *decoder) visit(n *yaml.Node, path string) bool {
+	if d.budget--; d.budget >= 0 {
+		return true
+	}
+	if !d.exhausted {
+		d.exhausted = true
+		d.valueErrorf(n, path, "the file expands to too many values through aliases (more than %d beyond its own); write the values out", aliasAllowance)
+	}
+	return false
+}
+
+// enter counts n against the budget and resolves it if it is an alias. ok is false when
+// decoding must not go on (the budget ran out, or the alias refers to nothing or to a value
+// that contains it), which is reported; when ok is true, leave must be called once the
+// node is done with.
+func (d *decoder) enter(n *yaml.Node, path string) (node *yaml.Node, leave func(), ok bool) {
+	switch {
+	case !d.visit(n, path):
+		return nil, nil, false
+	case n.Kind != yaml.AliasNode:
+		return n, func() {}, true
+	case n.Alias == nil:
+		d.valueErrorf(n, path, "alias *%s refers to no anchor", n.Value)
+		return nil, nil, false
+	case d.expanding[n.Alias]:
+		d.valueErrorf(n, path, "alias *%s is used inside the value it names", n.Value)
+		return nil, nil, false
+	}
+	d.expanding[n.Alias] = true
+	return n.Alias, func() { delete(d.expanding, n.Alias) }, true
+}
+
 // decode fills v (addressable) from n.
 func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
-	for n.Kind == yaml.AliasNode {
-		n = n.Alias
+	n, leave, ok := d.enter(n, path)
+	if !ok {
+		return
 	}
+	defer leave()
 	if _, seen := d.pos[path]; !seen {
 		d.pos[path] = posOf(n)
+	}
+	if _, seen := d.values[path]; !seen {
+		d.values[path] = posOf(n)
 	}
 	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
 		return // an explicit null leaves the default in place
@@ -107,11 +180,20 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 		if !d.expectKind(n, yaml.MappingNode, path, "a mapping") {
 			return
 		}
+		if v.Type().Key().Kind() != reflect.String {
+			d.valueErrorf(n, path, "cannot be read: no decoder for %s (a bug in workerscale)", v.Type())
+			return
+		}
 		m := reflect.MakeMapWithSize(v.Type(), len(n.Content)/2)
+		seen := map[string]bool{}
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, val := n.Content[i], n.Content[i+1]
+			p := joinPath(path, k.Value)
+			if !d.checkKey(k, path, seen) {
+				continue
+			}
 			elem := reflect.New(v.Type().Elem()).Elem()
-			d.decode(val, elem, joinPath(path, k.Value))
+			d.decode(val, elem, p)
 			m.SetMapIndex(reflect.ValueOf(k.Value).Convert(v.Type().Key()), elem)
 		}
 		v.Set(m)
@@ -129,21 +211,19 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 			return
 		}
 		v.SetBool(b)
-	case reflect.Int, reflect.Int32, reflect.Int64:
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
 		if !d.expectKind(n, yaml.ScalarNode, path, "a whole number") {
 			return
 		}
-		i, err := strconv.ParseInt(n.Value, 10, v.Type().Bits())
-		if err != nil {
-			d.valueErrorf(n, path, "expected a whole number, got %q", n.Value)
-			return
+		if want := setWhole(v, n.Value); want != "" {
+			d.valueErrorf(n, path, "expected %s, got %q", want, n.Value)
 		}
-		v.SetInt(i)
-	case reflect.Float64:
+	case reflect.Float32, reflect.Float64:
 		if !d.expectKind(n, yaml.ScalarNode, path, "a number") {
 			return
 		}
-		f, err := strconv.ParseFloat(strings.TrimSuffix(n.Value, "%"), 64)
+		f, err := strconv.ParseFloat(strings.TrimSuffix(n.Value, "%"), v.Type().Bits())
 		if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
 			d.valueErrorf(n, path, "expected a finite number, got %q", n.Value)
 			return
@@ -153,8 +233,57 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 		}
 		v.SetFloat(f)
 	default:
-		panic(fmt.Sprintf("rules: no decoder for %s at %s", v.Type(), path))
+		// Every kind the rules types use is handled above; a new field of another kind
+		// must not turn a rules file into a crash.
+		d.valueErrorf(n, path, "cannot be read: no decoder for %s (a bug in workerscale)", v.Type())
 	}
+}
+
+// setWhole sets the integer v from s; when s does not fit, it returns what was expected.
+func setWhole(v reflect.Value, s string) (want string) {
+	bits := v.Type().Bits()
+	var err error
+	want = "a whole number"
+	if v.CanUint() {
+		want += " that is not negative"
+		var u uint64
+		if u, err = strconv.ParseUint(s, 10, bits); err == nil {
+			v.SetUint(u)
+		}
+	} else {
+		var i int64
+		if i, err = strconv.ParseInt(s, 10, bits); err == nil {
+			v.SetInt(i)
+		}
+	}
+	switch {
+	case err == nil:
+		return ""
+	case errors.Is(err, strconv.ErrRange):
+		return fmt.Sprintf("%s that fits in %d bits", want, bits)
+	}
+	return want
+}
+
+// checkKey accepts a key of the mapping at parent: a plain name not given before in the
+// same mapping.
+func (d *decoder) checkKey(k *yaml.Node, parent string, seen map[string]bool) bool {
+	path := joinPath(parent, k.Value)
+	switch {
+	case k.Kind != yaml.ScalarNode:
+		d.errorf(k, parent, "a key must be a name, got %s", describe(k))
+		return false
+	case k.Tag == "!!merge":
+		// The keys it would have merged are missing, so problems that may follow from
+		// that are held back.
+		d.valueErrorf(k, path, "merge keys (<<) are not supported; write the keys out")
+		return false
+	case seen[k.Value]:
+		d.errorf(k, path, "key %q is given twice", k.Value)
+		return false
+	}
+	seen[k.Value] = true
+	return true
 }
 
 func (d *decoder) expectKind(n *yaml.Node, kind yaml.Kind, path, what string) bool {
@@ -173,6 +302,8 @@ func describe(n *yaml.Node) string {
 		return "a list"
 	case yaml.ScalarNode:
 		return strconv.Quote(n.Value)
+	case yaml.AliasNode:
+		return "an alias (*" + n.Value + ")"
 	default:
 		return "something else"
 	}
@@ -227,11 +358,9 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, val := n.Content[i], n.Content[i+1]
 		p := joinPath(path, k.Value)
-		if seen[k.Value] {
-			d.errorf(k, p, "key %q is given twice", k.Value)
+		if !d.checkKey(k, path, seen) {
 			continue
 		}
-		seen[k.Value] = true
 		f, ok := fields[k.Value]
 		if !ok {
 			if inline != nil {
@@ -244,8 +373,14 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 		d.pos[p] = posOf(k)
 		d.decode(val, v.FieldByIndex(f.index), p)
 	}
-	if inline != nil && len(rest) > 0 {
-		m := &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map", Line: rest[0].Line, Column: rest[0].Column, Content: rest}
+	if inline != nil {
+		// The inline field is decoded even with no keys of its own, so that a type that
+		// sets its own defaults (prometheus/common's HTTP client settings) always does.
+		line, col := n.Line, n.Column
+		if len(rest) > 0 {
+			line, col = rest[0].Line, rest[0].Column
+		}
+		m := &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map", Line: line, Column: col, Content: rest}
 		d.decode(m, v.FieldByIndex(inline), path)
 	}
 }
@@ -255,57 +390,168 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 // with their position.
 func (d *decoder) delegate(n *yaml.Node, pv reflect.Value, path string) {
 	before := len(d.errs)
-	d.checkKeys(n, pv.Type().Elem(), path)
+	d.checkKeys(n, pv.Type().Elem(), path, map[reflect.Type]*shape{})
 	if len(d.errs) > before {
+		d.failed[path] = true
 		return
 	}
-	if err := n.Decode(pv.Interface()); err != nil {
+	err := n.Decode(pv.Interface())
+	var typeErr *yaml.TypeError
+	switch {
+	case errors.As(err, &typeErr):
+		// One problem per line yaml.v3 names, each placed at that line's first value.
+		for _, msg := range typeErr.Errors {
+			at, p := n, path
+			if m := yamlLine.FindStringSubmatch(msg); m != nil {
+				line, _ := strconv.Atoi(m[1])
+				msg = m[2]
+				if found, fp := nodeOnLine(n, path, line); found != nil {
+					at, p = found, fp
+				}
+			}
+			d.valueErrorf(at, p, "%s", msg)
+		}
+	case err != nil:
 		d.valueErrorf(n, path, "%s", strings.TrimPrefix(err.Error(), "yaml: "))
 	}
 }
 
-func (d *decoder) checkKeys(n *yaml.Node, t reflect.Type, path string) {
-	for n.Kind == yaml.AliasNode {
-		n = n.Alias
+// yamlLine matches yaml.v3's "line 3: message", with or without its "yaml: " prefix.
+var yamlLine = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
+
+// nodeOnLine finds the first value on a line within n, and its field path.
+func nodeOnLine(n *yaml.Node, path string, line int) (*yaml.Node, string) {
+	switch {
+	case n.Line == line && n.Kind != yaml.MappingNode:
+		return n, path
+	case n.Kind == yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if found, p := nodeOnLine(n.Content[i+1], joinPath(path, n.Content[i].Value), line); found != nil {
+				return found, p
+			}
+		}
+	case n.Kind == yaml.SequenceNode:
+		for i, item := range n.Content {
+			if found, p := nodeOnLine(item, fmt.Sprintf("%s[%d]", path, i), line); found != nil {
+				return found, p
+			}
+		}
 	}
+	return nil, ""
+}
+
+// shape is what checkKeys knows of a struct type: its keys, inline ones included.
+type shape struct {
+	keys map[string]reflect.Type
+	// rest is the value type of an inline map, which takes every other key; nil when
+	// the struct has none.
+	rest reflect.Type
+	// tagged is false for a struct none of whose fields has a yaml tag: such a type
+	// reads itself from another form (config.URL from a string), so its fields say
+	// nothing about the keys it accepts.
+	tagged bool
+}
+
+// checkKeys reports every key of n that type t does not have, and every value of the wrong
+// kind (a list for a mapping, ...), following t's shape: struct fields by their yaml tags
+// (inline structs and inline maps included), map values and list items. What is left,
+// such as a value that does not parse, is yaml.v3's to report when it decodes.
+func (d *decoder) checkKeys(n *yaml.Node, t reflect.Type, path string, shapes map[reflect.Type]*shape) {
+	n, leave, ok := d.enter(n, path)
+	if !ok {
+		return
+	}
+	defer leave()
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
-	if t.Kind() != reflect.Struct || n.Kind != yaml.MappingNode {
-		return
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+		return // yaml.v3 leaves the zero value
 	}
-	known := allKeys(t)
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k := n.Content[i]
-		p := joinPath(path, k.Value)
-		d.pos[p] = posOf(k)
-		ft, ok := known[k.Value]
-		if !ok {
-			d.errorf(k, p, "unknown field %q%s", k.Value, suggest(k.Value, slices.Collect(maps.Keys(known))))
-			continue
+	custom := reflect.PointerTo(t).Implements(v2UnmarshalerType) || reflect.PointerTo(t).Implements(v3UnmarshalerType)
+	if custom && t.Kind() != reflect.Struct {
+		return // it reads itself, in whatever form it takes
+	}
+	switch t.Kind() {
+	case reflect.Slice, reflect.Array:
+		if !d.expectKind(n, yaml.SequenceNode, path, "a list") {
+			return
 		}
-		d.checkKeys(n.Content[i+1], ft, p)
+		for i, item := range n.Content {
+			d.checkKeys(item, t.Elem(), fmt.Sprintf("%s[%d]", path, i), shapes)
+		}
+	case reflect.String, reflect.Bool, reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Float32, reflect.Float64:
+		d.expectKind(n, yaml.ScalarNode, path, "a value")
+	case reflect.Map:
+		d.checkMapping(n, path, &shape{rest: t.Elem()}, shapes)
+	case reflect.Struct:
+		if s := shapeOf(t, shapes); s.tagged {
+			d.checkMapping(n, path, s, shapes)
+		}
 	}
 }
 
-// allKeys maps every YAML key of t, inline fields included, to its field's type.
-func allKeys(t reflect.Type) map[string]reflect.Type {
-	keys := map[string]reflect.Type{}
+// checkMapping checks a mapping's keys against s, and its values against their types.
+func (d *decoder) checkMapping(n *yaml.Node, path string, s *shape, shapes map[reflect.Type]*shape) {
+	if !d.expectKind(n, yaml.MappingNode, path, "a mapping") {
+		return
+	}
+	seen := map[string]bool{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k := n.Content[i]
+		p := joinPath(path, k.Value)
+		if !d.checkKey(k, path, seen) {
+			continue
+		}
+		d.pos[p] = posOf(k)
+		ft, ok := s.keys[k.Value]
+		if !ok && s.rest != nil {
+			ft, ok = s.rest, true
+		}
+		if !ok {
+			d.errorf(k, p, "unknown field %q%s", k.Value, suggest(k.Value, slices.Collect(maps.Keys(s.keys))))
+			continue
+		}
+		d.checkKeys(n.Content[i+1], ft, p, shapes)
+	}
+}
+
+// shapeOf reads the YAML keys of struct type t, memoized in shapes.
+func shapeOf(t reflect.Type, shapes map[reflect.Type]*shape) *shape {
+	if s, ok := shapes[t]; ok {
+		return s
+	}
+	s := &shape{keys: map[string]reflect.Type{}}
+	shapes[t] = s // before the fields: an inline field of t's own type ends here
 	for i := range t.NumField() {
 		f := t.Field(i)
-		switch name, inline, skip := yamlKey(f); {
+		if _, has := f.Tag.Lookup("yaml"); has {
+			s.tagged = true
+		}
+		name, inline, skip := yamlKey(f)
+		switch {
 		case skip:
 		case inline:
 			ft := f.Type
 			for ft.Kind() == reflect.Pointer {
 				ft = ft.Elem()
 			}
-			maps.Copy(keys, allKeys(ft))
+			switch ft.Kind() {
+			case reflect.Struct:
+				in := shapeOf(ft, shapes)
+				maps.Copy(s.keys, in.keys)
+				if in.rest != nil {
+					s.rest = in.rest
+				}
+			case reflect.Map:
+				s.rest = ft.Elem()
+			}
 		default:
-			keys[name] = f.Type
+			s.keys[name] = f.Type
 		}
 	}
-	return keys
+	return s
 }
 
 // suggest names the closest known key when the unknown one looks like a typo of it.

@@ -29,6 +29,20 @@ func GradedMetrics() []string {
 	return []string{QueueDepth, Saturation, WaitSeconds, CPU, Memory, CompletionRate}
 }
 
+// SizingMetrics returns the metrics a replica count can be computed from (see
+// docs/policy.md, "Horizontal"): a workload must query at least one of them.
+func SizingMetrics() []string {
+	return []string{QueueDepth, Throughput, ActiveJobs, Saturation, WaitSeconds}
+}
+
+// ActedOnMetrics returns the metrics the engine acts on by their grade: the graded metrics,
+// which all have default thresholds, and rateLimited, which has none. A query for one of
+// them is useless without its threshold. Throughput and activeJobs are inputs, never
+// graded; a metric the file adds is graded only when it gives a threshold.
+func ActedOnMetrics() []string {
+	return append(GradedMetrics(), RateLimited)
+}
+
 // Defaults used when the rules leave a value out.
 const (
 	DefaultInterval          = 15 * time.Second

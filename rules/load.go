@@ -12,20 +12,27 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
-	"regexp"
+	"runtime/debug"
 	"strconv"
 
 	"gopkg.in/yaml.v3"
 )
 
 // Load reads, decodes, completes and validates the rules file at path. On failure the
-// error is an ErrorList holding every problem, or an I/O error.
+// error is an ErrorList holding every problem, an I/O error, or an *InternalError.
 func Load(path string) (*Rules, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("reading rules: %w", err)
 	}
-	r, err := Parse(path, data)
+	return loadData(path, data)
+}
+
+// loadData is Load for the content of the file at path: Parse, and relative file names
+// of the Prometheus client settings resolved against the file's directory.
+func loadData(path string, data []byte) (r *Rules, err error) {
+	defer recoverInto(path, &r, &err)
+	r, err = parse(path, data)
 	if err != nil {
 		return nil, err
 	}
@@ -35,8 +42,34 @@ func Load(path string) (*Rules, error) {
 
 func dirOf(path string) string { return filepath.Dir(path) }
 
+// InternalError is a panic while loading rules: a bug in workerscale that some input
+// triggered. It is returned as an error so that no rules file can crash the controller
+// (which keeps its old rules) or check.
+type InternalError struct {
+	File  string
+	Panic any
+	Stack []byte
+}
+
+// Error says what happened, without the stack.
+func (e *InternalError) Error() string {
+	return fmt.Sprintf("%s: internal error while loading the rules, a bug in workerscale (please report it with the file): %v", e.File, e.Panic)
+}
+
+// recoverInto turns a panic of the function it is deferred in into an *InternalError.
+func recoverInto(file string, r **Rules, err *error) {
+	if p := recover(); p != nil {
+		*r, *err = nil, &InternalError{File: file, Panic: p, Stack: debug.Stack()}
+	}
+}
+
 // Parse is Load for rules already in memory; file names them in errors.
-func Parse(file string, data []byte) (*Rules, error) {
+func Parse(file string, data []byte) (r *Rules, err error) {
+	defer recoverInto(file, &r, &err)
+	return parse(file, data)
+}
+
+func parse(file string, data []byte) (*Rules, error) {
 	var root yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&root); err != nil {
@@ -46,27 +79,33 @@ func Parse(file string, data []byte) (*Rules, error) {
 		return nil, ErrorList{syntaxError(file, err)}
 	}
 	var extra yaml.Node
-	if err := dec.Decode(&extra); err == nil {
+	switch err := dec.Decode(&extra); {
+	case err == nil:
 		return nil, ErrorList{{File: file, Pos: posOf(&extra), Msg: "the file holds more than one YAML document; put all rules in one"}}
+	case !errors.Is(err, io.EOF):
+		return nil, ErrorList{syntaxError(file, err)}
 	}
-	d := newDecoder(file)
 	var r Rules
 	doc := &root
 	if doc.Kind == yaml.DocumentNode && len(doc.Content) == 1 {
 		doc = doc.Content[0]
 	}
+	d := newDecoder(file, doc)
 	d.decode(doc, reflect.ValueOf(&r).Elem(), "")
+	if d.exhausted {
+		// Decoding stopped part way: what validation would find is mostly the values
+		// that were never read.
+		return nil, d.errs.sorted()
+	}
 	r.File = file
 	r.applyDefaults()
-	v := &validator{file: file, pos: d.pos, failed: d.failed}
+	v := newValidator(file, d)
 	v.validate(&r)
 	if errs := append(d.errs, v.errs...); len(errs) > 0 {
 		return nil, errs.sorted()
 	}
 	return &r, nil
 }
-
-var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 
 // syntaxError turns a yaml.v3 syntax error ("yaml: line 3: ...") into an *Error.
 func syntaxError(file string, err error) *Error {

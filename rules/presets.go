@@ -2,8 +2,8 @@ package rules
 
 import (
 	"fmt"
-	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"text/template"
 )
@@ -90,8 +90,11 @@ func presetQueries(name string) map[string]Query {
 	return nil
 }
 
-// TemplateData is what a query template can use. Each field is a regular expression that
-// matches every value the cycle needs, so that one query serves all workloads.
+// TemplateData is what a query template can use. Each field but RateWindow is a regular
+// expression that matches every value the cycle needs, so that one query serves all
+// workloads. It is already escaped for the inside of a quoted PromQL string, so a
+// template writes it between quotes after =~ or !~: {queue=~"{{.Queues}}"} (double or
+// single quotes; not backticks, whose strings keep backslashes as they are).
 type TemplateData struct {
 	// Queues matches the queue label values of all workloads.
 	Queues string
@@ -112,24 +115,64 @@ func (r *Rules) TemplateData() TemplateData {
 		names = append(names, w.Target.Name)
 	}
 	return TemplateData{
-		Queues:     alternation(queues),
-		Namespaces: alternation(namespaces),
-		Workloads:  alternation(names),
+		Queues:     PromQLAlternation(queues),
+		Namespaces: PromQLAlternation(namespaces),
+		Workloads:  PromQLAlternation(names),
 		RateWindow: r.Queries.RateWindow.String(),
 	}
 }
 
-// alternation is a regular expression that matches exactly the given values, sorted and
-// without repeats so that the same rules always give the same query.
-func alternation(values []string) string {
+// Every value of the rules that reaches PromQL goes through one of the two helpers below:
+// PromQLString where it is matched or written as a string, PromQLAlternation where it is
+// matched as a regular expression. Names (queues above all) are free-form: a queue named
+// `x", job!="` must select that queue, not rewrite the selector.
+
+// PromQLString is s written for the inside of a double-quoted PromQL string literal, so
+// that "..." around it is exactly s: backslashes and double quotes are escaped, and so
+// are newlines and every other non-printable character (a raw newline would end the
+// literal). PromQL's lexer takes Go's escapes (\n, \t, \xHH, \uHHHH, \UHHHHHHHH), which
+// are the ones written, but not all of Go's quoting: it refuses a raw U+FFFD as an
+// invalid rune, so that one is written \ufffd too (Go's %q leaves it raw).
+func PromQLString(s string) string {
+	q := strconv.Quote(s)
+	return strings.ReplaceAll(q[1:len(q)-1], "\uFFFD", `\ufffd`)
+}
+
+// PromQLAlternation is a regular expression that matches exactly the given values (PromQL
+// anchors regular expressions), written like PromQLString for the inside of a quoted
+// string literal; the values are sorted and without repeats so that the same rules always
+// give the same query. Each value is quoted by quoteRegexp, so the result is printable
+// ASCII without quotes, commas, `$` or spaces: it reads the same between double or single
+// quotes, and a Grafana variable can carry it as a value (see internal/render).
+func PromQLAlternation(values []string) string {
 	vs := slices.Clone(values)
 	slices.Sort(vs)
 	vs = slices.Compact(vs)
 	for i, v := range vs {
-		// PromQL string literals need their backslashes doubled.
-		vs[i] = strings.ReplaceAll(regexp.QuoteMeta(v), `\`, `\\`)
+		vs[i] = quoteRegexp(v)
 	}
-	return strings.Join(vs, "|")
+	return PromQLString(strings.Join(vs, "|"))
+}
+
+// quoteRegexp is a regular expression (RE2, as Prometheus's) matching exactly v: ASCII
+// letters, digits and the punctuation below stand for themselves, regexp.QuoteMeta's
+// metacharacters get a backslash, and anything else (quotes, backslash, `$`, comma,
+// whitespace, control and non-ASCII characters) is written as \x{hex}.
+func quoteRegexp(v string) string {
+	const meta = `.+*?()|[]{}^` // regexp.QuoteMeta's, less \ and $ (written in hex)
+	var b strings.Builder
+	for _, r := range v {
+		switch {
+		case 'a' <= r && r <= 'z', 'A' <= r && r <= 'Z', '0' <= r && r <= '9', strings.ContainsRune("-_!#%&/:;<=>@~", r):
+			b.WriteRune(r)
+		case strings.ContainsRune(meta, r):
+			b.WriteByte('\\')
+			b.WriteRune(r)
+		default:
+			fmt.Fprintf(&b, `\x{%x}`, r)
+		}
+	}
+	return b.String()
 }
 
 // Render expands the query template.

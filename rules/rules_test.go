@@ -262,6 +262,7 @@ func TestRelativeCredentialFilesResolveAgainstTheRulesFile(t *testing.T) {
 	data := `prometheus:
   url: http://prometheus:9090
   authorization: {credentials_file: token}
+queries: {preset: bullmq}
 classes: [{name: small, cpu: "1", memory: 2Gi}]
 workloads: [{name: render, maxReplicas: 3}]
 `
@@ -291,7 +292,7 @@ func TestDurations(t *testing.T) {
 		{"abc", 0, false},
 	} {
 		t.Run(tc.in, func(t *testing.T) {
-			data := "prometheus: {url: 'http://p:9090'}\ninterval: " + tc.in + "\nclasses: [{name: s, cpu: '1', memory: 2Gi}]\nworkloads: [{name: w, maxReplicas: 1}]\n"
+			data := "prometheus: {url: 'http://p:9090'}\ninterval: " + tc.in + "\nqueries: {preset: bullmq}\nclasses: [{name: s, cpu: '1', memory: 2Gi}]\nworkloads: [{name: w, maxReplicas: 1}]\n"
 			r, err := rules.Parse("t.yaml", []byte(data))
 			if !tc.ok {
 				if err == nil || !strings.Contains(err.Error(), "t.yaml:2:11: interval: ") {

@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"net/url"
@@ -10,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/prometheus/promql/parser"
 	"k8s.io/apimachinery/pkg/util/validation"
 )
 
@@ -18,35 +20,72 @@ import (
 type validator struct {
 	file string
 	pos  map[string]Pos
+	// values are the positions of the values the file wrote, where problems with the
+	// text of a value (a query template) point.
+	values map[string]Pos
 	// failed are the paths whose values could not be decoded. Problems in the same
 	// object may follow from them, so they are held back until the value is fixed.
 	failed map[string]bool
-	errs   ErrorList
+	// failedIn are the objects holding a failed path; failedUnder are the failed paths
+	// and all that enclose them.
+	failedIn, failedUnder map[string]bool
+	promql                parser.Parser
+	errs                  ErrorList
 }
 
-func (v *validator) heldBack(path string) bool {
-	for f := range v.failed {
-		if path == f {
-			return true
-		}
+func newValidator(file string, d *decoder) *validator {
+	v := &validator{file: file, pos: d.pos, values: d.values, failed: d.failed, failedIn: map[string]bool{}, failedUnder: map[string]bool{},
+		// The server may enable experimental functions and the fill modifiers; a query
+		// using them is the server's to refuse.
+		promql: parser.NewParser(parser.Options{EnableExperimentalFunctions: true, EnableBinopFillModifiers: true}),
+	}
+	for f := range d.failed {
 		if i := strings.LastIndexAny(f, ".["); i > 0 {
-			parent := f[:i]
-			if path == parent || strings.HasPrefix(path, parent+".") || strings.HasPrefix(path, parent+"[") {
-				return true
+			v.failedIn[f[:i]] = true
+		}
+		for p := f; ; {
+			v.failedUnder[p] = true
+			i := strings.LastIndexAny(p, ".[")
+			if i <= 0 {
+				break
 			}
+			p = p[:i]
 		}
 	}
-	return false
+	return v
+}
+
+// heldBack says whether a problem at path may follow from a value that could not be read:
+// the path itself failed, or lies in an object holding a failed path.
+func (v *validator) heldBack(path string) bool {
+	if v.failed[path] {
+		return true
+	}
+	for p := path; ; {
+		if v.failedIn[p] {
+			return true
+		}
+		i := strings.LastIndexAny(p, ".[")
+		if i <= 0 {
+			return false
+		}
+		p = p[:i]
+	}
 }
 
 func (v *validator) errorf(path, format string, args ...any) {
+	v.errorAt(v.position(path), path, format, args...)
+}
+
+func (v *validator) errorAt(pos Pos, path, format string, args ...any) {
 	if v.heldBack(path) {
 		return
 	}
-	v.errs = append(v.errs, &Error{File: v.file, Pos: v.position(path), Path: path, Msg: fmt.Sprintf(format, args...)})
+	v.errs = append(v.errs, &Error{File: v.file, Pos: pos, Path: path, Msg: fmt.Sprintf(format, args...)})
 }
 
-// position finds the nearest written field: `a.b[2].c`, then `a.b[2]`, then `a.b`, ...
+// position finds the nearest written field: `a.b[2].c`, then `a.b[2]`, then `a.b`, ...,
+// and at last the document itself.
 func (v *validator) position(path string) Pos {
 	for p := path; p != ""; {
 		if pos, ok := v.pos[p]; ok {
@@ -58,7 +97,7 @@ func (v *validator) position(path string) Pos {
 		}
 		p = p[:i]
 	}
-	return Pos{}
+	return v.pos[""]
 }
 
 var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
@@ -249,13 +288,48 @@ func (v *validator) templates(path string, qs map[string]Query, data TemplateDat
 			v.errorf(p+".query", "is required")
 			continue
 		}
-		if _, err := q.Render(data); err != nil {
-			v.errorf(p+".query", "is not a valid template: %v", err)
-		}
-		if _, err := q.RenderFreshness(data); err != nil {
-			v.errorf(p+".freshness", "is not a valid template: %v", err)
+		v.template(p+".query", q.Query, data)
+		if q.Freshness != "" {
+			v.template(p+".freshness", q.Freshness, data)
 		}
 	}
+}
+
+// template checks one query template: it must expand, and what it expands to must be
+// PromQL. Problems point at the template's text; a preset's templates, which the file does
+// not write, at the preset.
+func (v *validator) template(path, text string, data TemplateData) {
+	pos, written := v.values[path]
+	if !written {
+		pos = v.position("queries.preset")
+	}
+	query, err := render(text, data)
+	if err != nil {
+		v.errorAt(pos, path, "is not a valid template: %v", err)
+		return
+	}
+	if _, err := v.promql.ParseExpr(query); err != nil {
+		what := "the query"
+		if query != text {
+			what = "the expanded query"
+		}
+		v.errorAt(pos, path, "is not valid PromQL: %s", promQLProblem(err, query, what))
+	}
+}
+
+// promQLProblem describes a PromQL parse error with its place in the query, as
+// `LINE:COL of the query: message`.
+func promQLProblem(err error, query, what string) string {
+	var list parser.ParseErrors
+	if errors.As(err, &list) && len(list) > 0 {
+		e := list[0]
+		return fmt.Sprintf("%s (at %s of %s)", e.Err, e.PositionRange.StartPosInput(query, 0), what)
+	}
+	var one *parser.ParseErr
+	if errors.As(err, &one) {
+		return fmt.Sprintf("%s (at %s of %s)", one.Err, one.PositionRange.StartPosInput(query, 0), what)
+	}
+	return err.Error()
 }
 
 func (v *validator) rateBudgets(bs []RateBudget) map[string]int {
@@ -347,6 +421,76 @@ func (v *validator) workloads(r *Rules, classes, budgets map[string]int) {
 			v.errorf("thresholds."+m, "metric %q has no query: add one under queries.templates", m)
 		}
 	}
+	v.sizingQueries(r)
+	v.ungradedQueries(r)
+}
+
+// sizingQueries checks that every workload reads a metric its replica count can be
+// computed from; without one the engine could only ever hold.
+func (v *validator) sizingQueries(r *Rules) {
+	if (r.Queries.Preset != "" && !slices.Contains(PresetNames(), r.Queries.Preset)) || v.failedUnder["queries"] {
+		return // the unknown preset, or the queries that could not be read, are reported
+	}
+	sizes := func(qs map[string]Query) bool {
+		return slices.ContainsFunc(SizingMetrics(), func(m string) bool { _, ok := qs[m]; return ok })
+	}
+	var lacking []int
+	for i := range r.Workloads {
+		if !sizes(r.Workloads[i].Queries) && !v.failedUnder[fmt.Sprintf("workloads[%d].queries", i)] {
+			lacking = append(lacking, i)
+		}
+	}
+	want := fmt.Sprintf("set queries.preset (%s), or give a query template for one of %s",
+		strings.Join(PresetNames(), ", "), strings.Join(SizingMetrics(), ", "))
+	if len(lacking) > 0 && len(lacking) == len(r.Workloads) {
+		v.errorf("queries", "no query can size the replicas of any workload: %s", want)
+		return
+	}
+	for _, i := range lacking {
+		v.errorf(fmt.Sprintf("workloads[%d]", i), "no query can size the replicas of workload %q: %s under queries.templates or the workload's queries", r.Workloads[i].Name, want)
+	}
+}
+
+// ungradedQueries checks that every metric the engine acts on by its grade, and that a
+// workload queries, has a threshold: without one its value would be read and ignored.
+// A query written at the top level is reported once, there; a workload's own, in the
+// workload.
+func (v *validator) ungradedQueries(r *Rules) {
+	if v.failedUnder["thresholds"] {
+		return
+	}
+	top := map[string][]string{} // metric -> the workloads that inherit its query without a threshold
+	for i := range r.Workloads {
+		w := &r.Workloads[i]
+		path := fmt.Sprintf("workloads[%d]", i)
+		if v.failedUnder[path+".thresholds"] {
+			continue
+		}
+		for _, m := range slices.Sorted(maps.Keys(w.Queries)) {
+			if _, ok := w.Thresholds[m]; ok || !slices.Contains(ActedOnMetrics(), m) {
+				continue
+			}
+			if _, own := v.pos[path+".queries."+m]; own {
+				v.errorf(path+".queries."+m, "metric %q has a query but no threshold, so its value would be read and ignored: add thresholds.%s (warning and critical) at the top level or in this workload", m, m)
+				continue
+			}
+			top[m] = append(top[m], w.Name)
+		}
+	}
+	for _, m := range slices.Sorted(maps.Keys(top)) {
+		which := ""
+		if len(top[m]) < len(r.Workloads) {
+			which = " for workload" + plural(len(top[m])) + " " + strings.Join(top[m], ", ")
+		}
+		v.errorf("queries.templates."+m, "metric %q has a query but no threshold%s, so its value would be read and ignored: add thresholds.%s (warning and critical)", m, which, m)
+	}
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
 }
 
 // ownKeys returns the entries of a workload's merged map that the workload wrote itself

@@ -11,9 +11,11 @@ import (
 
 // Watcher holds the rules loaded from a file and reloads them when the file's content
 // changes, including when a mounted ConfigMap swaps its symlinks. An invalid new file keeps
-// the old rules.
+// the old rules, and so does any panic while loading one.
 type Watcher struct {
 	path string
+	// load turns the file's content into rules: loadData, or a stand-in in tests.
+	load func(path string, data []byte) (*Rules, error)
 
 	mu      sync.Mutex
 	current *Rules
@@ -26,7 +28,7 @@ type Watcher struct {
 
 // NewWatcher loads path; it fails when the first load does.
 func NewWatcher(path string) (*Watcher, error) {
-	w := &Watcher{path: path}
+	w := &Watcher{path: path, load: loadData}
 	if _, err := w.Reload(); err != nil {
 		return nil, err
 	}
@@ -48,9 +50,10 @@ func (w *Watcher) Valid() bool {
 }
 
 // Reload reads the file again. changed is true when new rules took effect; err holds the
-// new file's problems (an ErrorList), in which case the old rules stay in force. A file
-// whose content is unchanged since the last call is not parsed again, and problems already
-// reported are not reported again (Valid still says false).
+// new file's problems (an ErrorList), an I/O error, or an *InternalError when loading
+// panicked; in each case the old rules stay in force. A file whose content is unchanged
+// since the last call is not parsed again, and problems already reported are not reported
+// again (Valid still says false).
 func (w *Watcher) Reload() (changed bool, err error) {
 	data, err := os.ReadFile(w.path)
 	if err != nil {
@@ -65,7 +68,7 @@ func (w *Watcher) Reload() (changed bool, err error) {
 	if same || reported {
 		return false, nil
 	}
-	r, err := Parse(w.path, data)
+	r, err := w.safeLoad(data)
 	if err != nil {
 		w.fail(err, sum)
 		var list ErrorList
@@ -74,11 +77,21 @@ func (w *Watcher) Reload() (changed bool, err error) {
 		}
 		return false, err
 	}
-	r.Prometheus.HTTP.SetDirectory(dirOf(w.path))
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.current, w.sum, w.lastErr = r, sum, nil
 	return true, nil
+}
+
+// safeLoad runs the load function, turning a panic into an *InternalError: a controller
+// must outlive any rules file.
+func (w *Watcher) safeLoad(data []byte) (r *Rules, err error) {
+	defer recoverInto(w.path, &r, &err)
+	r, err = w.load(w.path, data)
+	if err == nil && r == nil {
+		err = fmt.Errorf("loading %s: no rules and no error", w.path)
+	}
+	return r, err
 }
 
 func (w *Watcher) fail(err error, sum [sha256.Size]byte) {

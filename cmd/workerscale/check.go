@@ -30,6 +30,12 @@ func checkCommand() command {
 					fmt.Fprintf(e.stderr, "%s: %d problem%s\n", *file, len(list), plural(len(list)))
 					return exitError{code: 1}
 				}
+				var internal *rules.InternalError
+				if errors.As(err, &internal) {
+					// A bug, not the file's fault: the stack is for the report.
+					fmt.Fprintf(e.stderr, "%v\n%s", err, internal.Stack)
+					return exitError{code: 1}
+				}
 				if err != nil {
 					return err
 				}

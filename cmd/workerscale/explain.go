@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -67,7 +68,7 @@ func explainCommand() command {
 				if w == nil {
 					return usagef("--workload: no workload %q in %s (%s)", *name, *file, strings.Join(workloadNames(r), ", "))
 				}
-				if err := checkMetricNames(w, obs); err != nil {
+				if err := checkMetricNames(r, w, obs); err != nil {
 					return err
 				}
 				st, err := explainState(r, w, *class, *replicas, *ready, *conc, *tenant)
@@ -99,23 +100,59 @@ func workloadNames(r *rules.Rules) []string {
 	return names
 }
 
-// checkMetricNames refuses --set names the engine would ignore, which are typos.
-func checkMetricNames(w *rules.Workload, obs autoscaler.Observations) error {
-	known := []string{rules.Throughput, rules.ActiveJobs, autoscaler.RateLimited}
-	for m := range w.Thresholds {
-		known = append(known, m)
-	}
-	for m := range w.Queries {
-		known = append(known, m)
-	}
-	slices.Sort(known)
-	known = slices.Compact(known)
-	for m := range obs {
-		if !slices.Contains(known, m) {
-			return usagef("--set: unknown metric %q (known: %s)", m, strings.Join(known, ", "))
+// checkMetricNames refuses --set names the engine would ignore or that no real cycle could
+// observe: names no rules metric has (typos), and metrics the workload has no query for,
+// whose values a real cycle never reads.
+func checkMetricNames(r *rules.Rules, w *rules.Workload, obs autoscaler.Observations) error {
+	reads := slices.Sorted(maps.Keys(w.Queries))
+	for _, m := range slices.Sorted(maps.Keys(obs)) {
+		switch {
+		case slices.Contains(reads, m):
+		case !slices.Contains(metricNames(r), m):
+			return usagef("--set: unknown metric %q (known: %s)", m, strings.Join(metricNames(r), ", "))
+		default:
+			hint := ""
+			if from := derivedFrom(m, w); from != "" {
+				hint = fmt.Sprintf("; the engine derives it from %s, so set that instead", from)
+			}
+			return usagef("--set %s: workload %q never reads the metric %q: the rules have no query for it (it reads %s)%s",
+				m, w.Name, m, strings.Join(reads, ", "), hint)
 		}
 	}
 	return nil
+}
+
+// metricNames lists every metric the engine knows or the rules name, sorted.
+func metricNames(r *rules.Rules) []string {
+	names := append(rules.ActedOnMetrics(), rules.Throughput, rules.ActiveJobs)
+	names = slices.AppendSeq(names, maps.Keys(r.Thresholds))
+	names = slices.AppendSeq(names, maps.Keys(r.Queries.Templates))
+	for _, w := range r.Workloads {
+		names = slices.AppendSeq(names, maps.Keys(w.Thresholds))
+		names = slices.AppendSeq(names, maps.Keys(w.Queries))
+	}
+	slices.Sort(names)
+	return slices.Compact(names)
+}
+
+// derivedFrom names the metrics the engine derives m from for w, when it does (see
+// docs/policy.md): saturation from active jobs, the wait from queue depth and throughput.
+func derivedFrom(m string, w *rules.Workload) string {
+	has := func(metrics ...string) bool {
+		for _, x := range metrics {
+			if _, ok := w.Queries[x]; !ok {
+				return false
+			}
+		}
+		return true
+	}
+	switch {
+	case m == rules.Saturation && has(rules.ActiveJobs):
+		return rules.ActiveJobs
+	case m == rules.WaitSeconds && has(rules.QueueDepth, rules.Throughput):
+		return rules.QueueDepth + " and " + rules.Throughput
+	}
+	return ""
 }
 
 func explainState(r *rules.Rules, w *rules.Workload, class string, replicas, ready, conc, tenant int) (autoscaler.State, error) {

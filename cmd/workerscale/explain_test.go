@@ -91,6 +91,7 @@ func TestExplainBadInput(t *testing.T) {
 		{[]string{"explain", "--rules", luneo, "--workload", "nope", "--replicas", "2", "--class", "medium"}, `no workload "nope"`},
 		{[]string{"explain", "--rules", luneo, "--workload", "render", "--replicas", "2", "--class", "huge"}, `no class "huge"`},
 		{append(base, "--set", "queueDepht=5"), `unknown metric "queueDepht"`},
+		{append(base, "--set", "bogus=5"), `--set: unknown metric "bogus" (known: activeJobs, completionRate, cpu,`},
 		{append(base, "--set", "queueDepth=lots"), `"lots" is not a number`},
 		{append(base, "-o", "yaml"), "-o must be text or json"},
 	} {
@@ -98,5 +99,37 @@ func TestExplainBadInput(t *testing.T) {
 		if code != 2 || !strings.Contains(errOut, tc.want) {
 			t.Errorf("%v: exit %d, stderr %q; want 2 and %q", tc.args[1:], code, errOut, tc.want)
 		}
+	}
+}
+
+// TestExplainSetsOnlyWhatTheWorkloadReads: --set takes the metrics the workload has a query
+// for; a metric a real cycle never reads for it is refused, naming the metric and the
+// workload (and what to set instead when the engine derives it).
+func TestExplainSetsOnlyWhatTheWorkloadReads(t *testing.T) {
+	const blizzard = "../../rules/examples/blizzard-workers.yaml"
+	luneoArgs := []string{"explain", "--rules", luneo, "--workload", "render", "--replicas", "2", "--class", "medium"}
+	blizzardArgs := []string{"explain", "--rules", blizzard, "--workload", "characters", "--replicas", "2", "--class", "standard"}
+	for _, tc := range []struct {
+		name string
+		args []string
+		code int
+		want string // in stderr when refused
+	}{
+		{"no rateLimited query", append(luneoArgs, "--set", "rateLimited=5"), 2,
+			`--set rateLimited: workload "render" never reads the metric "rateLimited": the rules have no query for it (it reads activeJobs, completionRate, cpu, memory, queueDepth, throughput)`},
+		{"a derived saturation", append(luneoArgs, "--set", "saturation=0.5"), 2,
+			`workload "render" never reads the metric "saturation": the rules have no query for it (it reads activeJobs, completionRate, cpu, memory, queueDepth, throughput); the engine derives it from activeJobs, so set that instead`},
+		{"a derived wait", append(luneoArgs, "--set", "queueDepth=5", "--set", "waitSeconds=30"), 2,
+			`the engine derives it from queueDepth and throughput, so set that instead`},
+		{"every metric read", append(luneoArgs, "--set", "queueDepth=5", "--set", "activeJobs=3", "--set", "throughput=1",
+			"--set", "cpu=0.5", "--set", "memory=0.5", "--set", "completionRate=1"), 0, ""},
+		{"a rateLimited query", append(blizzardArgs, "--set", "queueDepth=5", "--set", "rateLimited=5"), 0, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, _, errOut := runCLI(t, tc.args...)
+			if code != tc.code || !strings.Contains(errOut, tc.want) {
+				t.Errorf("exit %d, stderr %q; want %d and %q", code, errOut, tc.code, tc.want)
+			}
+		})
 	}
 }

@@ -74,6 +74,24 @@ func TestCheck(t *testing.T) {
 			"five-mistakes.yaml:21:20: workloads[0].horizontal.utilization: ",
 		}},
 		{"../../rules/testdata/no-such-file.yaml", 1, []string{"no such file"}},
+		// Issue 9: http_headers made check panic.
+		{"../../rules/testdata/good/http-headers.yaml", 0, []string{"valid: 1 workload, 1 class, 0 rate budgets"}},
+		{"../../rules/testdata/bad/yaml-shapes.yaml", 1, []string{
+			"yaml-shapes.yaml:6:20: prometheus.http_headers.X-Scope-OrgID: expected a mapping, got a list",
+		}},
+		{"../../rules/testdata/bad/promql.yaml", 1, []string{
+			"promql.yaml:8:14: queries.templates.queueDepth.query: is not valid PromQL: unclosed left parenthesis",
+			"promql.yaml:11:18: queries.templates.waitSeconds.freshness: is not valid PromQL: ",
+			"promql.yaml:24:27: workloads[0].queries.activeJobs.query: is not valid PromQL: ",
+			"promql.yaml: 5 problems",
+		}},
+		{"../../rules/testdata/bad/no-sizing-query.yaml", 1, []string{
+			`no-sizing-query.yaml:15:5: workloads[1]: no query can size the replicas of workload "mail"`,
+		}},
+		{"../../rules/testdata/bad/rate-limited-no-threshold.yaml", 1, []string{
+			`rate-limited-no-threshold.yaml:9:7: queries.templates.rateLimited: metric "rateLimited" has a query but no threshold for workloads characters, guilds`,
+			`rate-limited-no-threshold.yaml:28:9: workloads[3].queries.rateLimited: metric "rateLimited" has a query but no threshold`,
+		}},
 	} {
 		t.Run(tc.file, func(t *testing.T) {
 			code, out, errOut := runCLI(t, "check", "--rules", tc.file)

@@ -11,6 +11,7 @@ import (
 	"maps"
 	"os"
 	"reflect"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -116,22 +117,7 @@ func (o *runOptions) run(ctx context.Context, e *env) error {
 	source := &sourceCache{metrics: promMetrics, log: log}
 	var cycles atomic.Int64
 	loop := &autoscaler.Loop{
-		Rules: func() *rules.Rules {
-			changed, err := watcher.Reload()
-			var list rules.ErrorList
-			switch {
-			case errors.As(err, &list):
-				for _, p := range list {
-					log.Error("invalid rules; the previous rules stay in force", "problem", p.Error())
-				}
-			case err != nil:
-				log.Error("reloading rules; the previous rules stay in force", "error", err)
-			case changed:
-				log.Info("rules reloaded", "file", o.rules)
-			}
-			rulesValid.Set(boolFloat(watcher.Valid()))
-			return watcher.Rules()
-		},
+		Rules:    reloadRules(watcher, o.rules, rulesValid, log),
 		Observe:  source.observe,
 		Cluster:  cluster,
 		DryRun:   o.dryRun,
@@ -191,6 +177,50 @@ func (o *runOptions) run(ctx context.Context, e *env) error {
 		return nil
 	}
 	return err
+}
+
+// rulesSource is what the loop needs of a rules.Watcher.
+type rulesSource interface {
+	Reload() (changed bool, err error)
+	Valid() bool
+	Rules() *rules.Rules
+}
+
+// reloadRules returns the loop's source of rules: each call reloads the file if it
+// changed, logs what happened, sets workerscale_rules_valid, and returns the rules in
+// force. Whatever goes wrong with a new file (problems, I/O, even a panic while loading)
+// keeps the previous rules in force, logged, with workerscale_rules_valid at 0.
+func reloadRules(src rulesSource, file string, valid prometheus.Gauge, log *slog.Logger) func() *rules.Rules {
+	return func() *rules.Rules {
+		changed, err := safeReload(src, file)
+		var list rules.ErrorList
+		var internal *rules.InternalError
+		switch {
+		case errors.As(err, &list):
+			for _, p := range list {
+				log.Error("invalid rules; the previous rules stay in force", "problem", p.Error())
+			}
+		case errors.As(err, &internal):
+			log.Error("loading the rules failed; the previous rules stay in force", "error", err, "stack", string(internal.Stack))
+		case err != nil:
+			log.Error("reloading rules; the previous rules stay in force", "error", err)
+		case changed:
+			log.Info("rules reloaded", "file", file)
+		}
+		valid.Set(boolFloat(err == nil && src.Valid()))
+		return src.Rules()
+	}
+}
+
+// safeReload is src.Reload, with a panic turned into an *rules.InternalError: the
+// watcher recovers from panics while loading, and this covers the rest.
+func safeReload(src rulesSource, file string) (changed bool, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			changed, err = false, &rules.InternalError{File: file, Panic: p, Stack: debug.Stack()}
+		}
+	}()
+	return src.Reload()
 }
 
 func boolFloat(b bool) float64 {

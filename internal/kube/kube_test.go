@@ -27,6 +27,7 @@ prometheus: {url: "http://prometheus:9090"}
 classes:
   - {name: medium, cpu: "2", memory: 4Gi, concurrency: 5, tenantConcurrency: 2, maxReplicas: 20, nodeSelector: {pool: medium}}
   - {name: large,  cpu: "4", memory: 8Gi, limits: {cpu: "8", memory: 16Gi}, concurrency: 10, tenantConcurrency: 3, maxReplicas: 20, nodeSelector: {pool: large}}
+queries: {preset: bullmq}
 workloads:
   - {name: render, maxReplicas: 20, target: {namespace: default, name: render, container: worker}}
   - {name: states, maxReplicas: 20, target: {kind: StatefulSet, namespace: default, name: states, container: worker}}

@@ -1,7 +1,12 @@
 package prom
 
 import (
+	"fmt"
+	"slices"
+	"strings"
 	"testing"
+
+	"github.com/prometheus/prometheus/promql/parser"
 
 	"github.com/workerscale/workerscale/rules"
 )
@@ -42,5 +47,61 @@ workloads:
 				t.Errorf("a shared queue-depth query serves %v, want a and b", names)
 			}
 		}
+	}
+}
+
+// hostileQueues are queue names that rewrite a query whose values are not escaped.
+var hostileQueues = []string{
+	`x", job!="`, `a|b`, `.*`, "new\nline", `}{`, `x"} or vector(1) or {y="`, `back\slash`, `it's`,
+	`$1`, `a,b`, ` spaced `, `(?i)q0`, `ünï`, "\uFFFD", "tab\t",
+}
+
+// TestPlanEscapesQueueNames: every query the engine sends, with hostile queue names,
+// parses, and each of its queue matchers matches exactly the rules' queues.
+func TestPlanEscapesQueueNames(t *testing.T) {
+	var y strings.Builder
+	y.WriteString("prometheus: {url: 'http://p:9090'}\nqueries: {preset: bullmq}\nclasses: [{name: s, cpu: '1', memory: 2Gi}]\nworkloads:\n")
+	for i, q := range hostileQueues {
+		fmt.Fprintf(&y, "  - {name: w%d, maxReplicas: 3, queues: [%q]}\n", i, q)
+	}
+	r, err := rules.Parse("t.yaml", []byte(y.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	values, freshness, err := plan(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := parser.NewParser(parser.Options{})
+	queueMatchers := 0
+	for _, b := range slices.Concat(values, freshness) {
+		expr, err := p.ParseExpr(b.query)
+		if err != nil {
+			t.Fatalf("%v\n%s", err, b.query)
+		}
+		parser.Inspect(expr, func(n parser.Node, _ []parser.Node) error {
+			vs, ok := n.(*parser.VectorSelector)
+			if !ok {
+				return nil
+			}
+			for _, m := range vs.LabelMatchers {
+				switch m.Name {
+				case "queue":
+					queueMatchers++
+					for _, v := range slices.Concat(hostileQueues, []string{"x", "a", "b", "q0", "Q0", "new", "", "anything"}) {
+						if want := slices.Contains(hostileQueues, v); m.Matches(v) != want {
+							t.Errorf("%s matches %q: %v, want %v\n%s", m, v, !want, want, b.query)
+						}
+					}
+				case "job", "y":
+					t.Errorf("a queue name added the matcher %s\n%s", m, b.query)
+				}
+			}
+			return nil
+		})
+	}
+	// Queue depth, active jobs, throughput, completion rate (3) and two freshness queries.
+	if queueMatchers < 8 {
+		t.Errorf("%d queue matchers, want at least 8", queueMatchers)
 	}
 }

@@ -248,7 +248,7 @@ queries:
     zeroByZero: {query: 'sum by (queue) (bullmq_job_count{state="waiting"}) * 0 / 0'}
     infinite: {query: 'sum by (queue) (bullmq_job_count{state="waiting"}) / 0'}
     scalar: {query: 'scalar(vector(1))'}
-    badQuery: {query: 'sum by (queue) (rate(bullmq_job_count[5m])'}
+    badQuery: {query: 'sum by (queue) (rate(bullmq_job_count[5m]))'}
 `
 	text := fmt.Sprintf("prometheus: {url: %q, timeout: 5s, staleness: 30s}\n", e.proxy.server.URL) + extra +
 		"classes: [{name: medium, cpu: '2', memory: 4Gi}]\nworkloads:\n" +
@@ -258,6 +258,12 @@ queries:
 	r, err := rules.Parse("test.yaml", []byte(text))
 	if err != nil {
 		t.Fatal(err)
+	}
+	// Validation refuses a template that does not parse; Prometheus must refuse this one.
+	for i := range r.Workloads {
+		q := r.Workloads[i].Queries["badQuery"]
+		q.Query = `sum by (queue) (rate(bullmq_job_count[5m])` // one ) short
+		r.Workloads[i].Queries["badQuery"] = q
 	}
 	reg := prometheus.NewRegistry()
 	s := newSource(t, r, reg)

@@ -2,11 +2,16 @@ package render
 
 import (
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
+	"testing"
 	"time"
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/workerscale/workerscale/internal/testenv"
 	"github.com/workerscale/workerscale/rules"
 )
 
@@ -21,7 +26,21 @@ type unitTest struct {
 	Name        string        `yaml:"name"`
 	Interval    string        `yaml:"interval"`
 	InputSeries []inputSeries `yaml:"input_series"`
-	AlertTests  []alertTest   `yaml:"alert_rule_test"`
+	AlertTests  []alertTest   `yaml:"alert_rule_test,omitempty"`
+	ExprTests   []exprTest    `yaml:"promql_expr_test,omitempty"`
+}
+
+// exprTest evaluates an expression at a time: its samples must be exactly these.
+type exprTest struct {
+	Expr       string      `yaml:"expr"`
+	EvalTime   string      `yaml:"eval_time"`
+	ExpSamples []expSample `yaml:"exp_samples"`
+}
+
+// expSample is a series in PromQL notation, metric{label="value"}, and its value.
+type expSample struct {
+	Labels string  `yaml:"labels"`
+	Value  float64 `yaml:"value"`
 }
 
 type inputSeries struct {
@@ -44,9 +63,9 @@ type expectedAlert struct {
 // the good side of warning fires nothing; the warning level fires the warning alert only;
 // the critical level still only the warning (critical is beyond it); just beyond critical
 // fires both. Each value is held for the alert's `for` and a minute more.
-func alertUnitTests(r *rules.Rules) ([]byte, int) {
+func alertUnitTests(r *rules.Rules) (unitTests, int) {
 	o := DefaultOptions()
-	file := unitTests{RuleFiles: []string{"workerscale.rules.yaml"}, EvaluationInterval: "1m"}
+	var file unitTests
 	cases := 0
 	for i := range r.Workloads {
 		w := &r.Workloads[i]
@@ -95,7 +114,7 @@ func alertUnitTests(r *rules.Rules) ([]byte, int) {
 					Name:     fmt.Sprintf("%s %s %s", w.Name, metric, c.name),
 					Interval: "1m",
 					InputSeries: []inputSeries{{
-						Series: fmt.Sprintf("%s{workload=%q}", MetricSeries(metric), w.Name),
+						Series: selector(MetricSeries(metric), is("workload", w.Name)),
 						Values: fmt.Sprintf("%sx%d", num(c.value), int(hold.Minutes())+2),
 					}},
 					AlertTests: []alertTest{{EvalTime: fmt.Sprintf("%dm", int(hold.Minutes())), AlertName: alert, ExpAlerts: exp}},
@@ -104,11 +123,7 @@ func alertUnitTests(r *rules.Rules) ([]byte, int) {
 			}
 		}
 	}
-	b, err := yaml.Marshal(file)
-	if err != nil {
-		panic(err)
-	}
-	return b, cases
+	return file, cases
 }
 
 func abs(v float64) float64 {
@@ -116,4 +131,32 @@ func abs(v float64) float64 {
 		return -v
 	}
 	return v
+}
+
+// promtoolTest runs `promtool check rules` on a rule file and `promtool test rules` on
+// unit tests of it.
+func promtoolTest(t *testing.T, ruleFile []byte, tests unitTests) {
+	t.Helper()
+	bin := testenv.Command(t, "promtool")
+	dir := t.TempDir()
+	rulesPath := filepath.Join(dir, "workerscale.rules.yaml")
+	if err := os.WriteFile(rulesPath, ruleFile, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(bin, "check", "rules", rulesPath).CombinedOutput(); err != nil {
+		t.Fatalf("promtool check rules: %v\n%s", err, out)
+	}
+	tests.RuleFiles = []string{"workerscale.rules.yaml"}
+	tests.EvaluationInterval = "1m"
+	b, err := yaml.Marshal(tests)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testPath := filepath.Join(dir, "workerscale.test.yaml")
+	if err := os.WriteFile(testPath, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(bin, "test", "rules", testPath).CombinedOutput(); err != nil {
+		t.Fatalf("promtool test rules (%d tests): %v\n%s", len(tests.Tests), err, out)
+	}
 }

@@ -3,7 +3,9 @@ package render
 import (
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
+	"unicode"
 
 	"github.com/workerscale/workerscale/rules"
 )
@@ -141,6 +143,18 @@ func levelLines() []any {
 	return out
 }
 
+// The dashboards' variables, as queries use them. A variable's value is not the name
+// itself but rules.PromQLAlternation of it: a regular expression matching exactly the
+// name, already escaped for a PromQL string, and free of what Grafana's custom variables
+// and interpolation treat specially (commas, spaces, $). Queries match it with =~ and the
+// pipe format, which joins several values with | and, unlike Grafana's Prometheus
+// escaping, leaves them as they are; so a name with quotes, backslashes or newlines
+// selects itself and nothing else.
+const (
+	workloadVar = "${workload:pipe}"
+	queueVar    = "${queue:pipe}"
+)
+
 func variables(r *rules.Rules) []Variable {
 	ds := Variable{Name: "datasource", Label: "Data source", Type: "datasource", Query: "prometheus",
 		Current: Option{Text: "default", Value: "default", Selected: true}, Options: []Option{}}
@@ -152,17 +166,44 @@ func variables(r *rules.Rules) []Variable {
 	slices.Sort(queues)
 	queues = slices.Compact(queues)
 	custom := func(name, label string, values []string, multi bool) Variable {
-		v := Variable{Name: name, Label: label, Type: "custom", Query: strings.Join(values, ","), Multi: multi, IncludeAll: multi}
+		v := Variable{Name: name, Label: label, Type: "custom", Multi: multi, IncludeAll: multi}
+		var items []string
 		for i, val := range values {
-			v.Options = append(v.Options, Option{Text: val, Value: val, Selected: i == 0 && !multi})
+			o := Option{Text: variableText(val), Value: rules.PromQLAlternation([]string{val}), Selected: i == 0 && !multi}
+			v.Options = append(v.Options, o)
+			if i == 0 {
+				v.Current = o
+				v.Current.Selected = true
+			}
+			// Grafana reads "text : value" pairs separated by commas; \, is a comma of the
+			// text. The value has neither commas nor spaces.
+			item := o.Value
+			if o.Text != o.Value {
+				item = strings.ReplaceAll(o.Text, ",", `\,`) + " : " + o.Value
+			}
+			items = append(items, item)
 		}
-		v.Current = Option{Text: values[0], Value: values[0], Selected: true}
+		v.Query = strings.Join(items, ",")
 		if multi {
 			v.Current = Option{Text: "All", Value: "$__all", Selected: true}
 		}
 		return v
 	}
 	return []Variable{ds, custom("workload", "Workload", names, false), custom("queue", "Queue", queues, true)}
+}
+
+// variableText is how a variable shows a name: the name itself, or, when it holds
+// characters that Grafana would read into (a $ starts a variable, a line break ends the
+// pair) or that would not show, its Go-quoted form with $ written \x24.
+func variableText(s string) string {
+	plain := s != "" && strings.TrimSpace(s) == s
+	for _, r := range s {
+		plain = plain && r != '$' && r != '"' && r != '\\' && unicode.IsPrint(r)
+	}
+	if plain {
+		return s
+	}
+	return strings.ReplaceAll(strconv.Quote(s), "$", `\x24`)
 }
 
 func base(r *rules.Rules, uid, title, description string) Dashboard {
@@ -189,20 +230,23 @@ func FleetDashboard(r *rules.Rules) Dashboard {
 		l.row(fmt.Sprintf("%s: %s %s/%s", w.Name, w.Target.Kind, w.Target.Namespace, w.Target.Name))
 		metrics := gradedWithQuery(w)
 		width := max(3, 24/max(len(metrics), 1))
+		wl := is("workload", w.Name)
 		for _, m := range metrics {
 			info := infoOf(m)
-			l.add(stat(info.title, info.unit, fmt.Sprintf("%s{workload=%q}", MetricSeries(m), w.Name), "", ThresholdSteps(w.Thresholds[m])), width, 4)
+			l.add(stat(info.title, info.unit, selector(MetricSeries(m), wl), "", ThresholdSteps(w.Thresholds[m])), width, 4)
 		}
 		l.newline()
-		sel := fmt.Sprintf("{workload=%q}", w.Name)
-		l.add(stat("Replicas", "short", "workerscale_current_replicas"+sel, "", nil), 6, 3)
-		class := stat("Class", "short", fmt.Sprintf(`workerscale_workload_class{workload=%q, state="current"}`, w.Name), "{{class}}", nil)
+		// The controller's gauges, one series per workload however many instances export
+		// them (see controllerGauge).
+		replicas := controllerGauge("workerscale_current_replicas", wl)
+		class := stat("Class", "short", controllerGaugeBy("workerscale_workload_class", "workload, class", wl, `state="current"`), "{{class}}", nil)
 		class.Options["textMode"] = "name"
+		l.add(stat("Replicas", "short", replicas, "", nil), 6, 3)
 		l.add(class, 6, 3)
-		l.add(stat("Concurrency", "short", "workerscale_current_concurrency"+sel, "", nil), 6, 3)
+		l.add(stat("Concurrency", "short", controllerGauge("workerscale_current_concurrency", wl), "", nil), 6, 3)
 		l.add(stat("Cost per hour", "currencyUSD", fmt.Sprintf(
-			`sum(workerscale_workload_class{workload=%q, state="current"} * on (class) group_left () %s) * sum(workerscale_current_replicas%s)`,
-			w.Name, ClassCostSeries, sel), "", nil), 6, 3)
+			`max by (workload) (%s * on (class) group_left () %s) * on (workload) %s`,
+			selector("workerscale_workload_class", wl, `state="current"`), ClassCostSeries, replicas), "", nil), 6, 3)
 	}
 	d.Panels = l.panels
 	return d
@@ -215,12 +259,13 @@ func WorkloadDashboard(r *rules.Rules) Dashboard {
 	d := base(r, WorkloadUID, "workerscale / workload", "One workload over time, with the levels of its rules. Generated by workerscale render from "+r.File+".")
 	d.Annotations.List = append(d.Annotations.List, Annotation{
 		Name: "Scaling", Datasource: datasource, Enable: true, IconColor: "rgba(255, 152, 48, 1)",
-		Expr:        `sum by (workload, kind) (increase(workerscale_decisions_total{workload="$workload", applied="true", kind!="hold"}[2m])) > 0`,
+		Expr:        `sum by (workload, kind) (increase(workerscale_decisions_total{workload=~"` + workloadVar + `", applied="true", kind!="hold"}[2m])) > 0`,
 		Step:        "1m",
 		TitleFormat: "{{kind}}", TextFormat: "workerscale applied a {{kind}} to {{workload}}", TagKeys: "kind",
 	})
+	wl := `workload=~"` + workloadVar + `"`
 	l := &layout{}
-	l.row("Metrics of $workload")
+	l.row("Metrics of ${workload:text}")
 	var metrics []string
 	for i := range r.Workloads {
 		for _, m := range gradedWithQuery(&r.Workloads[i]) {
@@ -243,35 +288,36 @@ func WorkloadDashboard(r *rules.Rules) Dashboard {
 	for _, m := range metrics {
 		info := infoOf(m)
 		p := timeseries(info.title, info.unit,
-			Target{Expr: fmt.Sprintf(`%s{workload="$workload"}`, MetricSeries(m)), LegendFormat: m},
-			Target{Expr: fmt.Sprintf(`%s{workload="$workload", metric=%q}`, ThresholdSeries, m), LegendFormat: "{{level}}"})
+			Target{Expr: selector(MetricSeries(m), wl), LegendFormat: m},
+			Target{Expr: selector(ThresholdSeries, wl, is("metric", m)), LegendFormat: "{{level}}"})
 		p.FieldConfig.Overrides = levelLines()
 		l.add(p, 8, 8)
 	}
 	if q, ok := r.Queries.Templates[rules.QueueDepth]; ok && q.Match == rules.MatchQueue {
-		expr, err := q.Render(rules.TemplateData{Queues: "$queue", Namespaces: ".+", Workloads: ".+", RateWindow: r.Queries.RateWindow.String()})
+		expr, err := q.Render(rules.TemplateData{Queues: queueVar, Namespaces: ".+", Workloads: ".+", RateWindow: r.Queries.RateWindow.String()})
 		if err == nil {
 			l.row("Queues")
 			l.add(timeseries("Queue depth by queue", "short", Target{Expr: expr, LegendFormat: "{{queue}}"}), 24, 8)
 		}
 	}
-	l.row("Scaling of $workload")
-	sel := `{workload="$workload"}`
+	l.row("Scaling of ${workload:text}")
 	l.add(timeseries("Replicas", "short",
-		Target{Expr: "workerscale_current_replicas" + sel, LegendFormat: "current"},
-		Target{Expr: "workerscale_desired_replicas" + sel, LegendFormat: "desired"}), 8, 8)
+		Target{Expr: controllerGauge("workerscale_current_replicas", wl), LegendFormat: "current"},
+		Target{Expr: controllerGauge("workerscale_desired_replicas", wl), LegendFormat: "desired"}), 8, 8)
 	classPanel := Panel{Type: "state-timeline", Title: "Class",
-		Targets:     []Target{{Expr: `workerscale_workload_class{workload="$workload"}`, LegendFormat: "{{state}}: {{class}}"}},
+		Targets:     []Target{{Expr: controllerGaugeBy("workerscale_workload_class", "workload, class, state", wl), LegendFormat: "{{state}}: {{class}}"}},
 		FieldConfig: &FieldConfig{Defaults: FieldDefaults{Color: map[string]any{"mode": "palette-classic"}, Mappings: []any{}}, Overrides: []any{}},
 		Options:     map[string]any{"showValue": "never", "mergeValues": true, "legend": map[string]any{"displayMode": "list", "placement": "bottom", "showLegend": true}},
 	}
 	l.add(classPanel, 8, 8)
 	l.add(timeseries("Concurrency", "short",
-		Target{Expr: "workerscale_current_concurrency" + sel, LegendFormat: "current"},
-		Target{Expr: "workerscale_desired_concurrency" + sel, LegendFormat: "desired"}), 8, 8)
+		Target{Expr: controllerGauge("workerscale_current_concurrency", wl), LegendFormat: "current"},
+		Target{Expr: controllerGauge("workerscale_desired_concurrency", wl), LegendFormat: "desired"}), 8, 8)
 	l.row("The controller")
-	l.add(timeseries("Decisions", "short", Target{Expr: `sum by (kind, applied) (increase(workerscale_decisions_total{workload="$workload"}[$__rate_interval]))`, LegendFormat: "{{kind}} applied={{applied}}"}), 8, 8)
-	l.add(timeseries("Limits hit", "short", Target{Expr: `sum by (limit) (increase(workerscale_limits_total{workload="$workload"}[$__rate_interval]))`, LegendFormat: "{{limit}}"}), 8, 8)
+	// Counters are summed over the instances: each counts its own cycles (in --dry-run
+	// every replica decides; otherwise only the leader does).
+	l.add(timeseries("Decisions", "short", Target{Expr: `sum by (kind, applied) (increase(workerscale_decisions_total{` + wl + `}[$__rate_interval]))`, LegendFormat: "{{kind}} applied={{applied}}"}), 8, 8)
+	l.add(timeseries("Limits hit", "short", Target{Expr: `sum by (limit) (increase(workerscale_limits_total{` + wl + `}[$__rate_interval]))`, LegendFormat: "{{limit}}"}), 8, 8)
 	l.add(timeseries("Errors", "short",
 		Target{Expr: `sum by (stage) (rate(workerscale_errors_total[$__rate_interval]))`, LegendFormat: "{{stage}}"},
 		Target{Expr: `sum by (kind) (rate(workerscale_prometheus_query_errors_total[$__rate_interval]))`, LegendFormat: "prometheus {{kind}}"}), 8, 8)

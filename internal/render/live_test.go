@@ -3,6 +3,7 @@ package render
 import (
 	"context"
 	"fmt"
+	"math"
 	"net/http/httptest"
 	"net/url"
 	"os"
@@ -26,8 +27,10 @@ import (
 
 // TestEveryDashboardQueryReturnsData runs the first seed's fleet for real: a real
 // Prometheus loads the generated rules and scrapes a fixture BullMQ fleet and the
-// controller's own /metrics, while the control loop runs against a real kube-apiserver.
-// Then every query of both dashboards, annotations included, must parse and return data.
+// /metrics of two controller instances, as the shipped Deployment's two replicas: the
+// control loop runs against a real kube-apiserver, and a second, dry-run loop beside it.
+// Then every query of both dashboards, annotations included, must parse and return data,
+// and the fleet's cost per hour counts the workload once, not once per instance.
 func TestEveryDashboardQueryReturnsData(t *testing.T) {
 	r, _ := renderExample(t, "luneo-render")
 	one := rules.Duration(time.Second)
@@ -47,10 +50,15 @@ func TestEveryDashboardQueryReturnsData(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	loopMetrics := autoscaler.NewLoopMetrics(reg)
 	promMetrics := prom.NewMetrics(reg)
-	controller := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	t.Cleanup(controller.Close)
-	cu, _ := url.Parse(controller.URL)
-	p := testenv.StartPrometheus(t, testenv.PrometheusOptions{Targets: []string{fleet.Addr(), cu.Host}, RuleFiles: []string{rulesPath}})
+	reg2 := prometheus.NewRegistry()
+	targets := []string{fleet.Addr()}
+	for _, reg := range []*prometheus.Registry{reg, reg2} {
+		controller := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		t.Cleanup(controller.Close)
+		cu, _ := url.Parse(controller.URL)
+		targets = append(targets, cu.Host)
+	}
+	p := testenv.StartPrometheus(t, testenv.PrometheusOptions{Targets: targets, RuleFiles: []string{rulesPath}})
 	r.Prometheus.URL = p.URL
 
 	cluster := testenv.StartCluster(t)
@@ -72,9 +80,13 @@ func TestEveryDashboardQueryReturnsData(t *testing.T) {
 		},
 		Cluster: kc, Metrics: loopMetrics, PauseAll: true,
 	}
+	second := &autoscaler.Loop{Rules: loop.Rules, Observe: loop.Observe, Cluster: kc, Metrics: autoscaler.NewLoopMetrics(reg2), DryRun: true}
 	// A first, paused cycle puts every counter at 0; then a burst is scaled for real.
 	if err := loop.RunOnce(t.Context()); err != nil {
 		t.Logf("first cycle: %v", err)
+	}
+	if err := second.RunOnce(t.Context()); err != nil {
+		t.Logf("second instance's first cycle: %v", err)
 	}
 	time.Sleep(3 * time.Second)
 	fleet.SetQueue("render", testenv.Queue{Waiting: 500, Active: 10, CompletedPerSecond: 40, FailedPerSecond: 0.2})
@@ -83,25 +95,32 @@ func TestEveryDashboardQueryReturnsData(t *testing.T) {
 	if err := loop.RunOnce(t.Context()); err != nil {
 		t.Logf("second cycle: %v", err)
 	}
+	if err := second.RunOnce(t.Context()); err != nil {
+		t.Logf("second instance's second cycle: %v", err)
+	}
 
 	client, err := api.NewClient(api.Config{Address: p.URL})
 	if err != nil {
 		t.Fatal(err)
 	}
 	papi := promv1.NewAPI(client)
-	vars := strings.NewReplacer("$workload", "render", "$queue", "render", "$__rate_interval", "1m")
 	type query struct{ where, expr string }
 	var queries []query
+	var cost string
 	for _, name := range []string{FleetFile, WorkloadFile} {
 		d := decodeDashboard(t, files[name])
+		vars := variableOptions(d)
 		for _, panel := range d.Panels {
 			for _, tg := range panel.Targets {
-				queries = append(queries, query{fmt.Sprintf("%s %q", d.UID, panel.Title), vars.Replace(tg.Expr)})
+				queries = append(queries, query{fmt.Sprintf("%s %q", d.UID, panel.Title), interpolate(t, tg.Expr, vars)})
+				if panel.Title == "Cost per hour" {
+					cost = tg.Expr
+				}
 			}
 		}
 		for _, a := range d.Annotations.List {
 			if a.Expr != "" {
-				queries = append(queries, query{fmt.Sprintf("%s annotation %q", d.UID, a.Name), vars.Replace(a.Expr)})
+				queries = append(queries, query{fmt.Sprintf("%s annotation %q", d.UID, a.Name), interpolate(t, a.Expr, vars)})
 			}
 		}
 	}
@@ -126,14 +145,37 @@ func TestEveryDashboardQueryReturnsData(t *testing.T) {
 		}
 		time.Sleep(time.Second)
 	}
+	// Two instances export the workload's gauges; the cost is the largest replica count
+	// of the two times the dearest class of the two, once.
+	instant := func(expr string) model.Vector {
+		t.Helper()
+		v, _, _, err := papi.Query(t.Context(), expr, time.Now())
+		if err != nil {
+			t.Fatalf("%s: %v", expr, err)
+		}
+		return v.(model.Vector)
+	}
+	replicas, classes := instant(`workerscale_current_replicas{workload="render"}`), instant(`workerscale_workload_class{workload="render", state="current"}`)
+	if len(replicas) != 2 || len(classes) != 2 {
+		t.Fatalf("want the gauges of two instances, got %v and %v", replicas, classes)
+	}
+	var most, dearest float64
+	for i := range 2 {
+		most = max(most, float64(replicas[i].Value))
+		dearest = max(dearest, r.Class(string(classes[i].Metric["class"])).CostPerHour)
+	}
+	if got := instant(cost); len(got) != 1 || math.Abs(float64(got[0].Value)-most*dearest) > 1e-9 {
+		t.Errorf("the fleet's cost per hour is %v, want %v (%v replicas at %v)\n%s", got, most*dearest, most, dearest, cost)
+	}
 	// Every example's dashboard queries parse, whether or not this fleet feeds them.
 	for _, ex := range examples {
 		_, files := renderExample(t, ex)
 		for _, name := range []string{FleetFile, WorkloadFile} {
 			d := decodeDashboard(t, files[name])
+			vars := variableOptions(d)
 			for _, panel := range d.Panels {
 				for _, tg := range panel.Targets {
-					if _, _, _, err := papi.Query(t.Context(), vars.Replace(tg.Expr), time.Now()); err != nil {
+					if _, _, _, err := papi.Query(t.Context(), interpolate(t, tg.Expr, vars), time.Now()); err != nil {
 						t.Errorf("%s %s %q: %v\n%s", ex, d.UID, panel.Title, err, tg.Expr)
 					}
 				}

@@ -3,6 +3,7 @@ package render
 import (
 	"fmt"
 	"maps"
+	"regexp"
 	"slices"
 	"strings"
 	"unicode"
@@ -46,9 +47,10 @@ const (
 // MetricSeries is the recording rule name of a metric.
 func MetricSeries(metric string) string { return fmt.Sprintf(metricSeries, metric) }
 
-// withLabel sets a constant label on an expression's result.
+// withLabel sets a constant label on an expression's result. label_replace expands $1 and
+// ${name} in its replacement, so a $ of the value is written $$.
 func withLabel(expr, label, value string) string {
-	return fmt.Sprintf("label_replace(%s, %q, %q, \"\", \"\")", expr, label, value)
+	return fmt.Sprintf(`label_replace(%s, %s, %s, "", "")`, expr, str(label), str(strings.ReplaceAll(value, "$", "$$")))
 }
 
 // constant is a one-series vector with the given labels.
@@ -91,12 +93,15 @@ func recordingRules(r *rules.Rules) ([]Rule, error) {
 				Labels: map[string]string{"workload": w.Name},
 			})
 		}
-		// What the engine derives, for dashboards and alerts.
+		// What the engine derives, for dashboards and alerts. The controller's gauges come
+		// from every instance it runs as (see controllerGauge).
+		wl := is("workload", w.Name)
 		if _, ok := w.Queries[rules.Saturation]; !ok {
 			if _, ok := w.Queries[rules.ActiveJobs]; ok {
 				out = append(out, Rule{Record: MetricSeries(rules.Saturation), Expr: fmt.Sprintf(
-					`%s{workload=%q} / on (workload) ((workerscale_ready_replicas{workload=%q} * on (workload) workerscale_current_concurrency{workload=%q}) > 0)`,
-					MetricSeries(rules.ActiveJobs), w.Name, w.Name, w.Name), Labels: map[string]string{"workload": w.Name}})
+					`%s / on (workload) ((%s * on (workload) %s) > 0)`,
+					selector(MetricSeries(rules.ActiveJobs), wl), controllerGauge("workerscale_ready_replicas", wl),
+					controllerGauge("workerscale_current_concurrency", wl)), Labels: map[string]string{"workload": w.Name}})
 			}
 		}
 		if _, ok := w.Queries[rules.WaitSeconds]; !ok {
@@ -104,12 +109,29 @@ func recordingRules(r *rules.Rules) ([]Rule, error) {
 			_, tput := w.Queries[rules.Throughput]
 			if depth && tput {
 				out = append(out, Rule{Record: MetricSeries(rules.WaitSeconds), Expr: fmt.Sprintf(
-					`%s{workload=%q} / on (workload) (%s{workload=%q} > 0)`,
-					MetricSeries(rules.QueueDepth), w.Name, MetricSeries(rules.Throughput), w.Name), Labels: map[string]string{"workload": w.Name}})
+					`%s / on (workload) (%s > 0)`,
+					selector(MetricSeries(rules.QueueDepth), wl), selector(MetricSeries(rules.Throughput), wl)), Labels: map[string]string{"workload": w.Name}})
 			}
 		}
 	}
 	return out, nil
+}
+
+// controllerGauge reads one of the controller's per-workload gauges
+// (workerscale_current_replicas, _ready_replicas, _current_concurrency, ...) as one series
+// per workload. Every instance of the controller exports them with its own instance, pod
+// and job labels: the shipped Deployment runs two replicas in --dry-run, and a rolling
+// update runs two for a while. Their values agree but for the moment of each one's cycle,
+// so the largest is taken; without it a join of two such gauges is many-to-many, and a
+// sum counts every instance.
+func controllerGauge(metric string, matchers ...string) string {
+	return controllerGaugeBy(metric, "workload", matchers...)
+}
+
+// controllerGaugeBy is controllerGauge keeping the labels by (workerscale_workload_class
+// keeps class and state).
+func controllerGaugeBy(metric, by string, matchers ...string) string {
+	return fmt.Sprintf("max by (%s) (%s)", by, selector(metric, matchers...))
 }
 
 // thresholdRules publish each workload's levels, so a dashboard can draw the selected
@@ -181,7 +203,7 @@ func alertRules(r *rules.Rules, o Options) []Rule {
 	for _, w := range r.Workloads {
 		for _, metric := range gradedWithQuery(&w) {
 			t := w.Thresholds[metric]
-			series := fmt.Sprintf("%s{workload=%q}", MetricSeries(metric), w.Name)
+			series := selector(MetricSeries(metric), is("workload", w.Name))
 			for _, lv := range []struct {
 				severity, op, word string
 				level              float64
@@ -199,24 +221,25 @@ func alertRules(r *rules.Rules, o Options) []Rule {
 					Alert:  name,
 					Expr:   fmt.Sprintf("%s %s %s", series, op, num(lv.level)),
 					For:    t.For.String(),
-					Labels: map[string]string{"severity": lv.severity, "workload": w.Name},
+					Labels: map[string]string{"severity": lv.severity, "workload": templateText(w.Name)},
 					Annotations: map[string]string{
-						"summary":     fmt.Sprintf("%s of %s is %s", metric, w.Name, lv.severity),
-						"description": fmt.Sprintf("%s of workload %s is {{ $value | printf \"%%.3g\" }}, %s its %s level %s, for %s.", metric, w.Name, word, lv.severity, num(lv.level), t.For),
+						"summary":     fmt.Sprintf("%s of %s is %s", templateText(metric), templateText(w.Name), lv.severity),
+						"description": fmt.Sprintf("%s of workload %s is {{ $value | printf \"%%.3g\" }}, %s its %s level %s, for %s.", templateText(metric), templateText(w.Name), word, lv.severity, num(lv.level), t.For),
 						"runbook_url": o.runbook(name),
 					},
 				})
 			}
 		}
 	}
-	job := o.ControllerJob
+	up := selector("up", is("job", o.ControllerJob))
 	controller := []Rule{
 		{
-			Alert: "WorkerscaleDown", Expr: fmt.Sprintf(`up{job=%q} == 0 or absent(up{job=%q})`, job, job), For: "5m",
+			// Down when no instance is up: one of two replicas down still scales.
+			Alert: "WorkerscaleDown", Expr: fmt.Sprintf(`max(%s) == 0 or absent(%s)`, up, up), For: "5m",
 			Labels: map[string]string{"severity": "critical"},
 			Annotations: map[string]string{
 				"summary":     "workerscale is down",
-				"description": fmt.Sprintf("No workerscale instance of job %s has been up for 5m: no fleet is scaled.", job),
+				"description": fmt.Sprintf("No workerscale instance of job %s has been up for 5m: no fleet is scaled.", templateText(o.ControllerJob)),
 			},
 		},
 		{
@@ -253,8 +276,28 @@ func alertRules(r *rules.Rules, o Options) []Rule {
 	return append(out, controller...)
 }
 
+// metricName is what a metric of the rules may be called: it becomes part of a series
+// name (workerscale:<metric>) and of an alert name.
+var metricName = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]*$`)
+
+// checkMetricNames refuses rules whose metric names cannot be series names. Everything
+// else of the rules is escaped where it reaches PromQL; a series name cannot be.
+func checkMetricNames(r *rules.Rules) error {
+	for _, w := range r.Workloads {
+		for _, m := range slices.Concat(slices.Sorted(maps.Keys(w.Queries)), slices.Sorted(maps.Keys(w.Thresholds))) {
+			if !metricName.MatchString(m) {
+				return fmt.Errorf("workload %s: metric %q: a metric name must match %s to name a series", w.Name, m, metricName)
+			}
+		}
+	}
+	return nil
+}
+
 // PrometheusRules is the rule file for the rules r.
 func PrometheusRules(r *rules.Rules, o Options) (RuleFile, error) {
+	if err := checkMetricNames(r); err != nil {
+		return RuleFile{}, err
+	}
 	recording, err := recordingRules(r)
 	if err != nil {
 		return RuleFile{}, err

@@ -39,6 +39,9 @@ func DefaultOptions() Options {
 
 // Render returns every generated file by its path.
 func Render(r *rules.Rules, o Options) (map[string][]byte, error) {
+	if err := checkMetricNames(r); err != nil {
+		return nil, err
+	}
 	files := map[string][]byte{}
 	dashboards := map[string]Dashboard{FleetFile: FleetDashboard(r), WorkloadFile: WorkloadDashboard(r)}
 	cm := map[string]string{}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"maps"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -16,7 +15,6 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/workerscale/workerscale/internal/testenv"
 	"github.com/workerscale/workerscale/rules"
 )
 
@@ -291,27 +289,11 @@ func TestRunbooksCoverEveryAlert(t *testing.T) {
 // TestPromtool: `promtool check rules` passes on the plain rule file, and generated unit
 // tests show every warning and critical alert firing at its level and not before it.
 func TestPromtool(t *testing.T) {
-	bin := testenv.Command(t, "promtool")
 	for _, ex := range examples {
 		t.Run(ex, func(t *testing.T) {
 			r, files := renderExample(t, ex)
-			dir := t.TempDir()
-			rulesPath := filepath.Join(dir, "workerscale.rules.yaml")
-			if err := os.WriteFile(rulesPath, files[RulesFile], 0o600); err != nil {
-				t.Fatal(err)
-			}
-			if out, err := exec.Command(bin, "check", "rules", rulesPath).CombinedOutput(); err != nil {
-				t.Fatalf("promtool check rules: %v\n%s", err, out)
-			}
 			tests, n := alertUnitTests(r)
-			testPath := filepath.Join(dir, "workerscale.test.yaml")
-			if err := os.WriteFile(testPath, tests, 0o600); err != nil {
-				t.Fatal(err)
-			}
-			out, err := exec.Command(bin, "test", "rules", testPath).CombinedOutput()
-			if err != nil {
-				t.Fatalf("promtool test rules (%d cases): %v\n%s", n, err, out)
-			}
+			promtoolTest(t, files[RulesFile], tests)
 			if n < 8 {
 				t.Errorf("only %d alert test cases", n)
 			}

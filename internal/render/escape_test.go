@@ -1,0 +1,319 @@
+package render
+
+import (
+	"fmt"
+	"maps"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/promql/parser"
+
+	"github.com/workerscale/workerscale/rules"
+)
+
+// hostileQueues are queue names that rewrite a query whose values are not escaped, and
+// that Grafana's custom variables and interpolation read into (commas, " : ", $).
+var hostileQueues = []string{
+	`x", job!="`, `a|b`, `.*`, "new\nline", `}{`, `x"} or vector(1) or {y="`, `back\slash`, `\`, `it's`,
+	`$1`, `${queue}`, `a,b`, `a\,b`, ` spaced `, `c : d`, `(?i)Q`, `ünï`, "\uFFFD", "tab\t", "u\u2028v",
+}
+
+// decoys are what an unescaped query over the hostile names would select instead.
+var decoys = []string{"x", "a", "b", "c", "d", "new", "line", "y", "back", "it", "1", "spaced", "q", "Q", "", "anything"}
+
+// hostileRules are rules whose queues are hostileQueues, one workload per queue and one
+// with two, whose names are then made hostile too: validation keeps workload names to
+// DNS labels, and the rendered queries must not rely on it.
+func hostileRules(t *testing.T) *rules.Rules {
+	t.Helper()
+	var y strings.Builder
+	y.WriteString("prometheus: {url: 'http://p:9090'}\nqueries: {preset: bullmq}\nclasses: [{name: s, cpu: '1', memory: 2Gi, costPerHour: 1}]\nworkloads:\n")
+	for i, q := range hostileQueues[2:] {
+		fmt.Fprintf(&y, "  - {name: w%d, maxReplicas: 3, queues: [%q], target: {namespace: ns, name: w%d}}\n", i, q, i)
+	}
+	fmt.Fprintf(&y, "  - {name: two, maxReplicas: 3, queues: [%q, %q], target: {namespace: ns, name: two}}\n", hostileQueues[0], hostileQueues[1])
+	r, err := rules.Parse("hostile.yaml", []byte(y.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, name := range []string{"w\n{{ .Value }}", `w"} or vector(1) or {x="`, `w$1\`} {
+		r.Workloads[i].Name = name
+	}
+	return r
+}
+
+// grafanaOptions reads a custom variable's query as Grafana does (grafana/scenes'
+// CsvValueOptionsProvider): items split at commas not after a backslash, \, made a
+// comma, then "text : value" split at the last " : " (JavaScript's . stops at line
+// breaks), both trimmed.
+func grafanaOptions(query string) []Option {
+	item := regexp.MustCompile(`(?:\\,|[^,])+`)
+	pair := regexp.MustCompile(`^\s*([^\n\r\x{2028}\x{2029}]+)\s:\s([^\n\r\x{2028}\x{2029}]+)$`)
+	var out []Option
+	for _, text := range item.FindAllString(query, -1) {
+		text = strings.ReplaceAll(text, `\,`, ",")
+		if m := pair.FindStringSubmatch(text); m != nil {
+			out = append(out, Option{Text: strings.TrimSpace(m[1]), Value: strings.TrimSpace(m[2])})
+		} else {
+			out = append(out, Option{Text: strings.TrimSpace(text), Value: strings.TrimSpace(text)})
+		}
+	}
+	return out
+}
+
+// interpolate replaces the dashboards' variables as Grafana does, each variable with
+// the given options selected: ${v:pipe} joins their values with |, ${v:text} their
+// texts with " + ". Other variables are an error: Grafana would escape them its own way.
+func interpolate(t *testing.T, expr string, selected map[string][]Option) string {
+	t.Helper()
+	expr = strings.ReplaceAll(expr, "$__rate_interval", "1m")
+	for name, opts := range selected {
+		var values, texts []string
+		for _, o := range opts {
+			values, texts = append(values, o.Value), append(texts, o.Text)
+		}
+		expr = strings.ReplaceAll(expr, "${"+name+":pipe}", strings.Join(values, "|"))
+		expr = strings.ReplaceAll(expr, "${"+name+":text}", strings.Join(texts, " + "))
+	}
+	if strings.Contains(expr, "$") {
+		t.Fatalf("a variable is left, or used without the pipe format: %s", expr)
+	}
+	return expr
+}
+
+// variableOptions are a dashboard's custom variables with every option selected (the
+// queue variable's All, and the only workload of a one-workload rules file).
+func variableOptions(d Dashboard) map[string][]Option {
+	out := map[string][]Option{}
+	for _, v := range d.Templating.List {
+		if v.Type == "custom" {
+			out[v.Name] = v.Options
+		}
+	}
+	return out
+}
+
+// matchersOf parses expr and returns the label matchers of its selectors.
+func matchersOf(t *testing.T, expr string) []*labels.Matcher {
+	t.Helper()
+	node, err := parser.NewParser(parser.Options{}).ParseExpr(expr)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, expr)
+	}
+	var out []*labels.Matcher
+	parser.Inspect(node, func(n parser.Node, _ []parser.Node) error {
+		if vs, ok := n.(*parser.VectorSelector); ok {
+			out = append(out, vs.LabelMatchers...)
+		}
+		return nil
+	})
+	return out
+}
+
+// selects checks that every matcher of expr on a label of want matches exactly want's
+// values among the candidates, and that every other matcher is one of fixed.
+func selects(t *testing.T, where, expr string, want map[string][]string, candidates []string) {
+	t.Helper()
+	fixed := regexp.MustCompile(`^(__name__=.*|state=~"waiting\|prioritized"|state="(active|current)"|applied="true"|kind!="hold"|container!="(POD)?"|phase="Running"|resource="(cpu|memory)"|metric="\w+"|result="error"|limit=~"maxReplicas\|classMax\|rateBudget")$`)
+	for _, m := range matchersOf(t, expr) {
+		values, ok := want[m.Name]
+		if !ok {
+			if !fixed.MatchString(m.String()) {
+				t.Errorf("%s: unexpected matcher %s\n%s", where, m, expr)
+			}
+			continue
+		}
+		for _, c := range slices.Concat(values, candidates) {
+			if w := slices.Contains(values, c); m.Matches(c) != w {
+				t.Errorf("%s: %s matches %q: %v, want %v\n%s", where, m, c, !w, w, expr)
+			}
+		}
+	}
+}
+
+// TestHostileNamesSelectOnlyThemselves: with hostile queue, workload and job names, every
+// expression render writes parses, and its matchers select exactly the intended names:
+// the recording rules and alerts of each workload its own queues and name, the fleet
+// dashboard each row's workload, the workload dashboard the workload and queues selected
+// in its variables, read as Grafana reads them.
+func TestHostileNamesSelectOnlyThemselves(t *testing.T) {
+	r := hostileRules(t)
+	o := DefaultOptions()
+	o.ControllerJob = `workerscale", job=~".*`
+	files, err := Render(r, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names, queues []string
+	for _, w := range r.Workloads {
+		names = append(names, w.Name)
+		queues = append(queues, w.Queues...)
+	}
+	slices.Sort(queues) // as the queue variable lists them
+	candidates := slices.Concat(names, queues, decoys, []string{o.ControllerJob, "workerscale", "ns", "w0"})
+	rf, err := PrometheusRules(r, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range rf.Groups {
+		for _, rule := range g.Rules {
+			where := rule.Record + rule.Alert
+			if rule.Labels["workload"] == "" {
+				selects(t, where, rule.Expr, map[string][]string{"job": {o.ControllerJob}, "workload": nil, "queue": nil}, candidates)
+				continue
+			}
+			var w *rules.Workload
+			for i := range r.Workloads {
+				if name := r.Workloads[i].Name; rule.Labels["workload"] == name || rule.Labels["workload"] == templateText(name) {
+					w = &r.Workloads[i]
+				}
+			}
+			want := map[string][]string{"queue": w.Queues, "workload": {w.Name}, "namespace": {w.Target.Namespace}, "job": nil}
+			selects(t, where+" of "+w.Name, rule.Expr, want, candidates)
+		}
+	}
+
+	for _, name := range []string{FleetFile, WorkloadFile} {
+		d := decodeDashboard(t, files[name])
+		vars := map[string]Variable{}
+		for _, v := range d.Templating.List {
+			vars[v.Name] = v
+		}
+		// The options Grafana reads from the variables' queries are the ones written,
+		// and each value is the regular expression of its name.
+		for v, names := range map[string][]string{"workload": names, "queue": queues} {
+			got := grafanaOptions(vars[v].Query)
+			for i := range got {
+				got[i].Selected = vars[v].Options[i].Selected
+			}
+			if !slices.Equal(got, vars[v].Options) || len(got) != len(names) {
+				t.Fatalf("%s: Grafana reads the %s options\n%+v\nfrom %q, want\n%+v", name, v, got, vars[v].Query, vars[v].Options)
+			}
+			for i, n := range names {
+				if got[i].Value != rules.PromQLAlternation([]string{n}) {
+					t.Errorf("%s: the %s option %q has the value %s", name, v, n, got[i].Value)
+				}
+			}
+		}
+		var exprs []string
+		for _, p := range d.Panels {
+			for _, tg := range p.Targets {
+				exprs = append(exprs, tg.Expr)
+			}
+		}
+		for _, a := range d.Annotations.List {
+			if a.Expr != "" {
+				exprs = append(exprs, a.Expr)
+			}
+		}
+		if name == FleetFile {
+			for _, expr := range exprs {
+				// Each panel is about one workload, named in its selectors.
+				var one []string
+				for _, m := range matchersOf(t, expr) {
+					for _, n := range names {
+						if m.Name == "workload" && m.Matches(n) {
+							one = append(one, n)
+						}
+					}
+				}
+				if one = slices.Compact(one); len(one) != 1 {
+					t.Fatalf("fleet: %s selects the workloads %q", expr, one)
+				}
+				selects(t, "fleet", expr, map[string][]string{"workload": one, "queue": nil, "job": nil}, candidates)
+			}
+			continue
+		}
+		// Each workload selected, with all queues (Grafana's All is every value), one, or
+		// three.
+		for i, wo := range vars["workload"].Options {
+			for _, qs := range [][2]int{{0, len(queues)}, {i, i + 1}, {0, 3}} {
+				sel := map[string][]Option{"workload": {wo}, "queue": vars["queue"].Options[qs[0]:qs[1]]}
+				want := map[string][]string{"workload": {names[i]}, "queue": queues[qs[0]:qs[1]], "job": nil}
+				for _, expr := range exprs {
+					selects(t, "workload dashboard", interpolate(t, expr, sel), want, candidates)
+				}
+			}
+		}
+	}
+}
+
+// TestPromtoolHostileNames: Prometheus's own rule evaluation, over series of hostile
+// queues and of the decoys an unescaped query would read, gives each workload the sum of
+// its own queues; its alerts carry its name as it is, template syntax included; a
+// constant label keeps a value with $ and quotes.
+func TestPromtoolHostileNames(t *testing.T) {
+	r := hostileRules(t)
+	files, err := Render(r, DefaultOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	test := unitTest{Name: "hostile names", Interval: "1m"}
+	depth := map[string]float64{}
+	for i, q := range slices.Concat(hostileQueues, decoys) {
+		v := float64(i + 1) // below every level
+		if i >= len(hostileQueues) {
+			v = 1e6
+		}
+		depth[q] = v
+		test.InputSeries = append(test.InputSeries, inputSeries{Series: selector("bullmq_job_count", is("queue", q), `state="waiting"`), Values: fmt.Sprintf("%sx10", num(v))})
+	}
+	// The first workload's queue is deep enough for both of its queue-depth alerts.
+	test.InputSeries[2].Values = "500x10"
+	depth[hostileQueues[2]] = 500
+	var samples []expSample
+	for _, w := range r.Workloads {
+		sum := 0.0
+		for _, q := range w.Queues {
+			sum += depth[q]
+		}
+		samples = append(samples, expSample{Labels: selector(MetricSeries(rules.QueueDepth), is("workload", w.Name)), Value: sum})
+	}
+	test.ExprTests = append(test.ExprTests, exprTest{Expr: MetricSeries(rules.QueueDepth), EvalTime: "5m", ExpSamples: samples})
+	for _, v := range []string{`$1`, `$$`, `${x}`, `a"b`, "new\nline", `back\slash`, `}{`} {
+		test.ExprTests = append(test.ExprTests, exprTest{Expr: constant(2, [2]string{"l", v}), EvalTime: "0m", ExpSamples: []expSample{{Labels: selector("", is("l", v)), Value: 2}}})
+	}
+	w := r.Workloads[0]
+	alert := AlertName(rules.QueueDepth)
+	var exp []expectedAlert
+	for _, sev := range []string{"warning", "critical"} {
+		word, level := "at or above", *w.Thresholds[rules.QueueDepth].Warning
+		if sev == "critical" {
+			word, level = "above", *w.Thresholds[rules.QueueDepth].Critical
+		}
+		exp = append(exp, expectedAlert{
+			ExpLabels: map[string]string{"severity": sev, "workload": w.Name},
+			ExpAnnotations: map[string]string{
+				"summary":     fmt.Sprintf("queueDepth of %s is %s", w.Name, sev),
+				"description": fmt.Sprintf("queueDepth of workload %s is 500, %s its %s level %s, for %s.", w.Name, word, sev, num(level), w.Thresholds[rules.QueueDepth].For),
+				"runbook_url": DefaultOptions().runbook(alert),
+			},
+		})
+	}
+	test.AlertTests = []alertTest{{EvalTime: "8m", AlertName: alert, ExpAlerts: exp}}
+	promtoolTest(t, files[RulesFile], unitTests{Tests: []unitTest{test}})
+	if !strings.Contains(w.Name, "{{") {
+		t.Errorf("the first workload's name %q has no template syntax", w.Name)
+	}
+}
+
+// TestRenderRefusesMetricNamesThatAreNotIdentifiers: a metric's name is part of a series
+// name, which cannot be escaped.
+func TestRenderRefusesMetricNamesThatAreNotIdentifiers(t *testing.T) {
+	for _, name := range []string{`queue"depth`, "queue depth", "x{y}", "", "1st"} {
+		r, _ := renderExample(t, "luneo-render")
+		w := &r.Workloads[0]
+		w.Queries = maps.Clone(w.Queries)
+		w.Queries[name] = w.Queries[rules.QueueDepth]
+		if _, err := Render(r, DefaultOptions()); err == nil || !strings.Contains(err.Error(), strconv.Quote(name)) {
+			t.Errorf("metric %q: Render gives %v, want an error naming it", name, err)
+		}
+		if _, err := PrometheusRules(r, DefaultOptions()); err == nil {
+			t.Errorf("metric %q: PrometheusRules gives no error", name)
+		}
+	}
+}

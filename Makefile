@@ -24,8 +24,17 @@ testenv:
 test: testenv
 	WORKERSCALE_TESTENV=required $(GO) test -count=1 ./...
 
-bench: testenv
+# The recorded arrival traces, read from ../shared/traces when they are there.
+TRACES := $(if $(wildcard ../shared/traces/*.csv),--trace ../shared/traces --mean-rate 2,)
+
+# Go benchmarks (speed and memory), then the policy benchmark: every built-in scenario and
+# every recorded trace, for every policy, on the seed examples' rules (docs/benchmark.md).
+bench: build testenv
 	WORKERSCALE_TESTENV=required $(GO) test -run '^$$' -bench . -benchmem ./...
+	@echo
+	./$(BIN) simulate --rules rules/examples/luneo-render.yaml --workload render --scenario all $(TRACES)
+	@echo
+	./$(BIN) simulate --rules rules/examples/blizzard-workers.yaml --workload characters --scenario all --rate 20 $(subst --mean-rate 2,--mean-rate 20,$(TRACES))
 
 # The main job, for real: the built binary against a real Prometheus (scraping a fixture
 # BullMQ fleet) and a real kube-apiserver holding the first seed's Deployment.

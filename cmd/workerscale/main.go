@@ -36,7 +36,7 @@ type exitError struct{ code int }
 func (e exitError) Error() string { return fmt.Sprintf("exit %d", e.code) }
 
 func commands() []command {
-	return []command{runCommand(), checkCommand(), explainCommand(), renderCommand(), concurrencyCommand(), versionCommand()}
+	return []command{runCommand(), checkCommand(), explainCommand(), simulateCommand(), backtestCommand(), renderCommand(), concurrencyCommand(), versionCommand()}
 }
 
 func main() {

@@ -22,8 +22,9 @@ type Config struct {
 	Types []JobType
 	Mix   Mix
 	Seed  uint64
-	// Start is every policy's first shape; its zero value is the seed's Medium x 5 (or
-	// the workload's first allowed class), within minReplicas and maxReplicas.
+	// Start is every policy's first shape; its zero value is the seed's Medium x 5, and
+	// an empty class is Medium (or the workload's first allowed class); within
+	// minReplicas and maxReplicas.
 	Start autoscaler.Shape
 	// StartupDelay is how long a new pod takes before it takes jobs (default 30 s).
 	StartupDelay time.Duration
@@ -36,6 +37,8 @@ type Config struct {
 	// Drain lets the run go on past the arrivals until every job has finished (at most
 	// as long again), so that every job's wait is counted.
 	Drain bool
+	// Progress, when set, is told the share of the run done, now and then.
+	Progress func(done float64)
 
 	w          *rules.Workload
 	startClass *rules.Class
@@ -83,12 +86,14 @@ func (c *Config) Prepare() error {
 	if len(c.Mix) == 0 {
 		c.Mix = DefaultMix()
 	}
+	if c.Start == (autoscaler.Shape{}) {
+		c.Start.Replicas = 5
+	}
 	if c.Start.Class == "" {
 		c.Start.Class = c.w.Classes[0]
 		if slices.Contains(c.w.Classes, "medium") {
 			c.Start.Class = "medium"
 		}
-		c.Start.Replicas = 5
 	}
 	c.startClass = c.Rules.Class(c.Start.Class)
 	if c.startClass == nil {
@@ -189,8 +194,13 @@ func Run(ctx context.Context, cfg *Config, p Policy) (Result, error) {
 	var sampleWaits []float64
 	startedBefore := 0
 	for steps := 0; ; steps++ {
-		if steps%4096 == 0 && ctx.Err() != nil {
-			return Result{}, ctx.Err()
+		if steps%4096 == 0 {
+			if ctx.Err() != nil {
+				return Result{}, ctx.Err()
+			}
+			if cfg.Progress != nil && steps%(1<<16) == 0 {
+				cfg.Progress(min(f.now/horizon, 1))
+			}
 		}
 		t := math.Inf(1)
 		if f.next < len(f.jobs) {
@@ -240,6 +250,9 @@ func Run(ctx context.Context, cfg *Config, p Policy) (Result, error) {
 		}
 	}
 	f.now = math.Min(f.now, horizon)
+	if cfg.Progress != nil {
+		cfg.Progress(1)
+	}
 	for _, p := range f.pods {
 		f.account(p)
 	}
@@ -279,7 +292,19 @@ func (s *Series) add(f *fleet, cfg *Config, t float64, waits *[]float64, started
 }
 
 func (f *fleet) result(policy string, s Series) Result {
+	// Jobs still queued or running at the end count with the wait they have had so far
+	// (a lower bound), so a fleet that never serves its backlog cannot look fast.
 	waits := slices.Clone(f.waits)
+	for _, q := range []*queue{&f.prio, &f.normal} {
+		for _, j := range q.items[q.head:] {
+			waits = append(waits, f.jobs[j].waited+f.now-f.jobs[j].queuedAt)
+		}
+	}
+	for _, p := range f.pods {
+		for _, j := range p.running {
+			waits = append(waits, f.jobs[j].waited)
+		}
+	}
 	slices.Sort(waits)
 	th := f.w.Thresholds[rules.WaitSeconds]
 	var over, overCrit int

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"math"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -154,5 +155,40 @@ func TestSharedTracesLoad(t *testing.T) {
 		if len(a.Counts) < 3000 || a.Mean() <= 0 {
 			t.Errorf("%s: %d seconds, mean %v", name, len(a.Counts), a.Mean())
 		}
+	}
+}
+
+func TestPlot(t *testing.T) {
+	r := loadExample(t, "luneo-render.yaml")
+	a, err := Scenario("flash-crowd", time.Hour, 1.5, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := &Config{Rules: r, Workload: "render", Arrivals: a, Seed: 1}
+	if err := cfg.Prepare(); err != nil {
+		t.Fatal(err)
+	}
+	var rs []Result
+	for _, p := range []Policy{NewEngine("workerscale", r, r.Workload("render")), Static{Shape: cfg.Start}} {
+		res, err := Run(t.Context(), cfg, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rs = append(rs, res)
+	}
+	for _, name := range []string{"run.svg", "run.png"} {
+		path := t.TempDir() + "/" + name
+		if dir := os.Getenv("SIM_PLOT_DIR"); dir != "" {
+			path = dir + "/" + name
+		}
+		if err := Plot(path, "flash-crowd", rs); err != nil {
+			t.Fatal(err)
+		}
+		if fi, err := os.Stat(path); err != nil || fi.Size() < 1000 {
+			t.Errorf("%s: %v, %v", name, fi, err)
+		}
+	}
+	if err := Plot(t.TempDir()+"/run.pdf", "", rs); err == nil || !strings.Contains(err.Error(), ".svg or .png") {
+		t.Errorf("a .pdf plot: %v", err)
 	}
 }

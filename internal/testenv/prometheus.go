@@ -27,6 +27,9 @@ type PrometheusOptions struct {
 	RuleFiles []string
 	// ExtraArgs are added to the command line.
 	ExtraArgs []string
+	// DataDir is the TSDB directory to serve, such as one Backfill wrote; by default an
+	// empty one in the test's temporary directory.
+	DataDir string
 }
 
 // StartPrometheus starts Prometheus (the `prometheus` on PATH, or $PROMETHEUS) scraping
@@ -63,10 +66,13 @@ scrape_configs:
 	if err := os.WriteFile(configPath, []byte(config), 0o600); err != nil {
 		t.Fatalf("writing Prometheus config: %v", err)
 	}
+	if opts.DataDir == "" {
+		opts.DataDir = filepath.Join(dir, "data")
+	}
 	addr := fmt.Sprintf("127.0.0.1:%d", FreePort(t))
 	args := append([]string{
 		"--config.file=" + configPath,
-		"--storage.tsdb.path=" + filepath.Join(dir, "data"),
+		"--storage.tsdb.path=" + opts.DataDir,
 		"--web.listen-address=" + addr,
 		"--web.enable-lifecycle",
 		"--log.level=warn",

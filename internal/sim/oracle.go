@@ -7,8 +7,9 @@ import (
 // Oracle is a lower bound on what any policy must spend on the arrivals, knowing the
 // future (docs/benchmark.md). Every job's work has to be served by some slot for at least
 // its duration at full speed, and a slot costs at least the cheapest allowed class's cost
-// per slot-second; and the fleet never runs fewer than minReplicas pods, each costing at
-// least the cheapest allowed class's cost per second. The bound is the larger of the two.
+// per slot-second (at the most concurrency the workload allows); and the fleet never runs
+// fewer than minReplicas pods, each costing at least the cheapest allowed class's cost per
+// second. The bound is the larger of the two.
 // CPU contention, memory, the start-up delay and the target wait only raise what a real
 // fleet needs, so leaving them out keeps it a lower bound (a looser one).
 func Oracle(cfg *Config) (Result, error) {
@@ -26,6 +27,9 @@ func Oracle(cfg *Config) (Result, error) {
 			continue
 		}
 		conc := concurrencyOf(cfg.w, c)
+		if m := cfg.w.Concurrency.Max; m != nil {
+			conc = max(conc, *m) // the most slots a pod of the class may be given
+		}
 		if per := c.CostPerHour / float64(conc); per < slotCost {
 			slotCost, podSlots = per, conc
 		}

@@ -192,3 +192,40 @@ func TestPlot(t *testing.T) {
 		t.Errorf("a .pdf plot: %v", err)
 	}
 }
+
+// The oracle is a lower bound: no policy that serves every job, on any scenario, spends
+// less than it.
+func TestOracleIsALowerBound(t *testing.T) {
+	checked := 0
+	defer func() {
+		if checked < 10 {
+			t.Errorf("only %d runs served every job: the bound was hardly tested", checked)
+		}
+	}()
+	for _, ex := range []struct{ file, workload string }{{"luneo-render.yaml", "render"}, {"blizzard-workers.yaml", "characters"}} {
+		r := loadExample(t, ex.file)
+		for _, sc := range ScenarioNames() {
+			a, err := Scenario(sc, 30*time.Minute, 1.5, 5)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg := &Config{Rules: r, Workload: ex.workload, Arrivals: a, Seed: 5, Drain: true}
+			rs, err := Compare(t.Context(), cfg, PolicyNames(), nil, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			oracle := rs[len(rs)-1]
+			if !oracle.LowerBound || oracle.Cost <= 0 {
+				t.Fatalf("%s: the last result is %+v, want the oracle", sc, oracle)
+			}
+			for _, res := range rs[:len(rs)-1] {
+				if res.Completed == res.Jobs {
+					checked++
+				}
+				if res.Completed == res.Jobs && res.Cost < oracle.Cost {
+					t.Errorf("%s %s: %s served every job for $%.3f, below the oracle's $%.3f", ex.workload, sc, res.Policy, res.Cost, oracle.Cost)
+				}
+			}
+		}
+	}
+}

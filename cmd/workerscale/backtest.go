@@ -292,14 +292,7 @@ func printBacktest(out io.Writer, r *rules.Rules, only string, res sim.BacktestR
 			grades = append(grades, m+"="+string(c.Grades[m]))
 		}
 		fmt.Fprintf(out, "  grades: %s\n", strings.Join(grades, " "))
-		limits := "none"
-		if len(c.LimitedBy) > 0 {
-			limits = strings.Join(c.LimitedBy, ", ")
-		}
-		fmt.Fprintf(out, "  limited by: %s\n  reasons:\n", limits)
-		for _, reason := range c.Reasons {
-			fmt.Fprintf(out, "    - %s\n", reason)
-		}
+		printLimits(out, "  ", "", c.LimitedBy, c.Reasons)
 		fmt.Fprintln(out)
 	}
 	noun := "changes"

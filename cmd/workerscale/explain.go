@@ -225,13 +225,20 @@ func printDecision(out io.Writer, d autoscaler.Decision) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	limits := "none"
-	if len(d.LimitedBy) > 0 {
-		limits = strings.Join(d.LimitedBy, ", ")
-	}
-	fmt.Fprintf(out, "\nlimited by: %s\n\nreasons:\n", limits)
-	for _, r := range d.Reasons {
-		fmt.Fprintf(out, "  - %s\n", r)
-	}
+	fmt.Fprintln(out)
+	printLimits(out, "", "\n", d.LimitedBy, d.Reasons)
 	return nil
+}
+
+// printLimits writes a decision's limits and reasons, each line after indent; sep stands
+// between the limits and the reasons.
+func printLimits(out io.Writer, indent, sep string, limitedBy, reasons []string) {
+	limits := "none"
+	if len(limitedBy) > 0 {
+		limits = strings.Join(limitedBy, ", ")
+	}
+	fmt.Fprintf(out, "%slimited by: %s\n%s%sreasons:\n", indent, limits, sep, indent)
+	for _, r := range reasons {
+		fmt.Fprintf(out, "%s  - %s\n", indent, r)
+	}
 }

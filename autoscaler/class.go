@@ -17,10 +17,10 @@ func (p *plan) maxFor(c *rules.Class) int32 {
 	return m
 }
 
-// replicasAt is the replica count that supplies the needed slots in class c.
+// replicasAt is the replica count that supplies the needed slots in class c, at the
+// concurrency its jobs fit (slotsOf).
 func (p *plan) replicasAt(c *rules.Class) int32 {
-	g, _ := p.concurrencyOf(c)
-	return max(ceilInt(p.need/float64(g)), *p.w.MinReplicas)
+	return max(ceilInt(p.need/float64(p.slotsOf(c))), *p.w.MinReplicas)
 }
 
 func (p *plan) costAt(c *rules.Class) float64 {
@@ -57,12 +57,17 @@ func (p *plan) chooseClass() *rules.Class {
 	if idx+1 < len(allowed) {
 		larger = allowed[idx+1:]
 	}
-	// 1. Pressure: one class up.
+	// 1. Pressure: one class up. Only while a job's resources are not measured: once they
+	// are, a job that needs more than its slot is given fewer slots per pod (slotsOf), in
+	// this class or the cheapest that fits, which the capacity and cost rules choose.
 	for _, cond := range []struct{ name, what string }{
 		{condResourceFailures, "jobs are failing while CPU or memory is critical"},
 		{condCPUHigh, fmt.Sprintf("CPU at or above %s", num(*p.w.Thresholds[rules.CPU].Warning))},
 		{condMemoryHigh, fmt.Sprintf("memory at or above %s", num(*p.w.Thresholds[rules.Memory].Warning))},
 	} {
+		if p.hist.PerJob != nil {
+			break
+		}
 		ok, held := p.sustained(cond.name)
 		if !ok {
 			if held > 0 {
@@ -94,7 +99,7 @@ func (p *plan) chooseClass() *rules.Class {
 		if len(fitting) > 0 {
 			to = p.cheapest(fitting)
 		}
-		g, _ := p.concurrencyOf(to)
+		g := p.slotsOf(to)
 		return p.gate(to, ruleCapacity, fmt.Sprintf("%d workers are needed but class %s runs at most %d: stepping up to %s (%d concurrency, at most %d workers)",
 			need, cur.Name, p.maxFor(cur), to.Name, g, p.maxFor(to)))
 	}
@@ -109,7 +114,17 @@ func (p *plan) chooseClass() *rules.Class {
 			candidates = append(candidates, c)
 		}
 	}
-	if idx > 0 {
+	switch {
+	case p.hist.PerJob != nil:
+		// Every allowed class that fits a job and the requirement is a candidate: the
+		// choice rests on what a job uses, which no class change alters, so the class it
+		// leaves would not be chosen back under the same load.
+		for _, c := range allowed[:idx] {
+			if p.replicasAt(c) <= p.maxFor(c) {
+				candidates = append(candidates, c)
+			}
+		}
+	case idx > 0:
 		if smaller := allowed[idx-1]; p.canStepDown(cur, smaller) {
 			candidates = append(candidates, smaller)
 		}
@@ -120,7 +135,14 @@ func (p *plan) chooseClass() *rules.Class {
 	best := p.cheapest(candidates)
 	now, then := p.costAt(cur), p.costAt(best)
 	saving := 1 - then/now
-	if now > 0 && saving+eps >= *p.w.Vertical.MinSavings {
+	// The saving counts the rollout: for about rolloutTime both fleets run side by side
+	// (maxSurge 25 %), which the saving over sustainFor must pay for.
+	rollout := 0.25 * max(now, then) * rolloutTime.Hours()
+	pays := (now-then)*p.w.Vertical.SustainFor.D().Hours() > rollout
+	if now > 0 && saving+eps >= *p.w.Vertical.MinSavings && !pays {
+		p.reasonf("class %s would save $%s/h, which does not pay for a rollout within %s", best.Name, num(now-then), p.w.Vertical.SustainFor)
+	}
+	if now > 0 && saving+eps >= *p.w.Vertical.MinSavings && pays {
 		// The numbers of the move are stated by finish, from the final decision.
 		return p.gate(best, ruleCost, fmt.Sprintf("class %s supplies the required %s slots for less than class %s", best.Name, num(p.need), cur.Name))
 	}
@@ -151,11 +173,18 @@ func (p *plan) canStepDown(cur, smaller *rules.Class) bool {
 		p.reasonf("a step down to %s needs fresh CPU and memory", smaller.Name)
 		return false
 	}
+	// Project onto the smaller class the jobs each pod would run there, not the ratio of
+	// the classes' concurrency: a fleet running few jobs per pod would look idle.
 	gCur, _ := p.concurrencyOf(cur)
 	gSmall, _ := p.concurrencyOf(smaller)
-	perJob := float64(gSmall) / float64(gCur)
-	cpuThere := cpu * perJob * cur.CPU.Float() / smaller.CPU.Float()
-	memThere := mem * perJob * cur.Memory.Float() / smaller.Memory.Float()
+	perPod := float64(gSmall) / float64(gCur) // the old projection, without active jobs
+	if a, ok := p.value(rules.ActiveJobs); ok && p.in.State.ReadyReplicas > 0 && a > 0 {
+		jobsHere := a / float64(p.in.State.ReadyReplicas)
+		jobsThere := min(float64(gSmall), a/float64(p.replicasAt(smaller)))
+		perPod = jobsThere / jobsHere
+	}
+	cpuThere := cpu * perPod * cur.CPU.Float() / smaller.CPU.Float()
+	memThere := mem * perPod * cur.Memory.Float() / smaller.Memory.Float()
 	if cpuThere >= *p.w.Thresholds[rules.CPU].Warning || memThere >= *p.w.Thresholds[rules.Memory].Warning {
 		p.reasonf("on %s, CPU would be %s and memory %s of the request: too close to warning to step down", smaller.Name, num(cpuThere), num(memThere))
 		return false
@@ -186,6 +215,10 @@ func (p *plan) allowedClasses() []*rules.Class {
 	}
 	return out
 }
+
+// rolloutTime is about how long a rollout runs both fleets: four waves of 25 % of the pods,
+// each waiting for its pods' start.
+const rolloutTime = 2 * time.Minute
 
 // The class rules, first match wins: a class the workload may not use, pressure, capacity,
 // cost.
@@ -230,7 +263,9 @@ func (p *plan) heldReplicas(c *rules.Class) int32 {
 // replaces every pod anyway, and the old counts were in other units. The scale-down
 // window does, in slots, through the sizing on the stabilized requirement and the guard.
 func (p *plan) changeClass(to *rules.Class) {
-	g, t := p.concurrencyOf(to)
+	_, t := p.concurrencyOf(to)
+	g := p.slotsOf(to)
+	t = max(1, min(t, g))
 	replicas := p.replicasAt(to)
 	if !p.hasNeed {
 		replicas = p.heldReplicas(to) // keep the capacity the fleet has

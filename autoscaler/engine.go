@@ -143,6 +143,7 @@ func (p *plan) grade(metric string) Grade {
 func (p *plan) decide() {
 	p.observe()
 	p.sustain()
+	p.measureJobs()
 	p.breaker = p.breakerWhy()
 	if p.in.State.RolloutInProgress {
 		p.limit(LimitCooldown)
@@ -162,6 +163,7 @@ func (p *plan) decide() {
 		p.need = raw
 		p.horizontal()
 		p.concurrency()
+		p.fitConcurrency()
 		return
 	}
 	p.need = raw
@@ -204,6 +206,9 @@ func (p *plan) finish() Decision {
 	}
 	if to.Concurrency != from.Concurrency || to.TenantConcurrency != from.TenantConcurrency {
 		parts = append(parts, fmt.Sprintf("set concurrency %d/%d (was %d/%d)", to.Concurrency, to.TenantConcurrency, from.Concurrency, from.TenantConcurrency))
+	}
+	if to.RateLimitMax != from.RateLimitMax {
+		parts = append(parts, fmt.Sprintf("set the rate limit to %d jobs per window (was %d)", to.RateLimitMax, from.RateLimitMax))
 	}
 	summary := fmt.Sprintf("hold at %d replicas of %s", to.Replicas, to.Class)
 	if len(parts) > 0 {

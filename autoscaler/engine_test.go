@@ -87,6 +87,18 @@ func fresh(set map[string]float64) Observations {
 	return o
 }
 
+// seedSizing adds horizontal.sizing: seed to a workload's extra YAML, for the tests of the
+// first seed's formula.
+func seedSizing(extra string) string {
+	if strings.Contains(extra, "horizontal: {") {
+		return strings.Replace(extra, "horizontal: {", "horizontal: {sizing: seed, ", 1)
+	}
+	if extra != "" && !strings.HasSuffix(extra, "\n") {
+		extra += "\n"
+	}
+	return extra + "horizontal: {sizing: seed}\n"
+}
+
 // noBehavior lifts the HPA default rate limits so a test sees the raw requirement.
 const noBehavior = `behavior:
   scaleUp: {policies: [{type: Pods, value: 1000, period: 15s}]}
@@ -163,7 +175,7 @@ func TestHorizontal(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r, w := single(t, tc.extra)
+			r, w := single(t, seedSizing(tc.extra))
 			d := Decide(t0, r, Input{Workload: w, Observations: tc.obs, State: tc.st})
 			if d.To.Replicas != tc.want {
 				t.Errorf("replicas = %d, want %d\n%s", d.To.Replicas, tc.want, strings.Join(d.Reasons, "\n"))
@@ -180,7 +192,7 @@ func TestHorizontal(t *testing.T) {
 
 // TestWaitTermWins sets the numbers so that the wait term is the largest requirement.
 func TestWaitTermWins(t *testing.T) {
-	r, w := single(t, noBehavior+"vertical: {enabled: false}\nhorizontal: {jobDuration: 10s}")
+	r, w := single(t, noBehavior+"vertical: {enabled: false}\nhorizontal: {jobDuration: 10s, sizing: seed}")
 	// queue: 20 / 0.8 x 1.2 = 30 slots; floor: 2 jobs/s x 10 s / 0.8 = 25 slots;
 	// wait: (2 + 20 / 10) jobs/s x 10 s / 0.8 = 50 slots -> 10 workers at concurrency 5.
 	obs := fresh(map[string]float64{rules.QueueDepth: 20, rules.Throughput: 2, rules.WaitSeconds: 45, rules.ActiveJobs: 20})

@@ -49,6 +49,7 @@ func (p *plan) guard() {
 	toClass := p.r.Class(p.d.To.Class)
 	if need := ceilInt(float64(floor) / float64(p.effConc(p.d.To))); need > p.maxFor(toClass) && p.d.To.Class != from.Class {
 		p.holdClass(floor)
+		floor, floorWhy, floorLimit = p.floorSlots() // in the class it holds
 	}
 	toConc := p.effConc(p.d.To)
 	need := ceilInt(float64(floor) / float64(toConc))

@@ -59,15 +59,25 @@ thresholds:
 		if rapid.Bool().Draw(t, "fallback") {
 			fmt.Fprintf(&b, "    fallbackReplicas: %d\n", rapid.IntRange(lo, hi).Draw(t, "fallbackReplicas"))
 		}
+		var env []string
 		if budget && rapid.Bool().Draw(t, "onBudget") {
-			fmt.Fprintf(&b, "    rateBudget: api\n    requestsPerJob: %d\n    horizontal: {jobDuration: %ds}\n", rapid.IntRange(1, 4).Draw(t, "rpj"), rapid.IntRange(1, 30).Draw(t, "duration"))
+			fmt.Fprintf(&b, "    rateBudget: api\n    requestsPerJob: %d\n", rapid.IntRange(1, 4).Draw(t, "rpj"))
+			if rapid.IntRange(0, 3).Draw(t, "unknownDuration") > 0 {
+				fmt.Fprintf(&b, "    horizontal: {jobDuration: %ds}\n", rapid.IntRange(1, 30).Draw(t, "duration"))
+			}
+			if rapid.Bool().Draw(t, "rateLimiter") {
+				env = append(env, "rateLimitMax: RATE_LIMIT_MAX", "rateLimitDuration: RATE_LIMIT_DURATION")
+			}
 		}
 		if rapid.Bool().Draw(t, "concurrencyBounds") {
 			cmin := rapid.IntRange(1, 3).Draw(t, "concMin")
 			fmt.Fprintf(&b, "    concurrency: {min: %d, max: %d}\n", cmin, rapid.IntRange(cmin, 25).Draw(t, "concMax"))
 		}
 		if rapid.Bool().Draw(t, "unmanaged") {
-			b.WriteString("    env: {concurrency: \"\", tenantConcurrency: \"\"}\n")
+			env = append(env, `concurrency: ""`, `tenantConcurrency: ""`)
+		}
+		if len(env) > 0 {
+			fmt.Fprintf(&b, "    env: {%s}\n", strings.Join(env, ", "))
 		}
 		fmt.Fprintf(&b, "    vertical: {enabled: %v, minSavings: %s}\n", rapid.Bool().Draw(t, "vertical"), num(rapid.Float64Range(0, 0.5).Draw(t, "minSavings")))
 		if rapid.Bool().Draw(t, "noBehavior") {
@@ -95,7 +105,8 @@ func genState(t *rapid.T, r *rules.Rules) State {
 		conc = *c.Concurrency
 	}
 	return State{
-		Shape:             Shape{Replicas: replicas, Class: class, Concurrency: conc, TenantConcurrency: rapid.IntRange(0, max(conc, 1)).Draw(t, "stateTenant")},
+		Shape: Shape{Replicas: replicas, Class: class, Concurrency: conc, TenantConcurrency: rapid.IntRange(0, max(conc, 1)).Draw(t, "stateTenant"),
+			RateLimitMax: rapid.SampledFrom([]int{0, 0, 1, 7, 40, 200}).Draw(t, "stateRateLimitMax")},
 		ReadyReplicas:     rapid.SampledFrom([]int32{replicas, replicas, 0, replicas / 2}).Draw(t, "ready"),
 		RolloutInProgress: rapid.IntRange(0, 9).Draw(t, "rollout") == 0,
 	}
@@ -140,7 +151,7 @@ func genHistory(t *rapid.T, now time.Time) History {
 	if rapid.Bool().Draw(t, "lastClassChange") {
 		h.LastClassChange = now.Add(-time.Duration(rapid.IntRange(1, 3600).Draw(t, "classChangeAge")) * time.Second)
 	}
-	for _, c := range []string{condCPUHigh, condMemoryHigh, condCPULow, condResourceFailures} {
+	for _, c := range []string{condCPUHigh, condMemoryHigh, condCPULow, condResourceFailures, condRateLimitOK} {
 		if rapid.Bool().Draw(t, "since "+c) {
 			h.Since[c] = now.Add(-time.Duration(rapid.IntRange(0, 7200).Draw(t, "sinceAge")) * time.Second)
 		}
@@ -188,7 +199,7 @@ func TestInvariantsHoldOverManyCycles(t *testing.T) {
 				st.RolloutInProgress = false
 				if d.Changed() && !d.DryRun {
 					h = h.Applied(now, d)
-					st.RolloutInProgress = d.To.Class != d.From.Class || d.To.Concurrency != d.From.Concurrency
+					st.RolloutInProgress = d.RollsOut()
 					st.Shape = d.To
 				}
 				st.ReadyReplicas = st.Replicas
@@ -285,8 +296,31 @@ func checkInvariants(t interface {
 				}
 			}
 		}
+		// The rate limiter: written only for a member of a budget that names it, at least 1
+		// job and at most the budget per window, behind the cooldown unless the pods roll
+		// anyway.
+		if d.To.RateLimitMax != from.RateLimitMax {
+			managed := w.RateBudget != "" && *w.Env.RateLimitMax != ""
+			if !managed {
+				fail("the rate limiter of a workload that does not manage one changed")
+			}
+			var b *rules.RateBudget
+			for j := range r.RateBudgets {
+				if r.RateBudgets[j].Name == w.RateBudget {
+					b = &r.RateBudgets[j]
+				}
+			}
+			perJob := *w.RequestsPerJob / b.LimiterWindow.D().Seconds()
+			if d.To.RateLimitMax < 1 || float64(d.To.RateLimitMax)*perJob > capacity(b)+perJob+1e-6 {
+				fail("rate limit %d jobs per %s: outside [1, the budget]", d.To.RateLimitMax, b.LimiterWindow)
+			}
+			last := in.History.LastClassChange
+			if !d.ChangesSlots() && !last.IsZero() && now.Sub(last) < w.Vertical.SustainFor.D() {
+				fail("the rate limiter changed %s after the last rollout, within the cooldown", now.Sub(last))
+			}
+		}
 		if in.State.RolloutInProgress {
-			if d.To.Class != from.Class || d.To.Concurrency != from.Concurrency || d.To.TenantConcurrency != from.TenantConcurrency {
+			if d.To.Class != from.Class || d.To.Concurrency != from.Concurrency || d.To.TenantConcurrency != from.TenantConcurrency || d.To.RateLimitMax != from.RateLimitMax {
 				fail("the shape changed during a rollout")
 			}
 			if d.To.Replicas != from.Replicas && !atMin && !atMax && !budgetCut {
@@ -402,16 +436,28 @@ func checkInvariants(t interface {
 			if w.RateBudget != b.Name {
 				continue
 			}
-			dur := jobDuration(d, w)
-			if dur <= 0 {
-				continue
-			}
 			p := newPlan(now, r, &ins[i])
-			used += float64(d.To.Replicas) * float64(p.effConc(d.To)) * *w.RequestsPerJob / dur
+			perSlot := *w.RequestsPerJob / jobDuration(d, w)
+			if jobDuration(d, w) <= 0 {
+				// Counted at its current rate per slot; not counted when that is unknown
+				// (its share is reserved, and its replicas cannot be capped).
+				tput, fromSlots := d.Metrics[rules.Throughput], float64(ins[i].State.Replicas)*float64(p.conc)
+				if !tput.usable() || tput.Value <= 0 || fromSlots <= 0 {
+					continue
+				}
+				perSlot = tput.Value * *w.RequestsPerJob / fromSlots
+			}
+			used += float64(d.To.Replicas) * float64(p.effConc(d.To)) * perSlot
 			forced = forced || d.To.Replicas == *w.MinReplicas
 		}
 		if used > capacity+1e-6 && !forced {
-			t.Fatalf("rate budget %s: %v rps used of %v", b.Name, used, capacity)
+			var why []string
+			for i, d := range ds {
+				if ins[i].Workload.RateBudget == b.Name {
+					why = append(why, fmt.Sprintf("%s: from %+v to %+v\n%s", d.Workload, d.From, d.To, strings.Join(d.Reasons, "\n")))
+				}
+			}
+			t.Fatalf("rate budget %s: %v rps used of %v\n%s", b.Name, used, capacity, strings.Join(why, "\n\n"))
 		}
 	}
 }

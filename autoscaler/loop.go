@@ -161,7 +161,7 @@ func (l *Loop) RunOnce(ctx context.Context) error {
 func (l *Loop) events(ctx context.Context, w *rules.Workload, d Decision, rep Report, now time.Time) {
 	if rep.Applied {
 		switch {
-		case d.From.Class != d.To.Class || d.From.Concurrency != d.To.Concurrency || d.From.TenantConcurrency != d.To.TenantConcurrency:
+		case d.RollsOut():
 			l.Cluster.Event(ctx, w, "Normal", EventClassChanged, d.Reasons[0])
 		case d.To.Replicas > d.From.Replicas:
 			l.Cluster.Event(ctx, w, "Normal", EventScaledOut, d.Reasons[0])

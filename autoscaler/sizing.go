@@ -3,20 +3,112 @@ package autoscaler
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/workerscale/workerscale/rules"
 )
 
-// sizeWork computes the concurrency slots the work needs: the largest of the queue term,
-// the throughput floor and the wait term, each from fresh metrics only.
+// term is one way of counting the slots the work needs, with its sentence.
+type term struct {
+	slots float64
+	why   string
+}
+
+// sizeWork computes the concurrency slots the work needs from fresh metrics only: with
+// the drain sizing, the jobs in flight and the slots that drain the backlog within the
+// target wait; with the seed's, the largest of the queue term, the throughput floor and
+// the wait term (the drain sizing falls back to those while the job duration is unknown).
 func (p *plan) sizeWork() {
+	var terms []term
+	if t, ok := p.drainTerm(); ok {
+		terms = []term{t}
+	} else {
+		terms = p.seedTerms()
+	}
+	p.stuckJobs()
+	p.noteMissing()
+	if len(terms) == 0 {
+		return
+	}
+	best := 0
+	for i, t := range terms {
+		if t.slots > terms[best].slots {
+			best = i
+		}
+		p.d.Reasons = append(p.d.Reasons, t.why)
+	}
+	p.need, p.hasNeed = terms[best].slots, true
+	if len(terms) > 1 {
+		p.reasonf("the largest requirement is the %s term", strings.SplitN(terms[best].why, ":", 2)[0])
+	}
+}
+
+// drainTerm is the drain sizing: slots = (arrivals x duration + backlog x min(1, duration
+// / target wait)) / utilization x (1 + buffer). The jobs in flight are never counted
+// below the active jobs, and a backlog of jobs shorter than the target wait needs only
+// the share of a slot that drains it in time, not a slot each.
+func (p *plan) drainTerm() (term, bool) {
+	h := p.w.Horizontal
+	q, okQ := p.value(rules.QueueDepth)
+	if h.Sizing != rules.SizingDrain || p.duration <= 0 || !okQ {
+		if h.Sizing == rules.SizingDrain && okQ && p.duration <= 0 {
+			p.reasonf("the mean job duration is unknown (set horizontal.jobDuration, or query activeJobs and throughput): sized with the seed's queue formula instead")
+		}
+		return term{}, false
+	}
+	util, buffer := *h.Utilization, *h.Buffer
+	conc := float64(p.conc)
+	d := p.duration
+	t, _ := p.value(rules.Throughput)
+	a, _ := p.value(rules.ActiveJobs)
+	inFlight := max(t*d, a)
+	target := 10.0
+	if th, ok := p.w.Thresholds[rules.WaitSeconds]; ok && th.Target != nil && *th.Target > 0 {
+		target = *th.Target
+	}
+	share := min(1, d/target)
+	s := (inFlight + q*share) / util * (1 + buffer)
+	return term{s, fmt.Sprintf("drain: (%s jobs in flight (%s jobs/s x %ss, at least the %s active) + %s queued x min(1, %ss / %ss target wait)) / %s utilization x (1 + %s buffer) = %s slots = %s workers at concurrency %s, from %s",
+		num(inFlight), num(t), num(d), num(a), num(q), num(d), num(target), num(util), num(buffer), num(s), num(s/max(conc, 1)), num(conc), p.durationWhy)}, true
+}
+
+// stuckJobs reports jobs that are active while nothing completes: a condition to look
+// into (a hung upstream, a deadlock), not a reason to multiply the fleet.
+func (p *plan) stuckJobs() {
+	t, okT := p.value(rules.Throughput)
+	a, okA := p.value(rules.ActiveJobs)
+	// Stuck: the jobs in flight would take ten times the configured duration to finish, or
+	// ten minutes without one.
+	limit := 10 * time.Minute
+	if jd := p.w.Horizontal.JobDuration; jd != nil {
+		limit = 10 * jd.D()
+	}
+	if okT && okA && a >= 1 && t*limit.Seconds() < a {
+		p.reasonf("jobs look stuck: %s active, %s completed per second; the fleet is sized on the jobs in flight, not on their apparent duration", num(a), num(t))
+	}
+}
+
+// noteMissing names the replica inputs that are missing, stale or invalid.
+func (p *plan) noteMissing() {
+	for _, m := range p.replicaInputs() {
+		if _, ok := p.obs[m]; !ok {
+			why := "missing"
+			if o, seen := p.d.Metrics[m]; seen && o.Reason != "" {
+				why = string(o.Status) + ": " + o.Reason
+			} else if seen {
+				why = string(o.Status)
+			}
+			p.missing = append(p.missing, fmt.Sprintf("%s (%s)", m, why))
+		}
+	}
+}
+
+// seedTerms are the first seed's sizing: the queue term (every queued job a slot now), the
+// throughput floor (Little's law) and, once the wait is past warning, the wait term.
+func (p *plan) seedTerms() []term {
 	h := p.w.Horizontal
 	util, buffer := *h.Utilization, *h.Buffer
 	conc := float64(p.conc)
-	type term struct {
-		slots float64
-		why   string
-	}
 	var terms []term
 	if q, ok := p.value(rules.QueueDepth); ok {
 		s := q / util * (1 + buffer)
@@ -47,29 +139,5 @@ func (p *plan) sizeWork() {
 				num(q), num(target), num(t), num(rate), num(p.duration), num(conc), num(util), num(s/max(conc, 1)))})
 		}
 	}
-	for _, m := range p.replicaInputs() {
-		if _, ok := p.obs[m]; !ok {
-			why := "missing"
-			if o, seen := p.d.Metrics[m]; seen && o.Reason != "" {
-				why = string(o.Status) + ": " + o.Reason
-			} else if seen {
-				why = string(o.Status)
-			}
-			p.missing = append(p.missing, fmt.Sprintf("%s (%s)", m, why))
-		}
-	}
-	if len(terms) == 0 {
-		return
-	}
-	best := 0
-	for i, t := range terms {
-		if t.slots > terms[best].slots {
-			best = i
-		}
-		p.d.Reasons = append(p.d.Reasons, t.why)
-	}
-	p.need, p.hasNeed = terms[best].slots, true
-	if len(terms) > 1 {
-		p.reasonf("the largest requirement is the %s term", strings.SplitN(terms[best].why, ":", 2)[0])
-	}
+	return terms
 }

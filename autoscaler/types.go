@@ -77,6 +77,9 @@ type Shape struct {
 	Class             string `json:"class"`
 	Concurrency       int    `json:"concurrency"`
 	TenantConcurrency int    `json:"tenantConcurrency"`
+	// RateLimitMax is the jobs the workload may start per limiter window of its rate
+	// budget (env.rateLimitMax); 0 when not managed, or not set in that window.
+	RateLimitMax int `json:"rateLimitMax,omitempty"`
 }
 
 // State is a workload's current state in the cluster.
@@ -110,6 +113,8 @@ type History struct {
 	// Since holds when each sustained condition (cpuHigh, memoryHigh, cpuLow,
 	// resourceFailures) began to hold without a break.
 	Since map[string]time.Time `json:"since,omitempty"`
+	// PerJob is what one running job uses, as measured; nil until measured.
+	PerJob *JobResources `json:"perJob,omitempty"`
 }
 
 // The sustained conditions of History.Since.
@@ -134,8 +139,10 @@ func (h History) Applied(t time.Time, d Decision) History {
 		}
 		h.ScaleEvents = append(kept, ScaleEvent{Time: t, Delta: delta})
 	}
-	if d.From.Class != d.To.Class || d.From.Concurrency != d.To.Concurrency || d.From.TenantConcurrency != d.To.TenantConcurrency {
+	if d.RollsOut() {
 		h.LastClassChange = t
+	}
+	if d.ChangesSlots() {
 		// A class change starts the replica history afresh: old counts were in other units.
 		h.Recommendations, h.ScaleEvents = nil, nil
 	}
@@ -202,6 +209,7 @@ func AssumeSustained(now time.Time, w *rules.Workload, obs Observations) History
 		}
 	}
 	p.sustain()
+	p.trackRateLimitOK()
 	for k := range p.hist.Since {
 		p.hist.Since[k] = now.Add(-w.Vertical.SustainFor.D())
 	}

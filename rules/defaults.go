@@ -21,6 +21,10 @@ const (
 	// RateLimited is the optional metric of upstream 429 responses per second. At warning
 	// it opens the circuit breaker; at critical it also lowers concurrency by one.
 	RateLimited = "rateLimited"
+	// OOMKills is an input, not graded: the workload's containers killed for running out
+	// of memory within the rate window (kube-state-metrics). Each one raises the estimate
+	// of a job's memory, as the VPA's recommender does.
+	OOMKills = "oomKills"
 )
 
 // GradedMetrics returns the six metrics of the seed's "Monitoring Metrics" table, in its
@@ -60,6 +64,7 @@ const (
 	DefaultScaleDownCPUBelow = 0.5
 	DefaultMinSavings        = 0.2
 	DefaultSafetyFactor      = 0.7
+	DefaultLimiterWindow     = time.Second
 	DefaultAlertFor          = 5 * time.Minute
 	DefaultMinReplicas       = 1
 )
@@ -154,6 +159,7 @@ func (r *Rules) applyDefaults() {
 
 	for i := range r.RateBudgets {
 		setFloat(&r.RateBudgets[i].SafetyFactor, DefaultSafetyFactor)
+		setDur(&r.RateBudgets[i].LimiterWindow, DefaultLimiterWindow)
 	}
 
 	for i := range r.Workloads {
@@ -181,9 +187,14 @@ func (r *Rules) applyDefaults() {
 		}
 		setStr(&w.Env.Concurrency, DefaultConcurrencyEnv)
 		setStr(&w.Env.TenantConcurrency, DefaultTenantEnv)
+		setStr(&w.Env.RateLimitMax, "")
+		setStr(&w.Env.RateLimitDuration, "")
 		setFloat(&w.Horizontal.Utilization, DefaultUtilization)
 		setFloat(&w.Horizontal.Buffer, DefaultBuffer)
 		setFloat(&w.Horizontal.Tolerance, DefaultTolerance)
+		if w.Horizontal.Sizing == "" {
+			w.Horizontal.Sizing = SizingDrain
+		}
 		if w.Vertical.Enabled == nil {
 			on := true
 			w.Vertical.Enabled = &on

@@ -56,6 +56,15 @@ func presetQueries(name string) map[string]Query {
 	}
 	cpu := resource("container_cpu_usage_seconds_total", "cpu")
 	memory := resource("container_memory_working_set_bytes", "memory")
+	// OOM kills within the window: restarts of containers whose last termination was an
+	// OOM kill (kube-state-metrics). No series when none was ever OOM-killed: missing,
+	// which reads as none.
+	restarts := `kube_pod_container_status_restarts_total{namespace=~"{{.Namespaces}}"}`
+	oomKills := Query{Match: MatchTarget,
+		Query: fmt.Sprintf(`sum by (namespace, workload) (label_replace(increase(%s[{{.RateWindow}}])`+
+			` * on (namespace, pod, container) group_left () (kube_pod_container_status_last_terminated_reason{namespace=~"{{.Namespaces}}", reason="OOMKilled"} == 1),`+
+			` "workload", "$1", "pod", "%s"))`, restarts, podWorkload),
+		Freshness: fmt.Sprintf(`min by (namespace, workload) (label_replace(timestamp(%s), "workload", "$1", "pod", "%s"))`, restarts, podWorkload)}
 	q := func(expr, selector string) Query {
 		return Query{Match: MatchQueue, Query: expr, Freshness: freshnessByQueue(selector)}
 	}
@@ -74,6 +83,7 @@ func presetQueries(name string) map[string]Query {
 			CompletionRate: q(completed+"\n/\n("+completed+" + ("+failed+" or on (queue) 0 * "+completed+"))", completedSel),
 			CPU:            cpu,
 			Memory:         memory,
+			OOMKills:       oomKills,
 		}
 	case PresetBullMQQueue:
 		waiting := `bullmq_queue_waiting_jobs{queue=~"{{.Queues}}"}`
@@ -85,6 +95,7 @@ func presetQueries(name string) map[string]Query {
 			Throughput: q(`sum by (queue) (`+rate+`) / 60`, rate),
 			CPU:        cpu,
 			Memory:     memory,
+			OOMKills:   oomKills,
 		}
 	}
 	return nil

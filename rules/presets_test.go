@@ -180,7 +180,7 @@ func checkSelectors(t *testing.T, metric, expr string, allowed map[string][]stri
 		t.Fatalf("%s: %v\n%s", metric, err, expr)
 	}
 	fixed := map[string]bool{`state=~"waiting|prioritized"`: true, `state="active"`: true, `container!=""`: true,
-		`container!="POD"`: true, `phase="Running"`: true, `resource="cpu"`: true, `resource="memory"`: true}
+		`container!="POD"`: true, `phase="Running"`: true, `resource="cpu"`: true, `resource="memory"`: true, `reason="OOMKilled"`: true}
 	seen := 0
 	parser.Inspect(node, func(n parser.Node, _ []parser.Node) error {
 		vs, ok := n.(*parser.VectorSelector)

@@ -150,6 +150,11 @@ func TestBlizzardExampleIsTheSecondSeed(t *testing.T) {
 	if b := budgets["dma"]; b.Keys != 1 || b.SafeRPS != 70 {
 		t.Errorf("dma budget = %+v, want 1 key at 70 rps", b)
 	}
+	for _, b := range budgets {
+		if b.LimiterWindow.D() != time.Second {
+			t.Errorf("%s: limiter window %s, want the seed's limiter duration 1000 ms", b.Name, b.LimiterWindow)
+		}
+	}
 	want := map[string]struct {
 		budget      string
 		concurrency int
@@ -172,7 +177,8 @@ func TestBlizzardExampleIsTheSecondSeed(t *testing.T) {
 			continue
 		}
 		if w.RateBudget != x.budget || *w.Concurrency.Global != x.concurrency || *w.Env.Concurrency != x.env ||
-			*w.Env.TenantConcurrency != "" || w.MaxReplicas != x.maxReplicas {
+			*w.Env.TenantConcurrency != "" || w.MaxReplicas != x.maxReplicas ||
+			*w.Env.RateLimitMax != "RATE_LIMIT_MAX" || *w.Env.RateLimitDuration != "RATE_LIMIT_DURATION" {
 			t.Errorf("%s: budget=%s concurrency=%d env=%s/%q max=%d, want %+v", w.Name, w.RateBudget,
 				*w.Concurrency.Global, *w.Env.Concurrency, *w.Env.TenantConcurrency, w.MaxReplicas, x)
 		}
@@ -199,6 +205,9 @@ func TestDefaults(t *testing.T) {
 	}
 	if len(w.Queues) != 1 || w.Queues[0] != "render" || len(w.Classes) != 1 || *w.MinReplicas != 1 {
 		t.Errorf("queues=%v classes=%v min=%d", w.Queues, w.Classes, *w.MinReplicas)
+	}
+	if *w.Env.RateLimitMax != "" || *w.Env.RateLimitDuration != "" {
+		t.Errorf("rate limiter env %q/%q, want not managed by default", *w.Env.RateLimitMax, *w.Env.RateLimitDuration)
 	}
 	up, down := w.Behavior.ScaleUp, w.Behavior.ScaleDown
 	if up.StabilizationWindow.D() != 0 || len(up.Policies) != 2 || up.Policies[0].Value != 4 || up.Policies[1].Value != 100 || up.SelectPolicy != "Max" {
@@ -247,6 +256,9 @@ func TestOverrides(t *testing.T) {
 	}
 	if *w.Horizontal.Utilization != 0.8 {
 		t.Errorf("utilization 80%% = %v", *w.Horizontal.Utilization)
+	}
+	if *w.Env.RateLimitMax != "RATE_LIMIT_MAX" || *w.Env.RateLimitDuration != "RATE_LIMIT_DURATION" || r.RateBudgets[0].LimiterWindow.D() != time.Minute {
+		t.Errorf("rate limiter env %q/%q, window %s", *w.Env.RateLimitMax, *w.Env.RateLimitDuration, r.RateBudgets[0].LimiterWindow)
 	}
 	if r.Prometheus.HTTP.TLSConfig.CAFile != "/etc/prometheus/ca.crt" {
 		t.Errorf("tls ca_file = %q", r.Prometheus.HTTP.TLSConfig.CAFile)

@@ -134,6 +134,11 @@ type RateBudget struct {
 	SafeRPS float64 `yaml:"safeRequestsPerSecond"`
 	// SafetyFactor is the share of the safe capacity workers may plan to use.
 	SafetyFactor *float64 `yaml:"safetyFactor"`
+	// LimiterWindow is the window of the rate limiter written to the members that name
+	// env.rateLimitMax: RATE_LIMIT_MAX jobs per window, RATE_LIMIT_DURATION the window in
+	// milliseconds (BullMQ's limiter {max, duration}). The upstream limits per second, so
+	// the default is 1s; a longer window lets a window's jobs through in one burst.
+	LimiterWindow *Duration `yaml:"limiterWindow"`
 }
 
 // Workload is one fleet of queue workers.
@@ -181,11 +186,19 @@ type Concurrency struct {
 	Max    *int `yaml:"max"`
 }
 
-// EnvNames are the env vars that carry concurrency. An empty name means the workload has
-// no such variable and it is never written.
+// EnvNames are the env vars that carry concurrency and the rate limiter. An empty name
+// means the workload has no such variable and it is never written.
 type EnvNames struct {
 	Concurrency       *string `yaml:"concurrency"`
 	TenantConcurrency *string `yaml:"tenantConcurrency"`
+	// RateLimitMax carries the jobs the workload may start per limiter window (the first
+	// seed's RATE_LIMIT_MAX), set from its share of its rate budget; "" (the default): not
+	// managed.
+	RateLimitMax *string `yaml:"rateLimitMax"`
+	// RateLimitDuration carries the limiter window in milliseconds (RATE_LIMIT_DURATION),
+	// written with RateLimitMax; "" (the default): the worker's own window must equal the
+	// budget's limiterWindow.
+	RateLimitDuration *string `yaml:"rateLimitDuration"`
 }
 
 // Horizontal are the parameters of the replica count.
@@ -199,7 +212,20 @@ type Horizontal struct {
 	// JobDuration is the mean job duration used by the throughput floor when no
 	// metric gives it.
 	JobDuration *Duration `yaml:"jobDuration"`
+	// Sizing is how the slots are counted: SizingDrain (the default) or SizingSeed
+	// (docs/policy.md, "Horizontal").
+	Sizing string `yaml:"sizing"`
 }
+
+// The sizings.
+const (
+	// SizingDrain counts the jobs in flight (arrivals x duration) and the slots that drain
+	// the backlog within the target wait: backlog x min(1, duration / target wait).
+	SizingDrain = "drain"
+	// SizingSeed is the first seed's formula: every queued job needs a slot now, with the
+	// throughput floor and the wait term beside it.
+	SizingSeed = "seed"
+)
 
 // Vertical are the parameters of class changes.
 type Vertical struct {

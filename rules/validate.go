@@ -351,8 +351,41 @@ func (v *validator) rateBudgets(bs []RateBudget) map[string]int {
 		if f := *b.SafetyFactor; f <= 0 || f > 1 {
 			v.errorf(path+".safetyFactor", "must be in (0, 1], got %g", f)
 		}
+		if d := b.LimiterWindow.D(); d < time.Millisecond || d%time.Millisecond != 0 {
+			v.errorf(path+".limiterWindow", "must be a positive whole number of milliseconds (RATE_LIMIT_DURATION is in ms), got %s", b.LimiterWindow)
+		}
 	}
 	return index
+}
+
+// envNames checks the workload's env var names: valid, distinct, and the rate limiter's
+// only where there is a rate budget to take the limit from.
+func (v *validator) envNames(path string, w *Workload) {
+	names := []struct {
+		field string
+		val   *string
+	}{{"concurrency", w.Env.Concurrency}, {"tenantConcurrency", w.Env.TenantConcurrency},
+		{"rateLimitMax", w.Env.RateLimitMax}, {"rateLimitDuration", w.Env.RateLimitDuration}}
+	seen := map[string]string{}
+	for _, e := range names {
+		if e.val == nil || *e.val == "" {
+			continue
+		}
+		if !envName.MatchString(*e.val) {
+			v.errorf(path+"."+e.field, "%q is not a valid environment variable name", *e.val)
+		}
+		if other, dup := seen[*e.val]; dup {
+			v.errorf(path+"."+e.field, "must differ from env.%s (%q)", other, *e.val)
+		}
+		seen[*e.val] = e.field
+	}
+	limiter := w.Env.RateLimitMax != nil && *w.Env.RateLimitMax != ""
+	if limiter && w.RateBudget == "" {
+		v.errorf(path+".rateLimitMax", "needs rateBudget: the rate limit is the workload's share of its budget")
+	}
+	if w.Env.RateLimitDuration != nil && *w.Env.RateLimitDuration != "" && !limiter {
+		v.errorf(path+".rateLimitDuration", "needs env.rateLimitMax: the window is written with the limit")
+	}
 }
 
 func (v *validator) workloads(r *Rules, classes, budgets map[string]int) {
@@ -381,17 +414,7 @@ func (v *validator) workloads(r *Rules, classes, budgets map[string]int) {
 		v.allowedClasses(path, w, r.Classes, classes)
 		v.replicas(path, w, r.Classes, classes)
 		v.concurrency(path+".concurrency", w.Concurrency)
-		for _, e := range []struct {
-			field string
-			val   string
-		}{{"concurrency", *w.Env.Concurrency}, {"tenantConcurrency", *w.Env.TenantConcurrency}} {
-			if e.val != "" && !envName.MatchString(e.val) {
-				v.errorf(path+".env."+e.field, "%q is not a valid environment variable name", e.val)
-			}
-		}
-		if w.Env.Concurrency != nil && w.Env.TenantConcurrency != nil && *w.Env.Concurrency != "" && *w.Env.Concurrency == *w.Env.TenantConcurrency {
-			v.errorf(path+".env.tenantConcurrency", "must differ from env.concurrency (%q)", *w.Env.Concurrency)
-		}
+		v.envNames(path+".env", w)
 		if w.RateBudget != "" {
 			if _, ok := budgets[w.RateBudget]; !ok {
 				v.errorf(path+".rateBudget", "unknown rate budget %q%s", w.RateBudget, known(budgets))
@@ -600,6 +623,9 @@ func (v *validator) horizontal(path string, h Horizontal) {
 	}
 	if t := *h.Tolerance; t < 0 || t >= 1 {
 		v.errorf(path+".tolerance", "must be in [0, 1), got %g", t)
+	}
+	if h.Sizing != SizingDrain && h.Sizing != SizingSeed {
+		v.errorf(path+".sizing", "must be %s or %s, got %q", SizingDrain, SizingSeed, h.Sizing)
 	}
 	if h.JobDuration != nil && h.JobDuration.D() <= 0 {
 		v.errorf(path+".jobDuration", "must be positive, got %s", h.JobDuration)

@@ -116,9 +116,9 @@ func TestExplainSetsOnlyWhatTheWorkloadReads(t *testing.T) {
 		want string // in stderr when refused
 	}{
 		{"no rateLimited query", append(luneoArgs, "--set", "rateLimited=5"), 2,
-			`--set rateLimited: workload "render" never reads the metric "rateLimited": the rules have no query for it (it reads activeJobs, completionRate, cpu, memory, queueDepth, throughput)`},
+			`--set rateLimited: workload "render" never reads the metric "rateLimited": the rules have no query for it (it reads activeJobs, completionRate, cpu, memory, oomKills, queueDepth, throughput)`},
 		{"a derived saturation", append(luneoArgs, "--set", "saturation=0.5"), 2,
-			`workload "render" never reads the metric "saturation": the rules have no query for it (it reads activeJobs, completionRate, cpu, memory, queueDepth, throughput); the engine derives it from activeJobs, so set that instead`},
+			`workload "render" never reads the metric "saturation": the rules have no query for it (it reads activeJobs, completionRate, cpu, memory, oomKills, queueDepth, throughput); the engine derives it from activeJobs, so set that instead`},
 		{"a derived wait", append(luneoArgs, "--set", "queueDepth=5", "--set", "waitSeconds=30"), 2,
 			`the engine derives it from queueDepth and throughput, so set that instead`},
 		{"every metric read", append(luneoArgs, "--set", "queueDepth=5", "--set", "activeJobs=3", "--set", "throughput=1",

@@ -159,9 +159,9 @@ func TestRunScalesOutAndRecordsAnEvent(t *testing.T) {
 }
 
 func TestRunChangesClass(t *testing.T) {
-	w := newWorld(t, "")
+	w := newWorld(t, "horizontal: {sizing: seed}")
 	w.createDeployment(10, "2", "4Gi", "5", "2", nil)
-	// 200 jobs / 0.8 x 1.2 = 300 slots: 60 medium or 30 large workers, both over their
+	// The seed's formula: 200 jobs / 0.8 x 1.2 = 300 slots: 60 medium or 30 large workers, both over their
 	// maximum of 20; 15 xlarge fit, so the cheapest class that fits is xlarge. A fast queue
 	// (40 jobs/s) keeps the wait, estimated at 5s, below warning.
 	w.load(testenv.Queue{Waiting: 200, Active: 50, CompletedPerSecond: 40}, 0.5)

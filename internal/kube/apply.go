@@ -21,12 +21,12 @@ import (
 )
 
 // Apply carries out a decision at time now. A change of replicas alone goes through the
-// scale subresource; a change of class or concurrency is one server-side apply of the pod
-// template's resources, env vars and node selector together with the replicas. Either way
-// the state annotation records the action. A write that conflicts with another is retried
-// on freshly read state.
+// scale subresource; a change of class, concurrency or rate limiter is one server-side
+// apply of the pod template's resources, env vars and node selector together with the
+// replicas. Either way the state annotation records the action. A write that conflicts
+// with another is retried on freshly read state.
 func (c *Client) Apply(ctx context.Context, r *rules.Rules, w *rules.Workload, d autoscaler.Decision, now time.Time) error {
-	if d.From.Class == d.To.Class && d.From.Concurrency == d.To.Concurrency && d.From.TenantConcurrency == d.To.TenantConcurrency {
+	if !d.RollsOut() {
 		if err := c.scaleTo(ctx, w, d); err != nil {
 			return err
 		}
@@ -59,9 +59,15 @@ func unchanged(w *rules.Workload, d autoscaler.Decision, replicas int32, class s
 // longest policy period any workload may use are dropped.
 func noteAction(st *stored, d autoscaler.Decision, now time.Time) {
 	st.LastAction, st.LastActionTime = d.Reasons[0], now
-	if d.From.Class != d.To.Class || d.From.Concurrency != d.To.Concurrency || d.From.TenantConcurrency != d.To.TenantConcurrency {
-		st.LastClassChange = now
+	if d.RollsOut() {
+		st.LastClassChange = now // the cooldown of every template change
+	}
+	if d.ChangesSlots() {
 		st.ScaleEvents = nil
+		return
+	}
+	delta := d.To.Replicas - d.From.Replicas
+	if delta == 0 {
 		return
 	}
 	kept := st.ScaleEvents[:0:0]
@@ -70,7 +76,7 @@ func noteAction(st *stored, d autoscaler.Decision, now time.Time) {
 			kept = append(kept, e)
 		}
 	}
-	st.ScaleEvents = append(kept, autoscaler.ScaleEvent{Time: now, Delta: d.To.Replicas - d.From.Replicas})
+	st.ScaleEvents = append(kept, autoscaler.ScaleEvent{Time: now, Delta: delta})
 }
 
 // scaleTo sets the replica count through the scale subresource.
@@ -136,18 +142,24 @@ func (c *Client) annotate(ctx context.Context, w *rules.Workload, change func(*s
 	})
 }
 
-// applyVertical applies the new class's resources, the concurrency env vars and the node
-// selector together with the replicas, by server-side apply. Only these fields are in the
-// apply, so every other field (image, other env vars, other containers) stays with its
-// owner. The node selector is one atomic map to the API server, so it is written whole:
-// the current keys, less those of any class, plus the new class's. The apply carries the
-// resourceVersion it was built from, so a write in between makes it conflict, and it is
-// rebuilt from fresh state.
+// applyVertical applies the new class's resources, the concurrency and rate limiter env
+// vars and the node selector together with the replicas, by server-side apply. Only these
+// fields are in the apply, so every other field (image, other env vars, other containers)
+// stays with its owner; every field ours is in every apply, since a field an apply leaves
+// out is removed from its manager. The node selector is one atomic map to the API server,
+// so it is written whole: the current keys, less those of any class, plus the new class's.
+// A change of the rate limiter alone, and any change of a custom workload (resources that
+// match no class), applies the resources and node selector as they are. The apply carries the resourceVersion it was
+// built from, so a write in between makes it conflict, and it is rebuilt from fresh state.
 func (c *Client) applyVertical(ctx context.Context, r *rules.Rules, w *rules.Workload, d autoscaler.Decision, now time.Time) error {
 	t := w.Target
 	class := r.Class(d.To.Class)
-	if class == nil {
+	if class == nil && (d.To.Class != autoscaler.CustomClass || d.From.Class != d.To.Class) {
 		return fmt.Errorf("workload %s: class %q is not in the rules", w.Name, d.To.Class)
+	}
+	what := "class " + d.To.Class
+	if !d.ChangesSlots() {
+		what = "the rate limiter"
 	}
 	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		obj, err := c.get(ctx, t)
@@ -168,26 +180,31 @@ func (c *Client) applyVertical(ctx context.Context, r *rules.Rules, w *rules.Wor
 		if err != nil {
 			return err
 		}
-		ctr := corev1ac.Container().WithName(container.Name).WithResources(corev1ac.ResourceRequirements().
-			WithRequests(corev1.ResourceList{corev1.ResourceCPU: class.CPU.Quantity, corev1.ResourceMemory: class.Memory.Quantity}).
-			WithLimits(corev1.ResourceList{corev1.ResourceCPU: class.Limits.CPU.Quantity, corev1.ResourceMemory: class.Limits.Memory.Quantity}))
-		for _, e := range []struct {
-			name  string
-			value int
-		}{{*w.Env.Concurrency, d.To.Concurrency}, {*w.Env.TenantConcurrency, d.To.TenantConcurrency}} {
-			if e.name == "" {
-				continue
+		resources := corev1ac.ResourceRequirements()
+		sel := obj.template.Spec.NodeSelector
+		if class != nil && d.ChangesSlots() {
+			resources = resources.
+				WithRequests(corev1.ResourceList{corev1.ResourceCPU: class.CPU.Quantity, corev1.ResourceMemory: class.Memory.Quantity}).
+				WithLimits(corev1.ResourceList{corev1.ResourceCPU: class.Limits.CPU.Quantity, corev1.ResourceMemory: class.Limits.Memory.Quantity})
+			sel = nodeSelector(r, class, sel)
+		} else {
+			if len(container.Resources.Requests) > 0 {
+				resources = resources.WithRequests(container.Resources.Requests)
 			}
-			for _, have := range container.Env {
-				if have.Name == e.name && have.ValueFrom != nil {
-					return fmt.Errorf("%s %s/%s: env var %s of container %s is set with valueFrom; workerscale can only write a value (remove valueFrom, or set env names to \"\" in the rules)",
-						t.Kind, t.Namespace, t.Name, e.name, container.Name)
-				}
+			if len(container.Resources.Limits) > 0 {
+				resources = resources.WithLimits(container.Resources.Limits)
 			}
-			ctr = ctr.WithEnv(corev1ac.EnvVar().WithName(e.name).WithValue(strconv.Itoa(e.value)))
+		}
+		ctr := corev1ac.Container().WithName(container.Name).WithResources(resources)
+		vars, err := envVars(w, d, container, autoscaler.RateLimitWindowMillis(r, w))
+		if err != nil {
+			return fmt.Errorf("%s %s/%s: %w", t.Kind, t.Namespace, t.Name, err)
+		}
+		for _, e := range vars {
+			ctr = ctr.WithEnv(corev1ac.EnvVar().WithName(e.name).WithValue(e.value))
 		}
 		pod := corev1ac.PodSpec().WithContainers(ctr)
-		if sel := nodeSelector(r, class, obj.template.Spec.NodeSelector); len(sel) > 0 {
+		if len(sel) > 0 {
 			pod = pod.WithNodeSelector(sel)
 		}
 		template := corev1ac.PodTemplateSpec().WithSpec(pod)
@@ -204,7 +221,7 @@ func (c *Client) applyVertical(ctx context.Context, r *rules.Rules, w *rules.Wor
 				WithSpec(appsv1ac.StatefulSetSpec().WithReplicas(d.To.Replicas).WithTemplate(template))
 			out, err := c.cs.AppsV1().StatefulSets(t.Namespace).Apply(ctx, ac, opts)
 			if err != nil {
-				return fmt.Errorf("applying class %s to %s %s/%s: %w", class.Name, t.Kind, t.Namespace, t.Name, err)
+				return fmt.Errorf("applying %s to %s %s/%s: %w", what, t.Kind, t.Namespace, t.Name, err)
 			}
 			generation, after = out.Generation, out.Spec.Template
 		default:
@@ -212,7 +229,7 @@ func (c *Client) applyVertical(ctx context.Context, r *rules.Rules, w *rules.Wor
 				WithSpec(appsv1ac.DeploymentSpec().WithReplicas(d.To.Replicas).WithTemplate(template))
 			out, err := c.cs.AppsV1().Deployments(t.Namespace).Apply(ctx, ac, opts)
 			if err != nil {
-				return fmt.Errorf("applying class %s to %s %s/%s: %w", class.Name, t.Kind, t.Namespace, t.Name, err)
+				return fmt.Errorf("applying %s to %s %s/%s: %w", what, t.Kind, t.Namespace, t.Name, err)
 			}
 			generation, after = out.Generation, out.Spec.Template
 		}
@@ -228,6 +245,64 @@ func (c *Client) applyVertical(ctx context.Context, r *rules.Rules, w *rules.Wor
 		}
 		return nil
 	})
+}
+
+// envVar is one env var to apply.
+type envVar struct{ name, value string }
+
+// envVars are the env vars the decision writes in the container: the concurrency ones,
+// and the rate limiter's (RATE_LIMIT_MAX, and the window in ms, RATE_LIMIT_DURATION) when
+// the workload names them and the decision has a limit; without one (not set yet, and
+// not set now) the container's own values are kept, as written, since an apply that left
+// out a variable workerscale wrote before would remove it. A variable set with valueFrom
+// is refused: workerscale can only write a value.
+func envVars(w *rules.Workload, d autoscaler.Decision, container *corev1.Container, windowMillis int64) ([]envVar, error) {
+	var out []envVar
+	add := func(name, value string) error {
+		if name == "" {
+			return nil
+		}
+		for _, have := range container.Env {
+			if have.Name == name && have.ValueFrom != nil {
+				return fmt.Errorf("env var %s of container %s is set with valueFrom; workerscale can only write a value (remove valueFrom, or set env names to \"\" in the rules)",
+					name, container.Name)
+			}
+		}
+		out = append(out, envVar{name, value})
+		return nil
+	}
+	if err := add(*w.Env.Concurrency, strconv.Itoa(d.To.Concurrency)); err != nil {
+		return nil, err
+	}
+	if err := add(*w.Env.TenantConcurrency, strconv.Itoa(d.To.TenantConcurrency)); err != nil {
+		return nil, err
+	}
+	maxName, durName := envName(w.Env.RateLimitMax), envName(w.Env.RateLimitDuration)
+	if maxName == "" || w.RateBudget == "" {
+		return out, nil
+	}
+	if d.To.RateLimitMax > 0 {
+		if err := add(maxName, strconv.Itoa(d.To.RateLimitMax)); err != nil {
+			return nil, err
+		}
+		return out, add(durName, strconv.FormatInt(windowMillis, 10))
+	}
+	for _, name := range []string{maxName, durName} {
+		for _, have := range container.Env {
+			if name != "" && have.Name == name && have.ValueFrom == nil {
+				out = append(out, envVar{name, have.Value})
+			}
+		}
+	}
+	return out, nil
+}
+
+// envName is an optional env var name; "" when not set.
+func envName(p *string) string {
+	if p == nil {
+		return ""
+	}
+	return *p
 }
 
 // nodeSelector is the node selector for class: the current one, less every class's keys

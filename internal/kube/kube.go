@@ -1,6 +1,6 @@
 // Package kube reads and writes the workloads workerscale scales, through client-go:
-// state (replicas, rollout progress, the target container's resources and concurrency
-// env vars), horizontal writes through the scale subresource, vertical writes by
+// state (replicas, rollout progress, the target container's resources, concurrency and
+// rate limiter env vars), horizontal writes through the scale subresource, vertical writes by
 // server-side apply with field manager "workerscale", the state annotation that carries
 // cooldowns across restarts, events on the workload, and leader election.
 package kube
@@ -184,6 +184,7 @@ func (c *Client) Read(ctx context.Context, r *rules.Rules, w *rules.Workload) (a
 				Class:             classOf(r, w, container),
 				Concurrency:       envInt(container, *w.Env.Concurrency),
 				TenantConcurrency: envInt(container, *w.Env.TenantConcurrency),
+				RateLimitMax:      rateLimitMax(r, w, container),
 			},
 			ReadyReplicas:     obj.ready,
 			RolloutInProgress: rolloutInProgress(obj, st, time.Now()),
@@ -293,6 +294,20 @@ func classOf(r *rules.Rules, w *rules.Workload, c *corev1.Container) string {
 		}
 	}
 	return autoscaler.CustomClass
+}
+
+// rateLimitMax reads the workload's rate limit (env.rateLimitMax) when workerscale manages
+// it; 0 when it does not, when the variable is absent, or when env.rateLimitDuration
+// names a window other than the budget's limiterWindow (the limit is then in other units,
+// and is written afresh).
+func rateLimitMax(r *rules.Rules, w *rules.Workload, c *corev1.Container) int {
+	if w.RateBudget == "" || envName(w.Env.RateLimitMax) == "" {
+		return 0
+	}
+	if name := envName(w.Env.RateLimitDuration); name != "" && int64(envInt(c, name)) != autoscaler.RateLimitWindowMillis(r, w) {
+		return 0
+	}
+	return envInt(c, *w.Env.RateLimitMax)
 }
 
 // envInt reads an integer env var of the container; 0 when absent or not a number.

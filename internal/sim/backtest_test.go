@@ -24,6 +24,7 @@ workloads:
     queues: [render]
     minReplicas: 2
     maxReplicas: 20
+    horizontal: {sizing: seed}
 `
 
 func backtestRulesFor(t *testing.T) *rules.Rules {

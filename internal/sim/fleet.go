@@ -42,6 +42,7 @@ func (p *pod) free(now float64) int {
 type template struct {
 	class       *rules.Class
 	concurrency int
+	rateLimit   int // RATE_LIMIT_MAX: changing it rolls the pods too
 }
 
 // The event kinds.
@@ -126,6 +127,7 @@ type fleet struct {
 	waits                       []float64
 	oomKills, actions, rollouts int
 	podCost, podHours           float64
+	classChanges                []ClassChange
 	queueArea                   float64 // integral of the jobs queued over time
 	systemArea                  float64 // integral of the jobs queued or running
 	lastArea                    float64
@@ -147,7 +149,7 @@ func (f *fleet) classTemplate(s autoscaler.Shape) template {
 	if conc <= 0 {
 		conc = concurrencyOf(f.w, c)
 	}
-	return template{class: c, concurrency: conc}
+	return template{class: c, concurrency: conc, rateLimit: s.RateLimitMax}
 }
 
 func (f *fleet) newPod(readyAt float64) {
@@ -347,8 +349,11 @@ func (f *fleet) apply(s autoscaler.Shape) {
 	if s.Replicas != f.spec.Replicas {
 		f.actions++
 	}
-	if s.Class != f.spec.Class || s.Concurrency != f.spec.Concurrency || s.TenantConcurrency != f.spec.TenantConcurrency {
+	if s.Class != f.spec.Class || s.Concurrency != f.spec.Concurrency || s.TenantConcurrency != f.spec.TenantConcurrency || s.RateLimitMax != f.spec.RateLimitMax {
 		if t := f.classTemplate(s); t != f.tmpl {
+			if t.class != f.tmpl.class {
+				f.classChanges = append(f.classChanges, ClassChange{T: f.now, From: f.tmpl.class.Name, To: t.class.Name})
+			}
 			f.rollouts++
 			f.gen++
 			f.tmpl = t

@@ -11,6 +11,7 @@ type sample struct {
 	t                            float64
 	waiting, prioritized, active float64
 	completed, failed, rejected  float64
+	oomKills                     float64
 	cpuSeconds                   float64
 	cpuRequests                  float64 // cores
 	memory, memRequests          float64 // MiB
@@ -31,7 +32,7 @@ func newObserver(cfg *Config) *observer {
 
 func (o *observer) scrape(f *fleet) {
 	s := sample{t: f.now, waiting: float64(f.normal.len()), prioritized: float64(f.prio.len()),
-		completed: f.completed, failed: f.failed, rejected: f.rejected429}
+		completed: f.completed, failed: f.failed, rejected: f.rejected429, oomKills: float64(f.oomKills)}
 	for _, p := range f.pods {
 		f.advance(p)
 		if p.terminating && len(p.running) == 0 {
@@ -106,5 +107,8 @@ func (o *observer) observe(now float64) autoscaler.Observations {
 	set(rules.Memory, cur.memory/cur.memRequests, cur.memRequests > 0)
 	rejected, ok429 := o.rate(now, func(s sample) float64 { return s.rejected })
 	set(rules.RateLimited, rejected, ok429)
+	// kube-state-metrics' restarts of OOM-killed containers, through increase().
+	kills, okKills := o.rate(now, func(s sample) float64 { return s.oomKills })
+	set(rules.OOMKills, kills*o.window, okKills)
 	return out
 }

@@ -154,6 +154,15 @@ type Result struct {
 	// LowerBound marks the oracle: a bound on cost, not a policy anyone can run.
 	LowerBound bool   `json:"lowerBound,omitempty"`
 	Series     Series `json:"-"`
+	// ClassChanges are the class changes the policy made, in order; End is its last shape.
+	ClassChanges []ClassChange    `json:"-"`
+	End          autoscaler.Shape `json:"-"`
+}
+
+// ClassChange is one change of the pod template's class.
+type ClassChange struct {
+	T        float64 // seconds since the start
+	From, To string
 }
 
 // Series are a run's values over time, one point per SampleEvery.
@@ -327,7 +336,7 @@ func (f *fleet) result(policy string, s Series) Result {
 		Cost: f.podCost, PodHours: f.podHours, Actions: f.actions, Rollouts: f.rollouts,
 		RateLimited: int(f.rejected429), OOMKills: f.oomKills, FailedJobs: int(f.failed),
 		MeanQueued: f.queueArea / secs, MeanInSystem: f.systemArea / secs, ArrivalRate: float64(len(f.jobs)) / f.cfg.Arrivals.Duration().Seconds(),
-		Seconds: secs, Series: s,
+		Seconds: secs, Series: s, ClassChanges: f.classChanges, End: f.spec,
 	}
 }
 

@@ -229,3 +229,8 @@ func TestOracleIsALowerBound(t *testing.T) {
 		}
 	}
 }
+
+// startMedium is n pods of the seed's Medium at its concurrency.
+func startMedium(n int32) autoscaler.Shape {
+	return autoscaler.Shape{Replicas: n, Class: "medium", Concurrency: 5, TenantConcurrency: 2}
+}

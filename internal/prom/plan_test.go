@@ -36,9 +36,9 @@ workloads:
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The preset's 6 queries, plus c's own queue depth; b's override equals the preset's.
-	if len(values) != 7 || len(freshness) != 4 {
-		t.Errorf("%d value and %d freshness queries, want 7 and 4", len(values), len(freshness))
+	// The preset's 7 queries, plus c's own queue depth; b's override equals the preset's.
+	if len(values) != 8 || len(freshness) != 5 {
+		t.Errorf("%d value and %d freshness queries, want 8 and 5", len(values), len(freshness))
 	}
 	for _, b := range values {
 		if b.match == rules.MatchQueue && len(b.uses) == 2 {

@@ -188,10 +188,10 @@ func TestObserveBatchesAllWorkloads(t *testing.T) {
 	e.proxy.reset()
 	c5 := s.Observe(t.Context(), five, time.Now())
 	q5 := e.proxy.count()
-	// 6 value templates and 4 distinct freshness templates (job counts, completions, CPU,
-	// memory), whatever the number of workloads.
-	if q1 != 10 || q5 != 10 || c1.Queries != 10 || c5.Queries != 10 {
-		t.Errorf("queries: 1 workload %d (said %d), 5 workloads %d (said %d); want 10 each", q1, c1.Queries, q5, c5.Queries)
+	// 7 value templates and 5 distinct freshness templates (job counts, completions, CPU,
+	// memory, restarts), whatever the number of workloads.
+	if q1 != 12 || q5 != 12 || c1.Queries != 12 || c5.Queries != 12 {
+		t.Errorf("queries: 1 workload %d (said %d), 5 workloads %d (said %d); want 12 each", q1, c1.Queries, q5, c5.Queries)
 	}
 	for i := range 5 {
 		o := c5.Observations[fmt.Sprintf("w%d", i)]

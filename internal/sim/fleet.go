@@ -4,6 +4,7 @@ import (
 	"container/heap"
 	"math"
 	"slices"
+	"time"
 
 	"github.com/workerscale/workerscale/autoscaler"
 	"github.com/workerscale/workerscale/rules"
@@ -37,6 +38,10 @@ func (p *pod) free(now float64) int {
 	}
 	return p.slots - len(p.running)
 }
+
+// rolloutDeadline is internal/kube's RolloutDeadline: the longest a rollout of ours holds
+// the engine.
+const rolloutDeadline = 10 * time.Minute
 
 // template is what a pod of the Deployment's current template gets.
 type template struct {
@@ -116,6 +121,7 @@ type fleet struct {
 	gen            int
 	tmpl           template
 	rolling        bool
+	rollingSince   float64
 	events         events
 	seq            int
 	tokens, tokenT float64 // the upstream API's token bucket
@@ -357,7 +363,7 @@ func (f *fleet) apply(s autoscaler.Shape) {
 			f.rollouts++
 			f.gen++
 			f.tmpl = t
-			f.rolling = true
+			f.rolling, f.rollingSince = true, f.now
 		}
 	}
 	f.spec = s
@@ -454,7 +460,9 @@ func (f *fleet) state() autoscaler.State {
 			ready++
 		}
 	}
-	if f.rolling && f.rolloutDone() {
+	// As internal/kube reports it: our rollout holds the engine until it is done, and at
+	// most kube.RolloutDeadline (pods that keep restarting never finish one).
+	if f.rolling && (f.rolloutDone() || f.now-f.rollingSince >= rolloutDeadline.Seconds()) {
 		f.rolling = false
 	}
 	return autoscaler.State{Shape: f.spec, ReadyReplicas: ready, RolloutInProgress: f.rolling}

@@ -10,7 +10,13 @@ import (
 // concurrencyOf is what a workload runs with in class c: the workload's override or the
 // class's value, within the workload's bounds.
 func (p *plan) concurrencyOf(c *rules.Class) (global, tenant int) {
-	cc := p.w.Concurrency
+	return ClassConcurrency(p.w, c)
+}
+
+// ClassConcurrency is what workload w runs with in class c: the workload's override or the
+// class's value, within the workload's bounds; the tenant concurrency at most the global.
+func ClassConcurrency(w *rules.Workload, c *rules.Class) (global, tenant int) {
+	cc := w.Concurrency
 	global, tenant = *c.Concurrency, *c.TenantConcurrency
 	if cc.Global != nil {
 		global = *cc.Global
@@ -18,15 +24,18 @@ func (p *plan) concurrencyOf(c *rules.Class) (global, tenant int) {
 	if cc.Tenant != nil {
 		tenant = *cc.Tenant
 	}
-	global = p.boundConcurrency(global)
+	global = boundConcurrency(w, global)
 	return global, max(1, min(tenant, global))
 }
 
-func (p *plan) boundConcurrency(c int) int {
-	if m := p.w.Concurrency.Max; m != nil {
+func (p *plan) boundConcurrency(c int) int { return boundConcurrency(p.w, c) }
+
+// boundConcurrency keeps c within the workload's concurrency.min and max, and at least 1.
+func boundConcurrency(w *rules.Workload, c int) int {
+	if m := w.Concurrency.Max; m != nil {
 		c = min(c, *m)
 	}
-	if m := p.w.Concurrency.Min; m != nil {
+	if m := w.Concurrency.Min; m != nil {
 		c = max(c, *m)
 	}
 	return max(c, 1)

@@ -492,24 +492,12 @@ func (f *fleet) integrate() {
 
 // concurrencyOf is the concurrency a workload runs with in class c.
 func concurrencyOf(w *rules.Workload, c *rules.Class) int {
-	g := *c.Concurrency
-	if w.Concurrency.Global != nil {
-		g = *w.Concurrency.Global
-	}
-	if m := w.Concurrency.Max; m != nil {
-		g = min(g, *m)
-	}
-	if m := w.Concurrency.Min; m != nil {
-		g = max(g, *m)
-	}
-	return max(g, 1)
+	g, _ := autoscaler.ClassConcurrency(w, c)
+	return g
 }
 
 // tenantOf is the tenant concurrency a workload runs with in class c.
 func tenantOf(w *rules.Workload, c *rules.Class) int {
-	t := *c.TenantConcurrency
-	if w.Concurrency.Tenant != nil {
-		t = *w.Concurrency.Tenant
-	}
-	return max(1, min(t, concurrencyOf(w, c)))
+	_, t := autoscaler.ClassConcurrency(w, c)
+	return t
 }

@@ -197,12 +197,22 @@ func explainState(r *rules.Rules, w *rules.Workload, class string, replicas, rea
 // printDecision writes a decision as a short table and its reasons.
 func printDecision(out io.Writer, d autoscaler.Decision) error {
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "WORKLOAD %s\tREPLICAS\tCLASS\tCONCURRENCY\tTENANT\n", d.Workload)
+	// The rate limit (RATE_LIMIT_MAX) shows only for a workload that has one.
+	limiter := d.From.RateLimitMax != 0 || d.To.RateLimitMax != 0
+	head := fmt.Sprintf("WORKLOAD %s\tREPLICAS\tCLASS\tCONCURRENCY\tTENANT", d.Workload)
+	if limiter {
+		head += "\tRATE LIMIT"
+	}
+	fmt.Fprintln(tw, head)
 	for _, row := range []struct {
 		name string
 		s    autoscaler.Shape
 	}{{"from", d.From}, {"to", d.To}} {
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%d\n", row.name, row.s.Replicas, row.s.Class, row.s.Concurrency, row.s.TenantConcurrency)
+		line := fmt.Sprintf("%s\t%d\t%s\t%d\t%d", row.name, row.s.Replicas, row.s.Class, row.s.Concurrency, row.s.TenantConcurrency)
+		if limiter {
+			line += fmt.Sprintf("\t%d", row.s.RateLimitMax)
+		}
+		fmt.Fprintln(tw, line)
 	}
 	fmt.Fprintf(tw, "\nMETRIC\tVALUE\tGRADE\t\t\n")
 	names := make([]string, 0, len(d.Grades))

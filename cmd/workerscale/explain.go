@@ -31,6 +31,7 @@ func explainCommand() command {
 			class := fs.String("class", "", "the current class, or custom (required)")
 			conc := fs.Int("concurrency", 0, "the current WORKER_CONCURRENCY (default: the class's, or the workload's override)")
 			tenant := fs.Int("tenant-concurrency", 0, "the current DEFAULT_TENANT_CONCURRENCY (default: as --concurrency)")
+			rateLimit := fs.Int("rate-limit-max", 0, "the current RATE_LIMIT_MAX, for a workload that manages its rate limiter (default: not set)")
 			sustained := fs.Bool("assume-sustained", false, "treat the CPU and memory conditions of this moment as having held for the workload's sustainFor")
 			output := fs.String("o", "text", "output format: text or json")
 			fs.StringVar(output, "output", "text", "output format: text or json")
@@ -75,6 +76,13 @@ func explainCommand() command {
 				if err != nil {
 					return err
 				}
+				switch {
+				case *rateLimit < 0:
+					return usagef("--rate-limit-max must not be negative")
+				case *rateLimit > 0 && *w.Env.RateLimitMax == "":
+					return usagef("--rate-limit-max: workload %q does not manage a rate limiter (env.rateLimitMax)", w.Name)
+				}
+				st.RateLimitMax = *rateLimit
 				now := time.Now()
 				in := autoscaler.Input{Workload: w, Observations: obs, State: st}
 				if *sustained {

@@ -133,3 +133,15 @@ func TestExplainSetsOnlyWhatTheWorkloadReads(t *testing.T) {
 		})
 	}
 }
+
+func TestExplainRateLimitMax(t *testing.T) {
+	code, _, errOut := runCLI(t, "explain", "--rules", luneo, "--workload", "render", "--replicas", "5", "--class", "medium", "--rate-limit-max", "3")
+	if code != 2 || !strings.Contains(errOut, "does not manage a rate limiter") {
+		t.Errorf("exit %d: %s", code, errOut)
+	}
+	code, out, errOut := runCLI(t, "explain", "--rules", "../../rules/examples/blizzard-workers.yaml", "--workload", "characters", "--replicas", "5", "--class", "standard",
+		"--set", "queueDepth=10", "--set", "throughput=20", "--set", "rateLimited=0", "--rate-limit-max", "61")
+	if code != 0 || !strings.Contains(out, "RATE LIMIT") {
+		t.Errorf("exit %d: %s%s", code, out, errOut)
+	}
+}

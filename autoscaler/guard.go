@@ -157,10 +157,13 @@ func (p *plan) floorSlots() (slots int, why, limit string) {
 		slots, why, limit = fromCap, fmt.Sprintf("metrics missing or stale (%s): the fleet's %d slots are kept", strings.Join(p.missing, ", "), fromCap), LimitMissingMetrics
 	}
 	// The one exception: 429s critical lower concurrency by one, with the replicas kept.
+	// Only one step: a further cut in the same decision (a class with fewer slots, a job
+	// that fits fewer) is held to the floors by more replicas.
 	if toConc := p.effConc(p.d.To); p.grade(RateLimited) == Critical && toConc < p.conc {
-		if lowered := int(p.d.From.Replicas) * toConc; lowered < slots {
+		step := max(toConc, p.conc-1)
+		if lowered := int(p.d.From.Replicas) * step; lowered < slots {
 			slots = lowered
-			why += fmt.Sprintf(", less the concurrency step down to %d while upstream rate limiting is critical", toConc)
+			why += fmt.Sprintf(", less the one-step concurrency decrease to %d while upstream rate limiting is critical", step)
 		}
 	}
 	return slots, why, limit
@@ -183,7 +186,7 @@ func (p *plan) holdClass(floor int) {
 	var bestCost float64
 	var bestSlots int
 	for _, c := range allowed {
-		g, _ := p.concurrencyOf(c)
+		g := p.slotsOf(c)
 		n := ceilInt(float64(floor) / float64(g))
 		holds, cost, slots := n <= p.maxFor(c), float64(n)*c.CostPerHour, int(p.maxFor(c))*g
 		better := best == nil ||
@@ -196,18 +199,22 @@ func (p *plan) holdClass(floor int) {
 	if best == nil || best == to {
 		return
 	}
-	g, t := p.concurrencyOf(best)
+	_, t := p.concurrencyOf(best)
+	g := p.slotsOf(best)
+	t = max(1, min(t, g))
 	p.reasonf("class %s cannot hold the %d slots the fleet must keep within its %d workers; moving to %s instead", to.Name, floor, p.maxFor(to), best.Name)
 	p.d.To = Shape{Replicas: p.d.To.Replicas, Class: best.Name, Concurrency: g, TenantConcurrency: t}
 	p.unmanagedEnv()
 	p.guardConcurrency()
 }
 
-// hold abandons the proposal: the workload keeps its shape (the hard bounds still apply).
+// hold abandons the proposal: the workload keeps its shape (the hard bounds still apply),
+// with the same-class concurrency step (the 429 decrease) that a class change replaced.
 func (p *plan) hold(format string, args ...any) {
 	p.reasonf(format, args...)
 	p.d.To = p.d.From
 	p.classRule = ""
+	p.concurrency()
 }
 
 // clampKnown applies the hard bounds in the target class, when it is known.

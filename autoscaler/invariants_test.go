@@ -385,14 +385,20 @@ func checkInvariants(t interface {
 			floor = fromCap
 		}
 		if lowered429 {
-			floor = min(floor, int(from.Replicas)*toConc)
+			// One step only: a further cut in the same decision is held by more replicas.
+			floor = min(floor, int(from.Replicas)*max(toConc, fromConc-1))
 		}
 		hardCap := atMax || budgetCut
 		if toCap < floor && !hardCap {
 			fail("capacity %d below the floor %d (missing %v, backlog %v, window %d)", toCap, floor, missing, backlog, window)
 		}
 		if breaker {
-			if toConc > fromConc {
+			// concurrency.min is a hard bound, like minReplicas.
+			concMin := 1
+			if w.Concurrency.Min != nil {
+				concMin = *w.Concurrency.Min
+			}
+			if toConc > max(fromConc, concMin) {
 				fail("the breaker is open, but concurrency grew from %d to %d", fromConc, toConc)
 			}
 			// Only a floor (at most the current capacity) may round up to a whole pod, and
@@ -400,7 +406,7 @@ func checkInvariants(t interface {
 			if toCap >= fromCap+toConc && !atMin {
 				fail("the breaker is open, but capacity grew from %d to %d", fromCap, toCap)
 			}
-			if lowered429 && d.To.Replicas > max(from.Replicas, *w.MinReplicas) {
+			if lowered429 && d.To.Replicas > max(from.Replicas, *w.MinReplicas, int32((floor+toConc-1)/toConc)) {
 				fail("concurrency was lowered for 429s, but replicas grew from %d to %d", from.Replicas, d.To.Replicas)
 			}
 		}

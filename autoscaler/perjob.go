@@ -52,13 +52,17 @@ func (p *plan) measureJobs() {
 	mem, okMem := p.value(rules.Memory)
 	active, okA := p.value(rules.ActiveJobs)
 	ready := float64(p.in.State.ReadyReplicas)
-	if okCPU && okMem && okA && active >= 1 && ready > 0 && active >= minBusy*ready*float64(p.conc) {
+	steady := !p.in.State.RolloutInProgress && p.in.State.ReadyReplicas == p.in.State.Replicas // one template, every pod counted
+	if steady && okCPU && okMem && okA && active >= 1 && ready > 0 && active >= minBusy*ready*float64(p.conc) {
 		cpuJob := cpu * c.CPU.Float() * ready / active
 		memJob := mem * c.Memory.Float() * ready / active
 		if est == nil {
 			est = &JobResources{CPU: cpuJob, Memory: memJob}
 		} else {
 			dt := p.now.Sub(est.Updated)
+			if est.CPU == 0 { // created by an OOM kill, before any measurement
+				est.CPU = cpuJob
+			}
 			est.CPU += (cpuJob - est.CPU) * (1 - halving(dt, cpuHalfLife))
 			est.Memory = max(memJob, memJob+(est.Memory-memJob)*halving(dt, memoryHalfLife))
 		}
@@ -137,10 +141,10 @@ func (p *plan) fitFrom(c *rules.Class, g int) int {
 // raising is the 429 recovery's and the alert loop's.
 func (p *plan) fitConcurrency() {
 	est := p.hist.PerJob
-	if est == nil || p.class == nil || p.d.To.Class != p.d.From.Class || *p.w.Env.Concurrency == "" {
+	if est == nil || p.class == nil || p.d.To.Class != p.d.From.Class || *p.w.Env.Concurrency == "" || p.resourcePressure() == "" {
 		return
 	}
-	fit := p.slotsOf(p.class)
+	fit := p.fitFrom(p.class, p.d.To.Concurrency)
 	g := p.d.To.Concurrency
 	if g <= fit {
 		return

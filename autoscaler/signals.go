@@ -15,7 +15,8 @@ import (
 // every metric that has a threshold.
 func (p *plan) observe() {
 	st := p.in.State
-	for name, o := range p.in.Observations {
+	for _, name := range slices.Sorted(maps.Keys(p.in.Observations)) {
+		o := p.in.Observations[name]
 		switch {
 		case o.Status == Fresh && !o.usable(): // NaN or Inf that slipped through: never a number
 			o = Observation{Status: Missing, Reason: fmt.Sprintf("the value %v is not a finite number", o.Value)}

@@ -66,6 +66,9 @@ func (p *plan) drainTerm() (term, bool) {
 	if th, ok := p.w.Thresholds[rules.WaitSeconds]; ok && th.Target != nil && *th.Target > 0 {
 		target = *th.Target
 	}
+	if jd := h.JobDuration; jd != nil && p.stuck() {
+		d = jd.D().Seconds() // stuck jobs do not say how long the queued ones will take
+	}
 	share := min(1, d/target)
 	s := (inFlight + q*share) / util * (1 + buffer)
 	return term{s, fmt.Sprintf("drain: (%s jobs in flight (%s jobs/s x %ss, at least the %s active) + %s queued x min(1, %ss / %ss target wait)) / %s utilization x (1 + %s buffer) = %s slots = %s workers at concurrency %s, from %s",
@@ -75,17 +78,23 @@ func (p *plan) drainTerm() (term, bool) {
 // stuckJobs reports jobs that are active while nothing completes: a condition to look
 // into (a hung upstream, a deadlock), not a reason to multiply the fleet.
 func (p *plan) stuckJobs() {
+	if p.stuck() {
+		t, _ := p.value(rules.Throughput)
+		a, _ := p.value(rules.ActiveJobs)
+		p.reasonf("jobs look stuck: %s active, %s completed per second; the fleet is sized on the jobs in flight, not on their apparent duration", num(a), num(t))
+	}
+}
+
+// stuck reports jobs in flight that would take ten times the configured duration to
+// finish (ten minutes without one).
+func (p *plan) stuck() bool {
 	t, okT := p.value(rules.Throughput)
 	a, okA := p.value(rules.ActiveJobs)
-	// Stuck: the jobs in flight would take ten times the configured duration to finish, or
-	// ten minutes without one.
 	limit := 10 * time.Minute
 	if jd := p.w.Horizontal.JobDuration; jd != nil {
 		limit = 10 * jd.D()
 	}
-	if okT && okA && a >= 1 && t*limit.Seconds() < a {
-		p.reasonf("jobs look stuck: %s active, %s completed per second; the fleet is sized on the jobs in flight, not on their apparent duration", num(a), num(t))
-	}
+	return okT && okA && a >= 1 && t*limit.Seconds() < a
 }
 
 // noteMissing names the replica inputs that are missing, stale or invalid.

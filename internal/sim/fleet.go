@@ -47,7 +47,8 @@ const rolloutDeadline = 10 * time.Minute
 type template struct {
 	class       *rules.Class
 	concurrency int
-	rateLimit   int // RATE_LIMIT_MAX: changing it rolls the pods too
+	tenant      int // DEFAULT_TENANT_CONCURRENCY: changing it rolls the pods too
+	rateLimit   int // RATE_LIMIT_MAX: likewise
 }
 
 // The event kinds.
@@ -58,6 +59,7 @@ const (
 	evScrape
 	evDecide
 	evSample
+	evDispatch
 )
 
 type event struct {
@@ -155,7 +157,7 @@ func (f *fleet) classTemplate(s autoscaler.Shape) template {
 	if conc <= 0 {
 		conc = concurrencyOf(f.w, c)
 	}
-	return template{class: c, concurrency: conc, rateLimit: s.RateLimitMax}
+	return template{class: c, concurrency: conc, tenant: s.TenantConcurrency, rateLimit: s.RateLimitMax}
 }
 
 func (f *fleet) newPod(readyAt float64) {
@@ -227,13 +229,27 @@ func (f *fleet) dispatch() {
 		if f.prio.len() > 0 {
 			q = &f.prio
 		}
-		f.start(best, q.pop())
+		if !f.start(best, q.pop()) {
+			// The upstream refused it: the workers back off until the budget refills.
+			f.push(event{t: f.now + f.refill(), kind: evDispatch})
+			return
+		}
 	}
 }
 
-// start runs job j on pod p: the upstream may refuse it (429), the pod may run out of
-// memory (OOM kill); otherwise it runs.
-func (f *fleet) start(p *pod, j int) {
+// refill is how long until the upstream's bucket holds a job's requests again.
+func (f *fleet) refill() float64 {
+	b := f.cfg.budget
+	rate := float64(b.Keys) * b.SafeRPS
+	if b.OfficialRPS > 0 {
+		rate = float64(b.Keys) * b.OfficialRPS
+	}
+	return max((*f.w.RequestsPerJob-f.tokens)/rate, 0.001)
+}
+
+// start runs job j on pod p: the upstream may refuse it (429, and start reports false),
+// the pod may run out of memory (OOM kill); otherwise it runs.
+func (f *fleet) start(p *pod, j int) bool {
 	jb := &f.jobs[j]
 	jb.waited += f.now - jb.queuedAt
 	if b := f.cfg.budget; b != nil {
@@ -246,7 +262,7 @@ func (f *fleet) start(p *pod, j int) {
 		if rpj := *f.w.RequestsPerJob; f.tokens < rpj {
 			f.rejected429++
 			f.fail(j, math.Pow(2, float64(jb.fails)))
-			return
+			return false
 		} else {
 			f.tokens -= rpj
 		}
@@ -258,11 +274,12 @@ func (f *fleet) start(p *pod, j int) {
 	}
 	if mem > p.memLim {
 		f.oomKill(p, j)
-		return
+		return true
 	}
 	jb.left = jb.work
 	p.running = append(p.running, j)
 	f.reschedule(p)
+	return true
 }
 
 // fail ends an attempt of job j: it goes back to the queue after delay seconds, or fails

@@ -245,6 +245,8 @@ func Run(ctx context.Context, cfg *Config, p Policy) (Result, error) {
 		case evRetry:
 			f.enqueue(e.job)
 			f.dispatch()
+		case evDispatch:
+			f.dispatch()
 		case evScrape:
 			obs.scrape(f)
 			f.push(event{t: t + cfg.ScrapeInterval.Seconds(), kind: evScrape})

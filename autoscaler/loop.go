@@ -217,6 +217,9 @@ func (l *Loop) historyOf(name string, persisted History) History {
 			h.Recommendations = nil
 		}
 		h.ScaleEvents = mergeEvents(h.ScaleEvents, persisted.ScaleEvents)
+		if h.PerJob == nil {
+			h.PerJob = persisted.PerJob
+		}
 		return h
 	}
 	return persisted

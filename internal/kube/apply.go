@@ -59,6 +59,9 @@ func unchanged(w *rules.Workload, d autoscaler.Decision, replicas int32, class s
 // longest policy period any workload may use are dropped.
 func noteAction(st *stored, d autoscaler.Decision, now time.Time) {
 	st.LastAction, st.LastActionTime = d.Reasons[0], now
+	if d.History.PerJob != nil {
+		st.PerJob = d.History.PerJob
+	}
 	if d.RollsOut() {
 		st.LastClassChange = now // the cooldown of every template change
 	}

@@ -94,6 +94,10 @@ type stored struct {
 	LastClassChange   time.Time               `json:"lastClassChange,omitzero"`
 	RolloutGeneration int64                   `json:"rolloutGeneration,omitempty"`
 	ScaleEvents       []autoscaler.ScaleEvent `json:"scaleEvents,omitempty"`
+	// PerJob is the engine's measurement of a running job when the last action was
+	// applied, so that a restart or a new leader does not forget what the class and
+	// concurrency were chosen on.
+	PerJob *autoscaler.JobResources `json:"perJob,omitempty"`
 }
 
 // workload is a Deployment or StatefulSet as far as workerscale cares.
@@ -190,7 +194,7 @@ func (c *Client) Read(ctx context.Context, r *rules.Rules, w *rules.Workload) (a
 			RolloutInProgress: rolloutInProgress(obj, st, time.Now()),
 		},
 		Paused:    obj.meta.Annotations[PausedAnnotation] == "true",
-		History:   autoscaler.History{LastClassChange: st.LastClassChange, ScaleEvents: st.ScaleEvents},
+		History:   autoscaler.History{LastClassChange: st.LastClassChange, ScaleEvents: st.ScaleEvents, PerJob: st.PerJob},
 		ManagedBy: c.otherAutoscaler(ctx, w.Target),
 	}
 	return cur, nil

@@ -203,3 +203,19 @@ func TestNoteActionOfALimiterChange(t *testing.T) {
 		})
 	}
 }
+
+// The per-job measurement a decision rests on is kept with the action, for a restart.
+func TestNoteActionKeepsThePerJobMeasurement(t *testing.T) {
+	now := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
+	d := decision(autoscaler.Shape{Replicas: 4, Class: "medium", Concurrency: 5}, autoscaler.Shape{Replicas: 4, Class: "medium", Concurrency: 3})
+	d.History.PerJob = &autoscaler.JobResources{CPU: 1.1, Memory: 1 << 30, Updated: now}
+	var st stored
+	noteAction(&st, d, now)
+	if st.PerJob == nil || st.PerJob.CPU != 1.1 {
+		t.Errorf("stored %+v", st)
+	}
+	noteAction(&st, decision(autoscaler.Shape{Replicas: 4, Class: "medium", Concurrency: 3}, autoscaler.Shape{Replicas: 5, Class: "medium", Concurrency: 3}), now)
+	if st.PerJob == nil {
+		t.Errorf("an action without a measurement forgot the last one")
+	}
+}

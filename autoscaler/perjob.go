@@ -98,7 +98,7 @@ func halving(dt, halfLife time.Duration) float64 {
 
 // slotsOf is the concurrency a workload should run in class c: the class's (or the
 // workload's), but no more slots than fit a job's measured CPU and memory within the
-// class's limits at the thresholds' targets, so that a job that needs more than its slot
+// class's requests at the thresholds' targets, so that a job that needs more than its slot
 // gets fewer slots per pod rather than the same ratio in a bigger box. CPU is fitted at
 // the planned occupancy (horizontal.utilization of the slots busy: CPU only slows a job),
 // memory with every slot busy (memory kills the pod). The current class keeps its
@@ -126,12 +126,12 @@ func (p *plan) fitFrom(c *rules.Class, g int) int {
 	}
 	fit := g
 	// The thresholds grade use against the requests, so the slots fit the requests.
-	cpuLim, memLim := c.CPU.Float(), c.Memory.Float()
+	cpuReq, memReq := c.CPU.Float(), c.Memory.Float()
 	if t := p.w.Thresholds[rules.CPU].Target; est.CPU > 0 && t != nil {
-		fit = min(fit, int(cpuLim**t/(est.CPU**p.w.Horizontal.Utilization)))
+		fit = min(fit, int(cpuReq**t/(est.CPU**p.w.Horizontal.Utilization)))
 	}
 	if t := p.w.Thresholds[rules.Memory].Target; est.Memory > 0 && t != nil {
-		fit = min(fit, int(memLim**t/est.Memory))
+		fit = min(fit, int(memReq**t/est.Memory))
 	}
 	return max(fit, p.minConcurrency(), 1)
 }
@@ -149,7 +149,7 @@ func (p *plan) fitConcurrency() {
 	if g <= fit {
 		return
 	}
-	why := fmt.Sprintf("%s, and a job uses %s cores and %s MiB: %d slots fit class %s within its limits at the CPU and memory targets; lowering concurrency from %d to %d",
+	why := fmt.Sprintf("%s, and a job uses %s cores and %s MiB: %d slots fit class %s within its requests at the CPU and memory targets; lowering concurrency from %d to %d",
 		p.resourcePressure(), num(est.CPU), num(est.Memory/(1<<20)), fit, p.class.Name, g, fit)
 	if !p.rolloutAllowed(why) {
 		return

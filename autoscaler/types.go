@@ -125,6 +125,11 @@ const (
 	condResourceFailures = "resourceFailures"
 )
 
+// RolloutDeadline bounds how long our own rollout holds the engine, as a Deployment's
+// progress deadline (default 600 s) bounds a rollout: a stuck rollout, or pods lost to an
+// incident long after it, must not freeze scaling.
+const RolloutDeadline = 10 * time.Minute
+
 // MaxEventAge is how long scale events are kept: the longest period a rate policy may have.
 const MaxEventAge = 30 * time.Minute
 

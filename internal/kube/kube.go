@@ -240,10 +240,9 @@ func (c *Client) otherAutoscaler(ctx context.Context, t rules.Target) string {
 	return ""
 }
 
-// RolloutDeadline bounds how long our own rollout holds the engine, as a Deployment's
-// progress deadline (default 600 s) bounds a rollout: a stuck rollout, or pods lost to an
-// incident long after it, must not freeze scaling.
-const RolloutDeadline = 10 * time.Minute
+// RolloutDeadline is autoscaler.RolloutDeadline: the longest our own rollout holds the
+// engine.
+const RolloutDeadline = autoscaler.RolloutDeadline
 
 // rolloutInProgress: the template change we made last has not rolled out yet. Only our own
 // rollouts hold the engine, for at most RolloutDeadline, and never a rollout that waits for

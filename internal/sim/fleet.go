@@ -4,7 +4,6 @@ import (
 	"container/heap"
 	"math"
 	"slices"
-	"time"
 
 	"github.com/workerscale/workerscale/autoscaler"
 	"github.com/workerscale/workerscale/rules"
@@ -38,10 +37,6 @@ func (p *pod) free(now float64) int {
 	}
 	return p.slots - len(p.running)
 }
-
-// rolloutDeadline is internal/kube's RolloutDeadline: the longest a rollout of ours holds
-// the engine.
-const rolloutDeadline = 10 * time.Minute
 
 // template is what a pod of the Deployment's current template gets.
 type template struct {
@@ -239,12 +234,16 @@ func (f *fleet) dispatch() {
 
 // refill is how long until the upstream's bucket holds a job's requests again.
 func (f *fleet) refill() float64 {
-	b := f.cfg.budget
-	rate := float64(b.Keys) * b.SafeRPS
+	return max((*f.w.RequestsPerJob-f.tokens)/upstreamRate(f.cfg.budget), 0.001)
+}
+
+// upstreamRate is what the upstream really serves: keys x its official requests per
+// second, or the safe rate when the rules give no official one.
+func upstreamRate(b *rules.RateBudget) float64 {
 	if b.OfficialRPS > 0 {
-		rate = float64(b.Keys) * b.OfficialRPS
+		return float64(b.Keys) * b.OfficialRPS
 	}
-	return max((*f.w.RequestsPerJob-f.tokens)/rate, 0.001)
+	return float64(b.Keys) * b.SafeRPS
 }
 
 // start runs job j on pod p: the upstream may refuse it (429, and start reports false),
@@ -253,10 +252,7 @@ func (f *fleet) start(p *pod, j int) bool {
 	jb := &f.jobs[j]
 	jb.waited += f.now - jb.queuedAt
 	if b := f.cfg.budget; b != nil {
-		rate := float64(b.Keys) * b.SafeRPS
-		if b.OfficialRPS > 0 {
-			rate = float64(b.Keys) * b.OfficialRPS
-		}
+		rate := upstreamRate(b)
 		f.tokens = min(rate, f.tokens+(f.now-f.tokenT)*rate)
 		f.tokenT = f.now
 		if rpj := *f.w.RequestsPerJob; f.tokens < rpj {
@@ -478,8 +474,8 @@ func (f *fleet) state() autoscaler.State {
 		}
 	}
 	// As internal/kube reports it: our rollout holds the engine until it is done, and at
-	// most kube.RolloutDeadline (pods that keep restarting never finish one).
-	if f.rolling && (f.rolloutDone() || f.now-f.rollingSince >= rolloutDeadline.Seconds()) {
+	// most autoscaler.RolloutDeadline (pods that keep restarting never finish one).
+	if f.rolling && (f.rolloutDone() || f.now-f.rollingSince >= autoscaler.RolloutDeadline.Seconds()) {
 		f.rolling = false
 	}
 	return autoscaler.State{Shape: f.spec, ReadyReplicas: ready, RolloutInProgress: f.rolling}

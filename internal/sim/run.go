@@ -188,7 +188,7 @@ func Run(ctx context.Context, cfg *Config, p Policy) (Result, error) {
 		f.newPod(0) // a warm start: the first pods are ready
 	}
 	if b := cfg.budget; b != nil {
-		f.tokens = float64(b.Keys) * b.SafeRPS
+		f.tokens = upstreamRate(b)
 	}
 	end := cfg.Arrivals.Duration().Seconds()
 	horizon := end

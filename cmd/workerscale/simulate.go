@@ -51,6 +51,7 @@ func simulateCommand() command {
 			seed := fs.Uint64("seed", 1, "the random seed: the same seed gives the same run")
 			mix := fs.String("mix", "", "the job mix, TYPE=SHARE,... over 2d-render, 3d-render, ar-preview, texture-blend (default 0.4, 0.2, 0.2, 0.2)")
 			startup := fs.Duration("startup-delay", 30*time.Second, "how long a new pod takes before it takes jobs")
+			slack := fs.Float64("cpu-slack", 0, "CPU the nodes have beyond the fleet's requests, as a share of them, that pods may borrow up to their limits (0: only what other pods leave unused; Inf: limits are free)")
 			replicas := fs.Int("replicas", 5, "the starting replicas, and the static fleet's")
 			class := fs.String("class", "", "the starting class, and the baselines' (default medium, or the workload's first allowed class)")
 			output := fs.String("o", "text", "output format: text, json or csv")
@@ -106,7 +107,7 @@ func simulateCommand() command {
 						factor *= *meanRate / a.Mean()
 					}
 					a = a.Scaled(factor, *speed)
-					cfg := &sim.Config{Rules: variants[0].Rules, Workload: *name, Arrivals: a, Seed: *seed, StartupDelay: *startup,
+					cfg := &sim.Config{Rules: variants[0].Rules, Workload: *name, Arrivals: a, Seed: *seed, StartupDelay: *startup, CPUSlack: *slack,
 						Start: autoscaler.Shape{Replicas: int32(*replicas), Class: *class}, Types: types, Mix: jobMix}
 					bar := newProgress(e.stderr, time.Now(), a.Name)
 					results, err := sim.Compare(ctx, cfg, names, variants, bar.update)

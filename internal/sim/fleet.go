@@ -24,6 +24,7 @@ type pod struct {
 
 	terminating bool // stops taking jobs; leaves when its running jobs are done
 	running     []int
+	demand      float64 // the CPU its running jobs ask for
 	speed       float64 // 1, or less under CPU contention
 	last        float64 // when the running jobs' work was last advanced
 	version     int     // invalidates completion events scheduled before a change
@@ -170,6 +171,7 @@ func (f *fleet) newPod(readyAt float64) {
 	}
 	f.nextPodID++
 	f.pods = append(f.pods, p)
+	f.reschedule(nil) // its request joins the pool
 	if readyAt > f.now {
 		f.push(event{t: readyAt, kind: evReady, pod: p})
 	}
@@ -179,32 +181,68 @@ func (f *fleet) newPod(readyAt float64) {
 func (f *fleet) advance(p *pod) {
 	dt := f.now - p.last
 	if dt > 0 && len(p.running) > 0 {
-		var demand float64
 		for _, j := range p.running {
 			f.jobs[j].left -= dt * p.speed
-			demand += f.jobs[j].cpu
 		}
-		f.cpuSeconds += dt * min(demand, p.cpuLim)
+		f.cpuSeconds += dt * p.demand * p.speed
 	}
 	p.last = f.now
 }
 
-// reschedule sets the pod's speed for its running jobs and schedules its next completion.
+// reschedule is called when the running jobs of pod p changed (p is nil when only the
+// pods did): it shares the CPU out again and schedules the next completion of every pod
+// whose speed changed, and of p.
+//
+// CPU contention: a pod always gets the CPU its jobs ask for up to its request. CPU above
+// the request, up to the limit, is lent from what the fleet's pods leave unused of theirs
+// (plus the configured slack), as CFS does on nodes that hold the fleet's requests: no
+// CPU is free. When more is asked than is spare, every pod asking for more gets the same
+// share of what it asks above its request. Jobs on a pod with less CPU than they ask for
+// run proportionally slower.
 func (f *fleet) reschedule(p *pod) {
-	p.version++
-	if len(p.running) == 0 {
-		p.speed = 1
-		return
+	if p != nil {
+		p.demand = 0
+		for _, j := range p.running {
+			p.demand += f.jobs[j].cpu
+		}
 	}
-	var demand float64
+	var pool, guaranteed, wanted float64
+	for _, q := range f.pods {
+		pool += q.cpuReq
+		guaranteed += min(q.demand, q.cpuReq)
+		wanted += max(min(q.demand, q.cpuLim)-q.cpuReq, 0)
+	}
+	lent := 1.0
+	if wanted > 0 {
+		lent = min(1, max(pool*(1+f.cfg.CPUSlack)-guaranteed, 0)/wanted)
+	}
+	for _, q := range f.pods {
+		speed := 1.0
+		if q.demand > 0 {
+			got := min(q.demand, q.cpuReq) + lent*max(min(q.demand, q.cpuLim)-q.cpuReq, 0)
+			speed = min(1, got/q.demand)
+		}
+		if q == p || speed != q.speed {
+			f.advance(q)
+			q.speed = speed
+			f.schedule(q)
+		}
+	}
+	if p != nil && !slices.Contains(f.pods, p) {
+		p.speed = 1
+	}
+}
+
+// schedule schedules pod p's next completion at its speed.
+func (f *fleet) schedule(p *pod) {
+	p.version++
 	soonest := math.Inf(1)
 	for _, j := range p.running {
-		demand += f.jobs[j].cpu
 		soonest = min(soonest, f.jobs[j].left)
 	}
-	// CPU contention: jobs asking for more than the limit run proportionally slower.
-	p.speed = min(1, p.cpuLim/demand)
-	f.push(event{t: f.now + max(soonest, 0)/p.speed, kind: evDone, pod: p, version: p.version})
+	if len(p.running) > 0 {
+		f.push(event{t: f.now + max(soonest, 0)/p.speed, kind: evDone, pod: p, version: p.version})
+	}
 }
 
 // dispatch hands queued jobs to free slots, prioritized jobs first, each to the ready pod
@@ -347,6 +385,7 @@ func (f *fleet) done(p *pod) {
 func (f *fleet) remove(p *pod) {
 	f.account(p)
 	f.pods = slices.DeleteFunc(f.pods, func(q *pod) bool { return q == p })
+	f.reschedule(nil) // its request leaves the pool
 }
 
 func (f *fleet) account(p *pod) {

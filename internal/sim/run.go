@@ -34,6 +34,11 @@ type Config struct {
 	SampleEvery time.Duration
 	// BaseMemoryMi is a worker's memory before any job (default 150 MiB).
 	BaseMemoryMi float64
+	// CPUSlack is the CPU the fleet's nodes have beyond its pods' requests, as a share of
+	// them: what pods may borrow above their requests besides what the others leave
+	// unused. 0 (the default) is nodes that hold the fleet's requests and nothing more;
+	// +Inf makes every limit free.
+	CPUSlack float64
 	// Drain lets the run go on past the arrivals until every job has finished (at most
 	// as long again), so that every job's wait is counted.
 	Drain bool
@@ -72,6 +77,9 @@ func (c *Config) Prepare() error {
 	c.StartupDelay = orDefault(c.StartupDelay, 30*time.Second)
 	c.ScrapeInterval = orDefault(c.ScrapeInterval, 15*time.Second)
 	c.SampleEvery = orDefault(c.SampleEvery, time.Minute)
+	if math.IsNaN(c.CPUSlack) || c.CPUSlack < 0 {
+		return fmt.Errorf("--cpu-slack: %v is not a share of 0 or more", c.CPUSlack)
+	}
 	if c.BaseMemoryMi == 0 {
 		c.BaseMemoryMi = 150
 	}

@@ -65,7 +65,7 @@ func (p *plan) chooseClass() *rules.Class {
 		{condCPUHigh, fmt.Sprintf("CPU at or above %s", num(*p.w.Thresholds[rules.CPU].Warning))},
 		{condMemoryHigh, fmt.Sprintf("memory at or above %s", num(*p.w.Thresholds[rules.Memory].Warning))},
 	} {
-		if p.hist.PerJob != nil {
+		if p.hist.PerJob.measured() {
 			break
 		}
 		ok, held := p.sustained(cond.name)
@@ -115,7 +115,7 @@ func (p *plan) chooseClass() *rules.Class {
 		}
 	}
 	switch {
-	case p.hist.PerJob != nil:
+	case p.hist.PerJob.measured():
 		// Every allowed class that fits a job and the requirement is a candidate: the
 		// choice rests on what a job uses, which no class change alters, so the class it
 		// leaves would not be chosen back under the same load.
@@ -232,11 +232,48 @@ const (
 // gate lets a class change through unless the last rollout is too recent, and records the
 // rule that made it.
 func (p *plan) gate(to *rules.Class, rule, why string) *rules.Class {
+	if wait := p.settling(); wait != "" && rule == ruleCost {
+		p.reasonf("%s; but %s", why, wait)
+		return p.class
+	}
 	if p.rolloutAllowed(why) {
 		p.classRule = rule
 		return to
 	}
 	return p.class
+}
+
+// settling says why a class is not chosen for its cost yet: a job's measurement is
+// pending; "" otherwise.
+func (p *plan) settling() string {
+	soFar, pending := p.measuring()
+	if !pending {
+		return ""
+	}
+	p.limit(LimitSettling)
+	return fmt.Sprintf("a job's CPU and memory are measured over a %s window first (%s of it so far)", p.r.Queries.RateWindow.D(), soFar.Round(time.Second))
+}
+
+// measuring reports whether a job's measurement is pending, and for how long it has
+// been: the fleet is busy enough for a job's CPU to be measured (activeJobs and cpu are
+// queried), but the jobs in flight have not been followed for a whole rate window since
+// the start or the last rollout, so neither a job's CPU nor, while the long jobs are
+// still joining the mix in flight, its memory is known. The VPA's recommender likewise
+// waits for history.
+func (p *plan) measuring() (time.Duration, bool) {
+	a, okA := p.value(rules.ActiveJobs)
+	_, okCPU := p.value(rules.CPU)
+	e := p.hist.PerJob
+	if !okA || !okCPU || e.settled() || a < minBusy*float64(p.in.State.ReadyReplicas)*float64(p.conc) {
+		return 0, false
+	}
+	var soFar time.Duration
+	if e != nil && !e.ActiveSince.IsZero() {
+		soFar = p.now.Sub(e.ActiveSince)
+	}
+	// Followed for a window, yet not measured (the pods were never all ready): decide
+	// without it.
+	return soFar, soFar < p.r.Queries.RateWindow.D()
 }
 
 // rolloutAllowed reports whether a change that rolls the pods (class or concurrency) may

@@ -11,7 +11,8 @@ import (
 // JobResources is what one running job uses, as measured: the fleet's CPU and memory use
 // over the jobs it runs. The vertical axis is decided on it (docs/policy.md, "Vertical").
 type JobResources struct {
-	// CPU is cores per running job, smoothed (a half-life of cpuHalfLife).
+	// CPU is cores per running job, smoothed (a half-life of cpuHalfLife); 0 until the
+	// jobs in flight have been followed for a rate window.
 	CPU float64 `json:"cpu"`
 	// Memory is bytes per running job: the highest recent measurement, decaying toward
 	// the current one (a half-life of memoryHalfLife), raised at each OOM kill.
@@ -20,6 +21,13 @@ type JobResources struct {
 	Updated time.Time `json:"updated"`
 	// OOMBump is when the memory was last raised for an OOM kill.
 	OOMBump time.Time `json:"oomBump,omitzero"`
+	// Active is the jobs in flight on the ready pods, averaged over about the rules' rate
+	// window (an exponential mean), and ActiveSince when that mean began: the CPU query
+	// is a rate over that window, so it is divided by the jobs the window saw, not by
+	// the jobs running now (a fleet filling up would read as light jobs).
+	Active      float64   `json:"active,omitempty"`
+	ActiveSince time.Time `json:"activeSince,omitzero"`
+	ActiveAt    time.Time `json:"activeAt,omitzero"`
 }
 
 // How the per-job estimate follows its measurements. Memory is kept high longer than CPU:
@@ -53,27 +61,43 @@ func (p *plan) measureJobs() {
 	active, okA := p.value(rules.ActiveJobs)
 	ready := float64(p.in.State.ReadyReplicas)
 	steady := !p.in.State.RolloutInProgress && p.in.State.ReadyReplicas == p.in.State.Replicas // one template, every pod counted
-	if steady && okCPU && okMem && okA && active >= 1 && ready > 0 && active >= minBusy*ready*float64(p.conc) {
-		cpuJob := cpu * c.CPU.Float() * ready / active
-		memJob := mem * c.Memory.Float() * ready / active
+	window := p.r.Queries.RateWindow.D()
+	switch {
+	case p.in.State.RolloutInProgress:
+		if est != nil {
+			est.ActiveSince = time.Time{} // the window's CPU is of other pods: start again
+		}
+	case okA:
 		if est == nil {
-			est = &JobResources{CPU: cpuJob, Memory: memJob}
+			est = &JobResources{}
+		}
+		est.followActive(p.now, active, window)
+	}
+	if steady && okMem && okA && active >= 1 && ready > 0 && active >= minBusy*ready*float64(p.conc) {
+		memJob := mem * c.Memory.Float() * ready / active
+		if est.Memory == 0 {
+			est.Memory = memJob
 		} else {
-			dt := p.now.Sub(est.Updated)
-			if est.CPU == 0 { // created by an OOM kill, before any measurement
+			est.Memory = max(memJob, memJob+(est.Memory-memJob)*halving(p.now.Sub(est.Updated), memoryHalfLife))
+		}
+		if okCPU && !est.ActiveSince.IsZero() && p.now.Sub(est.ActiveSince) >= window && est.Active >= minBusy*ready*float64(p.conc) {
+			cpuJob := cpu * c.CPU.Float() * ready / est.Active
+			if est.CPU == 0 {
 				est.CPU = cpuJob
+			} else {
+				est.CPU += (cpuJob - est.CPU) * (1 - halving(p.now.Sub(est.Updated), cpuHalfLife))
 			}
-			est.CPU += (cpuJob - est.CPU) * (1 - halving(dt, cpuHalfLife))
-			est.Memory = max(memJob, memJob+(est.Memory-memJob)*halving(dt, memoryHalfLife))
 		}
 		est.Updated = p.now
 	}
 	if kills, ok := p.value(rules.OOMKills); ok && kills > 0 {
-		window := p.r.Queries.RateWindow.D()
 		if est == nil {
+			est = &JobResources{Updated: p.now}
+		}
+		if est.Memory == 0 {
 			// No measurement yet: a job needs more than a slot's share of the class.
 			g, _ := p.concurrencyOf(c)
-			est = &JobResources{Memory: c.Memory.Float() / float64(g), Updated: p.now}
+			est.Memory = c.Memory.Float() / float64(g)
 		}
 		if est.OOMBump.IsZero() || p.now.Sub(est.OOMBump) >= window {
 			before := est.Memory
@@ -82,10 +106,36 @@ func (p *plan) measureJobs() {
 			p.reasonf("%s OOM kill(s) within %s: a job's memory is taken as %s MiB rather than %s MiB", num(kills), window, num(est.Memory/(1<<20)), num(before/(1<<20)))
 		}
 	}
-	p.hist.PerJob = est
-	if est != nil && est.CPU > 0 {
-		p.reasonf("a running job uses %s cores and %s MiB (measured over the fleet's running jobs)", num(est.CPU), num(est.Memory/(1<<20)))
+	if est != nil && est.Memory == 0 && est.CPU == 0 && est.OOMBump.IsZero() && est.Active == 0 {
+		est = nil
 	}
+	p.hist.PerJob = est
+	switch {
+	case est != nil && est.CPU > 0:
+		p.reasonf("a running job uses %s cores and %s MiB (measured over the fleet's running jobs)", num(est.CPU), num(est.Memory/(1<<20)))
+	case est != nil && est.Memory > 0:
+		p.reasonf("a running job uses %s MiB (measured over the fleet's running jobs; its CPU once they have been followed for %s)", num(est.Memory/(1<<20)), window)
+	}
+}
+
+// measured reports whether a job's CPU or memory has been measured (or inferred from an
+// OOM kill); nil is not.
+func (e *JobResources) measured() bool { return e != nil && (e.CPU > 0 || e.Memory > 0) }
+
+// settled reports whether a job's CPU has been measured over a whole rate window.
+func (e *JobResources) settled() bool { return e != nil && e.CPU > 0 }
+
+// followActive folds the jobs in flight now into their mean over about the rate window.
+func (e *JobResources) followActive(now time.Time, active float64, window time.Duration) {
+	if e.ActiveSince.IsZero() || e.ActiveAt.IsZero() {
+		e.Active, e.ActiveSince = active, now
+	} else {
+		// A rate over a window weighs it evenly; an exponential mean of half that time
+		// constant has the same mean age.
+		keep := math.Exp(-now.Sub(e.ActiveAt).Seconds() / (window.Seconds() / 2))
+		e.Active = active + (e.Active-active)*keep
+	}
+	e.ActiveAt = now
 }
 
 // halving is the weight left after dt with the given half-life.
@@ -108,7 +158,15 @@ func (p *plan) slotsOf(c *rules.Class) int {
 		g, _ := p.concurrencyOf(c)
 		return g
 	}
-	return p.jobFit(c)
+	g := p.jobFit(c)
+	if _, pending := p.measuring(); pending && c != p.class && p.class != nil {
+		// A job is not measured yet: another class gives a slot no less CPU and memory
+		// (limits) than a slot has now, rather than packing unknown jobs tighter.
+		perCPU := cpuLimit(p.class) / float64(p.conc)
+		perMem := memLimit(p.class) / float64(p.conc)
+		g = max(min(g, int(cpuLimit(c)/perCPU+1e-9), int(memLimit(c)/perMem+1e-9)), p.minConcurrency(), 1)
+	}
+	return g
 }
 
 // jobFit is the most slots of class c that a measured job fits (the class's concurrency
@@ -121,7 +179,7 @@ func (p *plan) jobFit(c *rules.Class) int {
 // fitFrom is g, or fewer slots where a measured job needs more of class c.
 func (p *plan) fitFrom(c *rules.Class, g int) int {
 	est := p.hist.PerJob
-	if est == nil {
+	if !est.measured() {
 		return g
 	}
 	fit := g
@@ -133,7 +191,40 @@ func (p *plan) fitFrom(c *rules.Class, g int) int {
 	if t := p.w.Thresholds[rules.Memory].Target; est.Memory > 0 && t != nil {
 		fit = min(fit, int(memReq**t/est.Memory))
 	}
+	if est.Memory > 0 {
+		fit = min(fit, memoryLimitFit(memLimit(c)/est.Memory))
+	}
 	return max(fit, p.minConcurrency(), 1)
+}
+
+// memoryLimitFit is the most slots g whose jobs stay under the memory limit though they
+// vary: the limit is r times a job's mean memory, and g jobs use g x mean, give or take
+// sqrt(g) x their spread, which is taken as half the mean (the first seed's job types
+// range from 100 MB to 2 GB), two spreads above the mean (about one pod in forty full
+// of jobs would pass it, the rest never). g + sqrt(g) <= r.
+func memoryLimitFit(r float64) int {
+	if r <= 0 {
+		return 0
+	}
+	// The positive root of x^2 + x - r = 0 is sqrt(g).
+	x := (-1 + math.Sqrt(1+4*r)) / 2
+	return int(x*x + 1e-9)
+}
+
+// cpuLimit is a class's CPU limit in cores: its request when it sets none.
+func cpuLimit(c *rules.Class) float64 {
+	if c.Limits != nil && c.Limits.CPU != nil {
+		return c.Limits.CPU.Float()
+	}
+	return c.CPU.Float()
+}
+
+// memLimit is a class's memory limit in bytes: its request when it sets none.
+func memLimit(c *rules.Class) float64 {
+	if c.Limits != nil && c.Limits.Memory != nil {
+		return c.Limits.Memory.Float()
+	}
+	return c.Memory.Float()
 }
 
 // fitConcurrency lowers the concurrency of a workload that stays in its class when its
@@ -141,7 +232,7 @@ func (p *plan) fitFrom(c *rules.Class, g int) int {
 // raising is the 429 recovery's and the alert loop's.
 func (p *plan) fitConcurrency() {
 	est := p.hist.PerJob
-	if est == nil || p.class == nil || p.d.To.Class != p.d.From.Class || *p.w.Env.Concurrency == "" || p.resourcePressure() == "" {
+	if !est.measured() || p.class == nil || p.d.To.Class != p.d.From.Class || *p.w.Env.Concurrency == "" || p.resourcePressure() == "" {
 		return
 	}
 	fit := p.fitFrom(p.class, p.d.To.Concurrency)
@@ -172,6 +263,11 @@ func (p *plan) resourcePressure() string {
 	}
 	if p.grade(rules.Memory) == Warning || p.grade(rules.Memory) == Critical {
 		return "memory is " + string(p.grade(rules.Memory))
+	}
+	if est := p.hist.PerJob; est.settled() && est.Memory > 0 && p.class != nil {
+		if fit := memoryLimitFit(memLimit(p.class) / est.Memory); p.conc > fit {
+			return fmt.Sprintf("a pod full of %s MiB jobs would pass its %s MiB memory limit (%d slots fit it)", num(est.Memory/(1<<20)), num(memLimit(p.class)/(1<<20)), max(fit, 1))
+		}
 	}
 	if ok, held := p.sustained(condCPUHigh); ok {
 		return fmt.Sprintf("CPU has been at or above warning for %s", held)

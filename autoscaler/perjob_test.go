@@ -1,6 +1,7 @@
 package autoscaler
 
 import (
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -103,5 +104,68 @@ func TestNoFlipFlopUnderASteadyLoad(t *testing.T) {
 	}
 	if len(changes) > 1 {
 		t.Errorf("class changes under a steady load: %v", changes)
+	}
+}
+
+// g + sqrt(g) <= r: the slots whose jobs stay under the limit though they vary.
+func TestMemoryLimitFit(t *testing.T) {
+	for _, tc := range []struct {
+		r    float64
+		want int
+	}{{0, 0}, {1.9, 0}, {2, 1}, {6, 4}, {7.3, 5}, {8.9, 6}, {29, 24}, {30, 25}} {
+		if got := memoryLimitFit(tc.r); got != tc.want {
+			t.Errorf("memoryLimitFit(%v) = %d, want %d", tc.r, got, tc.want)
+		}
+	}
+}
+
+// The CPU query is a rate over the rules' window, so a job's CPU is that over the jobs
+// the window saw: a fleet filling up does not read as light jobs.
+func TestPerJobCPUOverTheWindow(t *testing.T) {
+	r := example(t, "luneo-render.yaml")
+	w := workloadNamed(t, r, "render")
+	st := state(10, "medium", 5, 2)
+	// 20 jobs of 1 core each for the last 10 minutes; then 20 more start: the rate still
+	// shows 20 cores over the 20 cores of request, the memory the 40 jobs.
+	var h History
+	now := t0
+	obs := func(active float64) Observations {
+		return set(map[string]float64{rules.QueueDepth: 0, rules.ActiveJobs: active, rules.Throughput: active / 30, rules.CompletionRate: 1,
+			rules.CPU: 20.0 / 20, rules.Memory: active * (500 << 20) / (10 * 4 << 30)})
+	}
+	for range 40 {
+		d := Decide(now, r, Input{Workload: w, Observations: obs(20), State: st, History: h})
+		h = d.History
+		now = now.Add(15 * time.Second)
+	}
+	d := Decide(now, r, Input{Workload: w, Observations: obs(40), State: st, History: h})
+	if got := d.History.PerJob.CPU; got < 0.8 || got > 1.2 {
+		t.Errorf("a job's CPU after the fleet doubled its jobs: %.2f cores, want about 1 (the window's jobs)\n%s", got, strings.Join(d.Reasons, "\n"))
+	}
+}
+
+// Until a job has been measured over a window, a move to another class gives a slot no
+// less CPU and memory than a slot has now.
+func TestClassWhileMeasuring(t *testing.T) {
+	r := example(t, "luneo-render.yaml")
+	w := workloadNamed(t, r, "render")
+	// A first cycle on a busy fleet: 80 queued, every slot of 5 medium busy.
+	obs := set(map[string]float64{rules.QueueDepth: 80, rules.ActiveJobs: 25, rules.Throughput: 1, rules.CompletionRate: 1, rules.CPU: 0.92, rules.Memory: 0.69})
+	d := Decide(t0, r, Input{Workload: w, Observations: obs, State: state(5, "medium", 5, 2)})
+	if c := r.Class(d.To.Class); d.To.Class != "medium" && (cpuLimit(c)/float64(d.To.Concurrency) < 0.8-1e-9 || memLimit(c)/float64(d.To.Concurrency) < (8<<30)/5.0-1) {
+		t.Errorf("to %+v: a slot gets less CPU or memory than medium's limits give it\n%s", d.To, strings.Join(d.Reasons, "\n"))
+	}
+}
+
+// Once a job is measured, pods whose full slots would pass the memory limit get fewer
+// slots before they are OOM-killed.
+func TestMemoryRiskLowersConcurrency(t *testing.T) {
+	r := example(t, "luneo-render.yaml")
+	w := workloadNamed(t, r, "render")
+	obs := set(map[string]float64{rules.QueueDepth: 0, rules.ActiveJobs: 40, rules.Throughput: 1, rules.CompletionRate: 1, rules.CPU: 0.3, rules.Memory: 0.5})
+	h := History{PerJob: &JobResources{CPU: 0.3, Memory: 1200 << 20, Updated: t0.Add(-time.Minute), Active: 40, ActiveSince: t0.Add(-time.Hour), ActiveAt: t0.Add(-15 * time.Second)}}
+	d := Decide(t0, r, Input{Workload: w, Observations: obs, State: state(4, "xlarge", 20, 5), History: h})
+	if d.To.Concurrency*1200+int(math.Sqrt(float64(d.To.Concurrency)))*1200 > 16384 {
+		t.Errorf("to %+v: %d slots of 1200 MiB jobs on xlarge's 16 GiB\n%s", d.To, d.To.Concurrency, strings.Join(d.Reasons, "\n"))
 	}
 }

@@ -173,6 +173,7 @@ const (
 	LimitRateBudget     = "rateBudget"
 	LimitBehavior       = "behavior"
 	LimitCooldown       = "cooldown"
+	LimitSettling       = "settling" // a class change waits for a job's CPU and memory to be measured
 	LimitCircuitBreaker = "circuitBreaker"
 )
 
@@ -202,7 +203,8 @@ type Decision struct {
 func (d Decision) Changed() bool { return d.From != d.To }
 
 // AssumeSustained returns a history in which every vertical condition that holds for obs
-// has held for the workload's sustainFor already, for `explain --assume-sustained`.
+// has held for the workload's sustainFor already, and the jobs in flight have been what
+// obs says for an hour (so the CPU per job is measured), for `explain --assume-sustained`.
 func AssumeSustained(now time.Time, w *rules.Workload, obs Observations) History {
 	p := &plan{now: now, w: w, obs: Observations{}, d: Decision{Grades: map[string]Grade{}}, hist: History{Since: map[string]time.Time{}}}
 	for k, o := range obs {
@@ -217,6 +219,9 @@ func AssumeSustained(now time.Time, w *rules.Workload, obs Observations) History
 	p.trackRateLimitOK()
 	for k := range p.hist.Since {
 		p.hist.Since[k] = now.Add(-w.Vertical.SustainFor.D())
+	}
+	if a, ok := p.value(rules.ActiveJobs); ok {
+		p.hist.PerJob = &JobResources{Active: a, ActiveSince: now.Add(-time.Hour), ActiveAt: now}
 	}
 	return p.hist
 }

@@ -18,9 +18,12 @@ import (
 // that time would have seen them, all workloads are decided together (autoscaler.DecideAll,
 // so shared rate budgets apply), and the history is carried as the control loop carries it.
 // A decision that changes a shape is taken as applied at once: the next step starts from
-// its shape, with all replicas ready and no rollout in progress, and its history records
+// its shape, with no rollout in progress, and its history records
 // the change (History.Applied). The recorded metrics are what really ran; they do not
-// respond to the decisions replayed.
+// respond to the decisions replayed: so the ready replicas the engine is given stay the
+// recording's starting count, the pods the recorded CPU, memory and active jobs come
+// from, and once the replay has changed the replica count the engine sees a fleet that is
+// not all ready and measures no job's CPU and memory on it.
 type Backtest struct {
 	Rules *rules.Rules
 	// From, Step and To are the grid: From, From+Step, ... up to To, the timestamps of
@@ -91,6 +94,8 @@ func (b Backtest) Replay() (BacktestResult, error) {
 		metrics []btMetric
 		state   autoscaler.State
 		hist    autoscaler.History
+		// recorded is the replica count of the recording, whose pods the metrics are of.
+		recorded int32
 	}
 	all := make([]*replayed, len(r.Workloads))
 	for i := range r.Workloads {
@@ -99,7 +104,7 @@ func (b Backtest) Replay() (BacktestResult, error) {
 		if !ok {
 			return BacktestResult{}, fmt.Errorf("backtest: no starting shape for workload %s", w.Name)
 		}
-		all[i] = &replayed{w: w, metrics: b.metricsOf(w), state: btState(shape)}
+		all[i] = &replayed{w: w, metrics: b.metricsOf(w), state: btState(shape, shape.Replicas), recorded: shape.Replicas}
 	}
 	res := BacktestResult{Steps: n, Final: map[string]autoscaler.Shape{}}
 	staleness := r.Prometheus.Staleness.D()
@@ -119,7 +124,7 @@ func (b Backtest) Replay() (BacktestResult, error) {
 			if d.Changed() {
 				// As the control loop does once the write succeeded.
 				x.hist = x.hist.Applied(now, d)
-				x.state = btState(d.To)
+				x.state = btState(d.To, x.recorded)
 				res.Changes = append(res.Changes, BacktestChange{Time: now, Decision: d})
 			}
 		}
@@ -130,9 +135,10 @@ func (b Backtest) Replay() (BacktestResult, error) {
 	return res, nil
 }
 
-// btState is a shape taken at once: every replica ready, no rollout in progress.
-func btState(s autoscaler.Shape) autoscaler.State {
-	return autoscaler.State{Shape: s, ReadyReplicas: s.Replicas}
+// btState is a shape taken at once, no rollout in progress, with the recording's ready
+// pods.
+func btState(s autoscaler.Shape, ready int32) autoscaler.State {
+	return autoscaler.State{Shape: s, ReadyReplicas: ready}
 }
 
 // btMetric is one metric of a workload, its points indexed by time.

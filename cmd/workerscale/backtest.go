@@ -36,8 +36,9 @@ func backtestCommand() command {
 			"    --workload render --replicas 2 --class medium -o json\n" +
 			"# At each step the metrics are what a cycle at that time would have read (no value at a\n" +
 			"# step is missing, never 0). Each change is taken as applied at once: the next step starts\n" +
-			"# from its shape, all replicas ready, with the history the control loop keeps. The recorded\n" +
-			"# metrics are what really ran; they do not respond to the decisions replayed. Nothing is written.",
+			"# from its shape, with the history the control loop keeps. The recorded metrics are what\n" +
+			"# really ran; they do not respond to the decisions replayed, so a job's CPU and memory are\n" +
+			"# measured only on the recorded pods, before the first change. Nothing is written.",
 		flags: func(fs *flag.FlagSet) func(context.Context, *env) error {
 			file := fs.String("rules", "", "the rules YAML (required); its prometheus section says which Prometheus to read")
 			from := fs.String("from", "", "the start: RFC3339 (2026-03-01T08:00:00Z), Unix seconds, now, or now-D / -D with D a Prometheus duration (90m, 6h, 2d) (required)")

@@ -83,10 +83,11 @@ func newMember(p *plan) *member {
 	slots := float64(p.d.To.Replicas) * float64(m.conc)
 	fromSlots := float64(p.d.From.Replicas) * float64(p.conc)
 	t, fresh := p.value(rules.Throughput)
+	d, _ := p.meanDuration()
 	switch {
-	case p.duration > 0:
-		m.perSlot = rpj / p.duration
-		m.how = fmt.Sprintf("%s slots x %s requests per job / %ss", num(slots), num(rpj), num(p.duration))
+	case d > 0:
+		m.perSlot = rpj / d
+		m.how = fmt.Sprintf("%s slots x %s requests per job / %ss", num(slots), num(rpj), num(d))
 	case fresh && t > 0 && fromSlots > 0:
 		// Its current rate, per slot, scaled to the slots proposed.
 		m.perSlot = t * rpj / fromSlots
@@ -144,9 +145,7 @@ func splitBudget(b *rules.RateBudget, ms []*member) {
 	// A member raises or restores its concurrency only into what is left, and before its
 	// limiter is set, so that the limiters add up to the budget.
 	for _, m := range ms {
-		before := m.used()
-		m.p.stepConcurrency(&left, m.perSlot, b.Name)
-		left -= m.used() - before
+		m.p.stepConcurrency(&left, m.perSlot, b.Name) // takes what it raises from left
 	}
 	setRateLimits(b, c, ms, left, binds)
 }

@@ -539,3 +539,39 @@ func TestConcurrencyRaiseStaysWithinTheBudgetsRoom(t *testing.T) {
 		t.Errorf("to %+v\n%s", d.To, strings.Join(d.Reasons, "\n"))
 	}
 }
+
+// A member alone on its budget that raises its concurrency still gets the whole budget as
+// its limiter: the raise is taken from the budget's room once, not twice (it once left
+// characters at RATE_LIMIT_MAX 45 of its 61).
+func TestConcurrencyRaiseKeepsTheWholeShare(t *testing.T) {
+	r := limited(t, "maxReplicas: 100", "maxReplicas: 5")
+	st := state(5, "standard", 2, 1)
+	st.RateLimitMax = 61
+	d := Decide(t0, r, Input{Workload: &r.Workloads[0], Observations: fresh(map[string]float64{rules.QueueDepth: 1000, RateLimited: 0}), State: st})
+	if d.To.Concurrency != 3 || d.To.RateLimitMax != 61 {
+		t.Errorf("to %+v, want concurrency 3 and RATE_LIMIT_MAX 61, the whole 245 rps / 4\n%s", d.To, strings.Join(d.Reasons, "\n"))
+	}
+}
+
+// The mean job duration of the drain sizing and of the rate budgets is Little's law over
+// one window: one reading of a few short jobs in flight does not swing it (at 20 jobs/s,
+// 1 active read once is not a 0.05 s job).
+func TestDurationOverTheWindow(t *testing.T) {
+	r := limited(t)
+	w := &r.Workloads[0]
+	var h History
+	var d Decision
+	now := t0
+	for i := range 20 {
+		active := 7.0
+		if i%2 == 1 {
+			active = 1
+		}
+		d = Decide(now, r, Input{Workload: w, Observations: fresh(map[string]float64{rules.QueueDepth: 0, rules.Throughput: 20, rules.ActiveJobs: active}), State: state(4, "standard", 2, 1), History: h})
+		h = d.History
+		now = now.Add(15 * time.Second)
+	}
+	if !hasReason(d, "a mean job duration of 0.2s (4 active jobs on average over 5m / 20 jobs/s") {
+		t.Errorf("after readings of 7 and 1 active jobs at 20 jobs/s:\n%s", strings.Join(d.Reasons, "\n"))
+	}
+}

@@ -95,9 +95,24 @@ func (p *plan) chooseClass() *rules.Class {
 				fitting = append(fitting, c)
 			}
 		}
-		to := larger[0]
+		var to *rules.Class
 		if len(fitting) > 0 {
 			to = p.cheapest(fitting)
+		} else {
+			// None holds the work: one step up the seed's path, to the next class that
+			// holds more slots than this one (a bigger box with as many slots adds
+			// nothing).
+			here := p.slotsOf(cur) * int(p.maxFor(cur))
+			for _, c := range larger {
+				if p.slotsOf(c)*int(p.maxFor(c)) > here {
+					to = c
+					break
+				}
+			}
+			if to == nil {
+				p.reasonf("%d workers are needed but class %s runs at most %d, and no larger class holds more slots at the concurrency its jobs fit", need, cur.Name, p.maxFor(cur))
+				return cur
+			}
 		}
 		g := p.slotsOf(to)
 		return p.gate(to, ruleCapacity, fmt.Sprintf("%d workers are needed but class %s runs at most %d: stepping up to %s (%d concurrency, at most %d workers)",
@@ -229,12 +244,19 @@ const (
 	ruleCost       = "cost"
 )
 
-// gate lets a class change through unless the last rollout is too recent, and records the
-// rule that made it.
+// gate lets a class change through unless the last rollout is too recent (a step up for
+// capacity excepted), and records the rule that made it.
 func (p *plan) gate(to *rules.Class, rule, why string) *rules.Class {
 	if wait := p.settling(); wait != "" && rule == ruleCost {
 		p.reasonf("%s; but %s", why, wait)
 		return p.class
+	}
+	if rule == ruleCapacity {
+		// The work outgrew the class: like the HPA's scale-up, this waits for no
+		// cooldown (only for a rollout in progress, which holds every change).
+		p.classRule = rule
+		p.reasonf("%s", why)
+		return to
 	}
 	if p.rolloutAllowed(why) {
 		p.classRule = rule

@@ -80,6 +80,8 @@ type plan struct {
 	// duration is the mean job duration in seconds, 0 when unknown.
 	duration    float64
 	durationWhy string
+	// meanActive is the active jobs averaged over the rate window (averageInFlight).
+	meanActive float64
 	// conc is the concurrency the fleet runs with now: the state's, or when that is
 	// unknown (0: the env var is absent or not managed) the class's.
 	conc int

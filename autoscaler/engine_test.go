@@ -144,9 +144,10 @@ func TestHorizontal(t *testing.T) {
 			name:  "the wait is estimated from queue depth and throughput when no metric gives it",
 			extra: noBehavior + "vertical: {enabled: false}",
 			st:    state(2, "medium", 5, 2),
-			// The wait term wins: (0.5 + 10 / 10) jobs/s x 20 s / 0.8 = 37.5 slots -> 8 workers.
+			// The wait term wins: (0.5 jobs/s x 20 s + 10 queued x min(1, 20 s / 10 s)) / 0.8
+			// = 25 slots -> 5 workers (a queued job needs one slot, never two).
 			obs:    fresh(map[string]float64{rules.QueueDepth: 10, rules.Throughput: 0.5, rules.ActiveJobs: 10}),
-			want:   8,
+			want:   5,
 			reason: "waitSeconds estimated as 10 jobs / 0.5 jobs/s = 20s (Little's law)",
 		},
 		{
@@ -194,7 +195,8 @@ func TestHorizontal(t *testing.T) {
 func TestWaitTermWins(t *testing.T) {
 	r, w := single(t, noBehavior+"vertical: {enabled: false}\nhorizontal: {jobDuration: 10s, sizing: seed}")
 	// queue: 20 / 0.8 x 1.2 = 30 slots; floor: 2 jobs/s x 10 s / 0.8 = 25 slots;
-	// wait: (2 + 20 / 10) jobs/s x 10 s / 0.8 = 50 slots -> 10 workers at concurrency 5.
+	// wait: (2 jobs/s x 10 s + 20 queued x min(1, 10 s / 10 s)) / 0.8 = 50 slots -> 10
+	// workers at concurrency 5.
 	obs := fresh(map[string]float64{rules.QueueDepth: 20, rules.Throughput: 2, rules.WaitSeconds: 45, rules.ActiveJobs: 20})
 	d := Decide(t0, r, Input{Workload: w, Observations: obs, State: state(4, "medium", 5, 2)})
 	if d.To.Replicas != 10 || !hasReason(d, "the largest requirement is the wait term") {

@@ -471,9 +471,14 @@ func checkInvariants(t interface {
 // jobDuration is the mean job duration the decision rests on: Little's law over its
 // metrics, or the configured one.
 func jobDuration(d Decision, w *rules.Workload) float64 {
+	// Little's law over the rate window: the active jobs averaged over those kept.
 	a, t := d.Metrics[rules.ActiveJobs], d.Metrics[rules.Throughput]
-	if a.usable() && t.usable() && a.Value > 0 && t.Value > 0 {
-		return a.Value / t.Value
+	var mean float64
+	for _, s := range d.History.ActiveJobs {
+		mean += s.Value / float64(len(d.History.ActiveJobs))
+	}
+	if a.usable() && t.usable() && mean > 0 && t.Value > 0 {
+		return mean / t.Value
 	}
 	if w.Horizontal.JobDuration != nil {
 		return w.Horizontal.JobDuration.D().Seconds()

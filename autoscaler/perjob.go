@@ -21,13 +21,12 @@ type JobResources struct {
 	Updated time.Time `json:"updated"`
 	// OOMBump is when the memory was last raised for an OOM kill.
 	OOMBump time.Time `json:"oomBump,omitzero"`
-	// Active is the jobs in flight on the ready pods, averaged over about the rules' rate
-	// window (an exponential mean), and ActiveSince when that mean began: the CPU query
-	// is a rate over that window, so it is divided by the jobs the window saw, not by
-	// the jobs running now (a fleet filling up would read as light jobs).
-	Active      float64   `json:"active,omitempty"`
+	// ActiveSince is when the jobs in flight began to be followed, at the start or after
+	// the last rollout: the CPU query is a rate over the rules' window, so a job's CPU is
+	// measured only once a whole window has passed, over the jobs that window saw (the
+	// active jobs averaged over it), not the jobs running now (a fleet filling up would
+	// read as light jobs).
 	ActiveSince time.Time `json:"activeSince,omitzero"`
-	ActiveAt    time.Time `json:"activeAt,omitzero"`
 }
 
 // How the per-job estimate follows its measurements. Memory is kept high longer than CPU:
@@ -71,7 +70,9 @@ func (p *plan) measureJobs() {
 		if est == nil {
 			est = &JobResources{}
 		}
-		est.followActive(p.now, active, window)
+		if est.ActiveSince.IsZero() {
+			est.ActiveSince = p.now
+		}
 	}
 	if steady && okMem && okA && active >= 1 && ready > 0 && active >= minBusy*ready*float64(p.conc) {
 		memJob := mem * c.Memory.Float() * ready / active
@@ -80,8 +81,8 @@ func (p *plan) measureJobs() {
 		} else {
 			est.Memory = max(memJob, memJob+(est.Memory-memJob)*halving(p.now.Sub(est.Updated), memoryHalfLife))
 		}
-		if okCPU && !est.ActiveSince.IsZero() && p.now.Sub(est.ActiveSince) >= window && est.Active >= minBusy*ready*float64(p.conc) {
-			cpuJob := cpu * c.CPU.Float() * ready / est.Active
+		if okCPU && !est.ActiveSince.IsZero() && p.now.Sub(est.ActiveSince) >= window && p.meanActive >= minBusy*ready*float64(p.conc) {
+			cpuJob := cpu * c.CPU.Float() * ready / p.meanActive
 			if est.CPU == 0 {
 				est.CPU = cpuJob
 			} else {
@@ -106,7 +107,7 @@ func (p *plan) measureJobs() {
 			p.reasonf("%s OOM kill(s) within %s: a job's memory is taken as %s MiB rather than %s MiB", num(kills), window, num(est.Memory/(1<<20)), num(before/(1<<20)))
 		}
 	}
-	if est != nil && est.Memory == 0 && est.CPU == 0 && est.OOMBump.IsZero() && est.Active == 0 {
+	if est != nil && est.Memory == 0 && est.CPU == 0 && est.OOMBump.IsZero() && est.ActiveSince.IsZero() {
 		est = nil
 	}
 	p.hist.PerJob = est
@@ -124,19 +125,6 @@ func (e *JobResources) measured() bool { return e != nil && (e.CPU > 0 || e.Memo
 
 // settled reports whether a job's CPU has been measured over a whole rate window.
 func (e *JobResources) settled() bool { return e != nil && e.CPU > 0 }
-
-// followActive folds the jobs in flight now into their mean over about the rate window.
-func (e *JobResources) followActive(now time.Time, active float64, window time.Duration) {
-	if e.ActiveSince.IsZero() || e.ActiveAt.IsZero() {
-		e.Active, e.ActiveSince = active, now
-	} else {
-		// A rate over a window weighs it evenly; an exponential mean of half that time
-		// constant has the same mean age.
-		keep := math.Exp(-now.Sub(e.ActiveAt).Seconds() / (window.Seconds() / 2))
-		e.Active = active + (e.Active-active)*keep
-	}
-	e.ActiveAt = now
-}
 
 // halving is the weight left after dt with the given half-life.
 func halving(dt, halfLife time.Duration) float64 {

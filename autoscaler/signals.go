@@ -49,6 +49,7 @@ func (p *plan) observe() {
 	}
 	// The mean job duration: Little's law over the jobs in flight when both are measured,
 	// otherwise the configured one.
+	p.averageInFlight()
 	a, okA := p.value(rules.ActiveJobs)
 	t, okT := p.value(rules.Throughput)
 	switch jd := p.w.Horizontal.JobDuration; {
@@ -70,6 +71,46 @@ func (p *plan) observe() {
 			p.d.Reasons = append(p.d.Reasons, r)
 		}
 	}
+}
+
+// averageInFlight keeps this cycle's active jobs with those seen within the rate window
+// and sets meanActive to their mean: the jobs in flight over the window that the
+// throughput is a rate() over (Prometheus' avg_over_time beside rate()).
+func (p *plan) averageInFlight() {
+	cutoff := p.now.Add(-p.r.Queries.RateWindow.D())
+	kept := p.hist.ActiveJobs[:0:0]
+	for _, s := range p.hist.ActiveJobs {
+		if s.Time.After(cutoff) && s.Time.Before(p.now) {
+			kept = append(kept, s)
+		}
+	}
+	a, ok := p.value(rules.ActiveJobs)
+	if ok {
+		kept = append(kept, Sample{Time: p.now, Value: a})
+	}
+	p.hist.ActiveJobs = kept
+	p.meanActive = 0
+	if ok {
+		var sum float64
+		for _, s := range kept {
+			sum += s.Value
+		}
+		p.meanActive = sum / float64(len(kept))
+	}
+}
+
+// meanDuration is the mean job duration by Little's law over one window: the active jobs
+// averaged over the rate window over the throughput's rate() across it. The seed's formulas
+// keep p.duration (this cycle's active jobs over the throughput); the drain sizing and the
+// rate budgets, which turn a duration into workers, need one that a single sample of a few
+// short jobs in flight does not swing (4 jobs of 0.2 s read as anything from 0.03 s to 0.5 s).
+func (p *plan) meanDuration() (float64, string) {
+	t, okT := p.value(rules.Throughput)
+	if _, okA := p.value(rules.ActiveJobs); okA && okT && p.meanActive > 0 && t > 0 && !math.IsInf(p.meanActive/t, 0) {
+		d := p.meanActive / t
+		return d, fmt.Sprintf("a mean job duration of %ss (%s active jobs on average over %s / %s jobs/s, Little's law)", num(d), num(p.meanActive), p.r.Queries.RateWindow, num(t))
+	}
+	return p.duration, p.durationWhy
 }
 
 func (p *plan) derive(metric string, v float64) {

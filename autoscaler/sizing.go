@@ -58,9 +58,9 @@ func (p *plan) drainTerm() (term, bool) {
 	}
 	util, buffer := *h.Utilization, *h.Buffer
 	conc := float64(p.conc)
-	d := p.duration
+	d, why := p.meanDuration()
 	t, _ := p.value(rules.Throughput)
-	a, _ := p.value(rules.ActiveJobs)
+	a := p.meanActive
 	inFlight := max(t*d, a)
 	target := 10.0
 	if th, ok := p.w.Thresholds[rules.WaitSeconds]; ok && th.Target != nil && *th.Target > 0 {
@@ -71,8 +71,8 @@ func (p *plan) drainTerm() (term, bool) {
 	}
 	share := min(1, d/target)
 	s := (inFlight + q*share) / util * (1 + buffer)
-	return term{s, fmt.Sprintf("drain: (%s jobs in flight (%s jobs/s x %ss, at least the %s active) + %s queued x min(1, %ss / %ss target wait)) / %s utilization x (1 + %s buffer) = %s slots = %s workers at concurrency %s, from %s",
-		num(inFlight), num(t), num(d), num(a), num(q), num(d), num(target), num(util), num(buffer), num(s), num(s/max(conc, 1)), num(conc), p.durationWhy)}, true
+	return term{s, fmt.Sprintf("drain: (%s jobs in flight (%s jobs/s x %ss, at least the %s active on average over the rate window) + %s queued x min(1, %ss / %ss target wait)) / %s utilization x (1 + %s buffer) = %s slots = %s workers at concurrency %s, from %s",
+		num(inFlight), num(t), num(d), num(a), num(q), num(d), num(target), num(util), num(buffer), num(s), num(s/max(conc, 1)), num(conc), why)}, true
 }
 
 // stuckJobs reports jobs that are active while nothing completes: a condition to look
@@ -142,10 +142,12 @@ func (p *plan) seedTerms() []term {
 		case p.duration <= 0:
 			p.reasonf("the wait of %ss is past warning, but the mean job duration is unknown (set horizontal.jobDuration), so the wait term is left out", num(wait))
 		default:
-			rate := t + q/target
-			s := rate * p.duration / util
-			terms = append(terms, term{s, fmt.Sprintf("wait: draining %s jobs within the %ss target while serving %s jobs/s needs %s jobs/s, x %ss / (%s concurrency x %s utilization) = %s workers",
-				num(q), num(target), num(t), num(rate), num(p.duration), num(conc), num(util), num(s/max(conc, 1)))})
+			// Never more slots than there are jobs: a queued job longer than the target
+			// wait needs one slot, not duration / target of them.
+			share := min(1, p.duration/target)
+			s := (t*p.duration + q*share) / util
+			terms = append(terms, term{s, fmt.Sprintf("wait: (%s jobs/s x %ss in flight + %s queued x min(1, %ss / %ss target)) / (%s concurrency x %s utilization) = %s workers",
+				num(t), num(p.duration), num(q), num(p.duration), num(target), num(conc), num(util), num(s/max(conc, 1)))})
 		}
 	}
 	return terms

@@ -115,6 +115,15 @@ type History struct {
 	Since map[string]time.Time `json:"since,omitempty"`
 	// PerJob is what one running job uses, as measured; nil until measured.
 	PerJob *JobResources `json:"perJob,omitempty"`
+	// ActiveJobs are the active jobs seen within the rules' rate window, for the mean
+	// number in flight over the window that the throughput's rate() covers.
+	ActiveJobs []Sample `json:"activeJobs,omitempty"`
+}
+
+// Sample is one observed value of a gauge.
+type Sample struct {
+	Time  time.Time `json:"time"`
+	Value float64   `json:"value"`
 }
 
 // The sustained conditions of History.Since.
@@ -221,7 +230,8 @@ func AssumeSustained(now time.Time, w *rules.Workload, obs Observations) History
 		p.hist.Since[k] = now.Add(-w.Vertical.SustainFor.D())
 	}
 	if a, ok := p.value(rules.ActiveJobs); ok {
-		p.hist.PerJob = &JobResources{Active: a, ActiveSince: now.Add(-time.Hour), ActiveAt: now}
+		p.hist.PerJob = &JobResources{ActiveSince: now.Add(-time.Hour)}
+		p.hist.ActiveJobs = []Sample{{Time: now.Add(-time.Minute), Value: a}}
 	}
 	return p.hist
 }

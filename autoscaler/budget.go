@@ -146,6 +146,9 @@ func splitBudget(b *rules.RateBudget, ms []*member) {
 	// limiter is set, so that the limiters add up to the budget.
 	for _, m := range ms {
 		m.p.stepConcurrency(&left, m.perSlot, b.Name) // takes what it raises from left
+		// A raise behind the queue's limiter may outrun the room: the member now asks for
+		// what its slots make, and its limiter share is cut from the budget below.
+		m.ask = max(m.ask, m.used())
 	}
 	setRateLimits(b, c, ms, left, binds)
 }
@@ -201,7 +204,13 @@ func capMembers(b *rules.RateBudget, c float64, head string, ms []*member, total
 		// The workers the share feeds; minReplicas is a floor of the share.
 		most := m.wanted
 		if m.step() > 0 {
-			most = int32(min(math.Floor(m.alloc/m.step()+eps), math.MaxInt32))
+			feeds := math.Floor(m.alloc/m.step() + eps)
+			if p.limiterHolds(b, m.alloc) {
+				// The queue's limiter holds the keys to the share: a last worker that
+				// the share feeds only in part is given, not left idle in the budget.
+				feeds = math.Ceil(m.alloc/m.step() - eps)
+			}
+			most = int32(min(feeds, math.MaxInt32))
 		}
 		if most >= m.wanted {
 			continue

@@ -575,3 +575,44 @@ func TestDurationOverTheWindow(t *testing.T) {
 		t.Errorf("after readings of 7 and 1 active jobs at 20 jobs/s:\n%s", strings.Join(d.Reasons, "\n"))
 	}
 }
+
+// With the queue's limiter written from the share, concurrency may be raised past the
+// budget's room: the limiter, set with the same rollout, holds the keys to the share.
+func TestConcurrencyRaiseBehindTheLimiter(t *testing.T) {
+	// One key: 70 x 0.7 = 49 rps, 12.25 jobs/s at 4 requests. 5 workers x 2 x 4 / 1 s =
+	// 40 rps planned, 9 left; one more slot per worker would add 20 rps.
+	r := limited(t, "maxReplicas: 100", "maxReplicas: 5", "keys: 5", "keys: 1")
+	st := state(5, "standard", 2, 1)
+	st.RateLimitMax = 12
+	d := Decide(t0, r, Input{Workload: &r.Workloads[0], Observations: fresh(map[string]float64{rules.QueueDepth: 1000, RateLimited: 0}), State: st})
+	if d.To.Concurrency != 3 || d.To.RateLimitMax != 12 || !hasReason(d, "RATE_LIMIT_MAX holds the queue to its share") {
+		t.Errorf("to %+v, want concurrency 3 behind RATE_LIMIT_MAX 12\n%s", d.To, strings.Join(d.Reasons, "\n"))
+	}
+}
+
+// A workload whose limiter already holds it to its share is given the last worker the
+// share feeds in part (the limiter keeps the keys within it); without one, the cap is
+// whole workers.
+func TestBudgetCapBehindTheLimiter(t *testing.T) {
+	// One key: 49 rps = 12.25 jobs/s; a worker of 2 slots at 4 requests per 1 s job makes
+	// 8 rps, so the share feeds 6.125 workers.
+	r := limited(t, "keys: 5", "keys: 1")
+	for _, tc := range []struct {
+		name    string
+		limiter int
+		want    int32
+	}{
+		{"no limiter yet: whole workers", 0, 6},
+		{"the limiter holds the share: the partial worker too", 12, 7},
+		{"a limiter above the share holds nothing", 20, 6},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := state(5, "standard", 2, 1)
+			st.RateLimitMax = tc.limiter
+			d := Decide(t0, r, Input{Workload: &r.Workloads[0], Observations: fresh(map[string]float64{rules.QueueDepth: 1000, RateLimited: 0}), State: st})
+			if d.To.Replicas != tc.want {
+				t.Errorf("%d replicas, want %d\n%s", d.To.Replicas, tc.want, strings.Join(d.Reasons, "\n"))
+			}
+		})
+	}
+}

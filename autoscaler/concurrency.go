@@ -146,8 +146,15 @@ func (p *plan) stepConcurrency(left *float64, perSlot float64, budget string) {
 		}
 		extra = float64(p.d.To.Replicas) * perSlot
 		if extra > *left+eps {
-			p.reasonf("raising concurrency would add %s rps to rate budget %s, which has %s rps left", num(extra), budget, num(*left))
-			return
+			if !p.rateLimitManaged() {
+				p.reasonf("raising concurrency would add %s rps to rate budget %s, which has %s rps left", num(extra), budget, num(*left))
+				return
+			}
+			// The queue's limiter is set from the share with this change (the pods roll
+			// anyway), so the slots may outrun the share: the limiter holds the keys to it,
+			// and the extra slots take up jobs that run longer than the mean.
+			p.reasonf("raising concurrency would add %s rps to rate budget %s, which has %s rps left; %s holds the queue to its share", num(extra), budget, num(*left), *p.w.Env.RateLimitMax)
+			extra = *left
 		}
 	}
 	if !p.rolloutAllowed(why) {

@@ -453,7 +453,12 @@ func checkInvariants(t interface {
 				}
 				perSlot = tput.Value * *w.RequestsPerJob / fromSlots
 			}
-			used += float64(d.To.Replicas) * float64(p.effConc(d.To)) * perSlot
+			rps := float64(d.To.Replicas) * float64(p.effConc(d.To)) * perSlot
+			if p.rateLimitManaged() && d.To.RateLimitMax > 0 {
+				// The queue's limiter holds it, whatever its slots could make.
+				rps = min(rps, float64(d.To.RateLimitMax)**w.RequestsPerJob/b.LimiterWindow.D().Seconds())
+			}
+			used += rps
 			forced = forced || d.To.Replicas == *w.MinReplicas
 		}
 		if used > capacity+1e-6 && !forced {

@@ -44,6 +44,15 @@ func (p *plan) rateLimitManaged() bool {
 	return p.w.RateBudget != "" && p.w.Env.RateLimitMax != nil && *p.w.Env.RateLimitMax != ""
 }
 
+// limiterHolds reports whether the queue's limiter, as it runs now, already holds the
+// workload to share rps of budget b, whatever its replicas.
+func (p *plan) limiterHolds(b *rules.RateBudget, share float64) bool {
+	if !p.rateLimitManaged() || p.d.From.RateLimitMax <= 0 {
+		return false
+	}
+	return float64(p.d.From.RateLimitMax)**p.w.RequestsPerJob/b.LimiterWindow.D().Seconds() <= share+eps
+}
+
 // keepRateLimit leaves the limiter as it is (not managed, or not changed now).
 func (p *plan) keepRateLimit() { p.d.To.RateLimitMax = p.d.From.RateLimitMax }
 

@@ -123,6 +123,10 @@ type fleet struct {
 	events         events
 	seq            int
 	tokens, tokenT float64 // the upstream API's token bucket
+	// BullMQ's queue rate limiter: jobs started in the window ending at limEnd, and the
+	// dispatch already scheduled for when it closes.
+	limCount        int
+	limEnd, limWake float64
 
 	// Counters, as the exporters would show them.
 	completed, failed, rejected429 float64
@@ -258,6 +262,9 @@ func (f *fleet) dispatch() {
 		if best == nil {
 			return
 		}
+		if !f.limiterAllows() {
+			return
+		}
 		q := &f.normal
 		if f.prio.len() > 0 {
 			q = &f.prio
@@ -268,6 +275,31 @@ func (f *fleet) dispatch() {
 			return
 		}
 	}
+}
+
+// limiterAllows is BullMQ's queue rate limiter {max: RATE_LIMIT_MAX, duration: the
+// budget's limiterWindow}, for a workload whose limiter workerscale writes: global to the
+// queue, it lets at most max jobs start per window, the window opening with its first job;
+// when it is full, every worker waits for it to close. The current template's max holds
+// (during a rollout the old pods' would too; the difference lasts the rollout).
+func (f *fleet) limiterAllows() bool {
+	limit := f.tmpl.rateLimit
+	b := f.cfg.budget
+	if limit <= 0 || b == nil || f.w.Env.RateLimitMax == nil || *f.w.Env.RateLimitMax == "" {
+		return true
+	}
+	if f.now >= f.limEnd {
+		f.limCount, f.limEnd = 0, f.now+b.LimiterWindow.D().Seconds()
+	}
+	if f.limCount < limit {
+		f.limCount++
+		return true
+	}
+	if f.limWake != f.limEnd {
+		f.limWake = f.limEnd
+		f.push(event{t: f.limEnd, kind: evDispatch})
+	}
+	return false
 }
 
 // refill is how long until the upstream's bucket holds a job's requests again.

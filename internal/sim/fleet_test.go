@@ -85,3 +85,33 @@ func TestCPUSpeedFollowsTheFleet(t *testing.T) {
 		t.Fatalf("the first job has %v s of work left after 50 s alone, want 50", left)
 	}
 }
+
+// BullMQ's queue limiter, as workerscale writes it (RATE_LIMIT_MAX jobs per limiterWindow):
+// global to the queue, whatever the slots, and nothing without it.
+func TestQueueLimiter(t *testing.T) {
+	r := loadExample(t, "blizzard-workers.yaml")
+	a, err := Scenario("steady", 10*time.Minute, 100, 1) // far more than the limit
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		limit int
+		max   float64 // jobs per second at most
+	}{{20, 20}, {0, math.Inf(1)}} {
+		shape := startMedium(5)
+		shape.Class, shape.Concurrency, shape.TenantConcurrency, shape.RateLimitMax = "standard", 3, 1, tc.limit
+		cfg := &Config{Rules: r, Workload: "characters", Arrivals: a, Seed: 1, Start: shape}
+		res, err := Run(t.Context(), cfg, Static{Shape: shape})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rate := float64(res.Completed) / 600
+		t.Logf("RATE_LIMIT_MAX %d: %.1f jobs/s", tc.limit, rate)
+		if rate > tc.max+0.5 {
+			t.Errorf("RATE_LIMIT_MAX %d: %.1f jobs/s completed, more than it lets start", tc.limit, rate)
+		}
+		if tc.limit == 0 && rate < 40 {
+			t.Errorf("no limiter: %.1f jobs/s, want the 15 slots' ~75", rate)
+		}
+	}
+}

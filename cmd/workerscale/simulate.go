@@ -53,6 +53,7 @@ func simulateCommand() command {
 			startup := fs.Duration("startup-delay", 30*time.Second, "how long a new pod takes before it takes jobs")
 			slack := fs.Float64("cpu-slack", 0, "CPU the nodes have beyond the fleet's requests, as a share of them, that pods may borrow up to their limits (0: only what other pods leave unused; Inf: limits are free)")
 			replicas := fs.Int("replicas", 5, "the starting replicas, and the static fleet's")
+			concurrency := fs.Int("concurrency", 0, "the starting concurrency, and the static fleet's (default the class's)")
 			class := fs.String("class", "", "the starting class, and the baselines' (default medium, or the workload's first allowed class)")
 			output := fs.String("o", "text", "output format: text, json or csv")
 			fs.StringVar(output, "output", "text", "output format: text, json or csv")
@@ -71,6 +72,8 @@ func simulateCommand() command {
 					return usagef("--scale, --speed and --rate must be above 0, --mean-rate at least 0")
 				case *replicas < 0:
 					return usagef("--replicas must not be negative")
+				case *concurrency < 0:
+					return usagef("--concurrency must not be negative")
 				}
 				var variants []sim.Variant
 				for _, f := range files {
@@ -108,7 +111,7 @@ func simulateCommand() command {
 					}
 					a = a.Scaled(factor, *speed)
 					cfg := &sim.Config{Rules: variants[0].Rules, Workload: *name, Arrivals: a, Seed: *seed, StartupDelay: *startup, CPUSlack: *slack,
-						Start: autoscaler.Shape{Replicas: int32(*replicas), Class: *class}, Types: types, Mix: jobMix}
+						Start: autoscaler.Shape{Replicas: int32(*replicas), Class: *class, Concurrency: *concurrency}, Types: types, Mix: jobMix}
 					bar := newProgress(e.stderr, time.Now(), a.Name)
 					results, err := sim.Compare(ctx, cfg, names, variants, bar.update)
 					bar.done()

@@ -109,7 +109,9 @@ func (c *Config) Prepare() error {
 	}
 	if c.Start.Concurrency == 0 {
 		c.Start.Concurrency = concurrencyOf(c.w, c.startClass)
-		c.Start.TenantConcurrency = tenantOf(c.w, c.startClass)
+	}
+	if c.Start.TenantConcurrency == 0 {
+		c.Start.TenantConcurrency = min(tenantOf(c.w, c.startClass), c.Start.Concurrency)
 	}
 	c.Start.Replicas = min(max(c.Start.Replicas, *c.w.MinReplicas), c.w.MaxReplicas)
 	if c.w.RateBudget != "" {

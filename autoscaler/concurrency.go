@@ -124,7 +124,7 @@ func (p *plan) raiseConcurrency(room *budgetRoom) {
 func (p *plan) stepConcurrency(left *float64, perSlot float64, budget string) {
 	p.trackRateLimitOK()
 	g := p.effConc(p.d.To) // the running value, or the class's when it is not known
-	if p.in.State.RolloutInProgress || p.class == nil || p.d.To.Class != p.d.From.Class || *p.w.Env.Concurrency == "" {
+	if p.overridesConcurrency() || p.in.State.RolloutInProgress || p.class == nil || p.d.To.Class != p.d.From.Class || *p.w.Env.Concurrency == "" {
 		return
 	}
 	var why string

@@ -16,6 +16,8 @@ type Input struct {
 	Observations Observations
 	State        State
 	History      History
+	// Override is the workload's runtime override, if any (override.go).
+	Override *Override
 }
 
 // Decide decides for one workload alone (a rate budget it shares is treated as its own).
@@ -33,6 +35,7 @@ func DecideAll(now time.Time, r *rules.Rules, inputs []Input) []Decision {
 	for i := range inputs {
 		plans[i] = newPlan(now, r, &inputs[i])
 		plans[i].decide()
+		plans[i].override()
 		plans[i].guard()
 	}
 	room := applyRateBudgets(r, plans)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -23,6 +24,9 @@ type Current struct {
 	// ManagedBy names another autoscaler that scales the workload (an HPA, such as the one
 	// a KEDA ScaledObject creates); workerscale then decides but never writes.
 	ManagedBy string
+	// Override is the workload's runtime override (the workerscale.io/override
+	// annotation), if any.
+	Override *Override
 }
 
 // Cluster reads and writes workloads (internal/kube implements it).
@@ -64,6 +68,10 @@ type Loop struct {
 
 	mu      sync.Mutex
 	history map[string]History // by workload name
+	// last is each workload's report of the last cycle, and lastCycle when it began.
+	last      map[string]Report
+	lastCycle time.Time
+	wake      chan struct{}
 	// lastEvents keeps, per workload and reason, what a repeating event last said and
 	// when, so that a condition that lasts is reported when it starts or changes, and
 	// again every eventRepeat, not every cycle.
@@ -87,6 +95,16 @@ type Report struct {
 	Error   string `json:"error,omitempty"`
 }
 
+// WorkloadStatus is a workload as the runtime API reports it and `explain -o json` prints it: the
+// decision (its from and to are the current and desired shapes, with grades, reasons and
+// limits), what became of it, the workload's override as stored (also once it has
+// lapsed), and when the cycle that decided it began.
+type WorkloadStatus struct {
+	Report
+	Override  *Override `json:"override,omitempty"`
+	LastCycle time.Time `json:"lastCycle,omitzero"`
+}
+
 // RunOnce runs one cycle. The error joins what went wrong (failed queries, unreadable or
 // unwritable workloads); the cycle still does what it can.
 func (l *Loop) RunOnce(ctx context.Context) error {
@@ -108,7 +126,7 @@ func (l *Loop) RunOnce(ctx context.Context) error {
 			l.Metrics.error("read")
 			continue
 		}
-		inputs = append(inputs, Input{Workload: w, Observations: obs[w.Name], State: cur.State, History: l.historyOf(w.Name, cur.History)})
+		inputs = append(inputs, Input{Workload: w, Observations: obs[w.Name], State: cur.State, History: l.historyOf(w.Name, cur.History), Override: cur.Override})
 		currents = append(currents, cur)
 	}
 	decisions := DecideAll(start, r, inputs)
@@ -145,6 +163,7 @@ func (l *Loop) RunOnce(ctx context.Context) error {
 				fmt.Sprintf("%s also scales this workload; workerscale decides but does not write while it does", cur.ManagedBy))
 		}
 		l.Metrics.decision(w.Name, rep, inputs[i].State.ReadyReplicas)
+		l.remember(start, rep)
 		if l.Report != nil {
 			l.Report(rep)
 		}
@@ -205,6 +224,50 @@ func (l *Loop) eventOnChange(ctx context.Context, w *rules.Workload, now time.Ti
 	}
 }
 
+// remember keeps rep as its workload's last report.
+func (l *Loop) remember(cycle time.Time, rep Report) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.last == nil {
+		l.last = map[string]Report{}
+	}
+	l.last[rep.Workload] = rep
+	l.lastCycle = cycle
+}
+
+// Last returns each workload's report of the last cycle that decided it, and when the last
+// cycle began (zero before the first).
+func (l *Loop) Last() (map[string]Report, time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return maps.Clone(l.last), l.lastCycle
+}
+
+// History returns the history the loop keeps for a workload, or persisted when it keeps
+// none (before its first cycle, or on a standby).
+func (l *Loop) History(name string, persisted History) History { return l.historyOf(name, persisted) }
+
+// Wake asks for a cycle as soon as the current wait ends (an override was set); it never
+// blocks.
+func (l *Loop) Wake() {
+	select {
+	case l.wakeChan() <- struct{}{}:
+	default:
+	}
+}
+
+// Woken is closed over by a runner's wait: a value arrives when Wake was called.
+func (l *Loop) Woken() <-chan struct{} { return l.wakeChan() }
+
+func (l *Loop) wakeChan() chan struct{} {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.wake == nil {
+		l.wake = make(chan struct{}, 1)
+	}
+	return l.wake
+}
+
 // historyOf is the in-memory history, or after a restart what the annotation carried.
 func (l *Loop) historyOf(name string, persisted History) History {
 	l.mu.Lock()
@@ -256,6 +319,7 @@ func (l *Loop) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-l.Woken():
 		case <-time.After(l.Rules().Interval.D()):
 		}
 	}

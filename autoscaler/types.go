@@ -202,6 +202,10 @@ type Decision struct {
 	// Missing names the metrics the replica count rests on that were missing or stale,
 	// with why; while any is, the fleet is not scaled down.
 	Missing []string `json:"missing,omitempty"`
+	// Override is the runtime override that held for this decision, and Engine what the
+	// engine alone would have run; both nil when none held.
+	Override *Override `json:"override,omitempty"`
+	Engine   *Shape    `json:"engine,omitempty"`
 	// DryRun is set when the workload's rules say to decide but never write.
 	DryRun bool `json:"dryRun,omitempty"`
 	// History is the workload's history for the next cycle.

@@ -92,7 +92,8 @@ func explainCommand() command {
 				if *output == "json" {
 					enc := json.NewEncoder(e.stdout)
 					enc.SetIndent("", "  ")
-					return enc.Encode(d)
+					// The runtime API's schema: a decision made now, not applied.
+					return enc.Encode(autoscaler.WorkloadStatus{Report: autoscaler.Report{Decision: d}, Override: d.Override, LastCycle: now})
 				}
 				return printDecision(e.stdout, d)
 			}

@@ -56,6 +56,12 @@ func runCommand() command {
 			fs.StringVar(&o.metricsAddr, "metrics-bind-address", ":8080", "address of /metrics; 0 turns it off")
 			fs.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz; 0 turns it off")
 			fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+			fs.StringVar(&o.apiAddr, "api-bind-address", "0", "address of the runtime API (workloads, overrides, the alert webhook); 0 turns it off")
+			fs.StringVar(&o.apiTokenFile, "api-token-file", "", "file holding the bearer token the runtime API's changes need (a mounted Secret, read again when it changes); without it they are disabled")
+			fs.BoolVar(&o.apiAuthRead, "api-auth-read", false, "make the runtime API's read-only endpoints need the token too")
+			fs.StringVar(&o.apiCert, "api-tls-cert-file", "", "serve the runtime API over TLS with this certificate (with --api-tls-key-file)")
+			fs.StringVar(&o.apiKey, "api-tls-key-file", "", "the key of --api-tls-cert-file")
+			fs.DurationVar(&o.alertFor, "alert-override-duration", time.Hour, "how long an alert's nudge holds before it lapses")
 			return func(ctx context.Context, e *env) error { return o.run(ctx, e) }
 		},
 	}
@@ -67,6 +73,10 @@ type runOptions struct {
 	output, leaderElect              string
 	leader                           kube.LeaderOptions
 	metricsAddr, probeAddr, logLevel string
+	apiAddr, apiTokenFile            string
+	apiCert, apiKey                  string
+	apiAuthRead                      bool
+	alertFor                         time.Duration
 }
 
 func (o *runOptions) run(ctx context.Context, e *env) error {
@@ -146,6 +156,13 @@ func (o *runOptions) run(ctx context.Context, e *env) error {
 	if err := o.serve(ctx, reg, ready, log); err != nil {
 		return err
 	}
+	var leading atomic.Bool
+	var leader atomic.Value // string: the identity of the leader
+	leader.Store("")
+	leading.Store(!elect)
+	if err := o.serveAPI(ctx, watcher.Rules, cluster, loop, func() (bool, string) { return leading.Load(), leader.Load().(string) }, log); err != nil {
+		return err
+	}
 	lead := func(ctx context.Context) {
 		for {
 			if err := loop.RunOnce(ctx); err != nil {
@@ -155,6 +172,7 @@ func (o *runOptions) run(ctx context.Context, e *env) error {
 			select {
 			case <-ctx.Done():
 				return
+			case <-loop.Woken():
 			case <-time.After(watcher.Rules().Interval.D()):
 			}
 		}
@@ -169,8 +187,11 @@ func (o *runOptions) run(ctx context.Context, e *env) error {
 	}
 	host, _ := os.Hostname()
 	o.leader.Identity = fmt.Sprintf("%s_%d_%d", host, os.Getpid(), time.Now().UnixNano())
+	o.leader.OnNewLeader = func(id string) { leader.Store(id) }
 	err = kube.RunLeaderElected(ctx, cluster.Clientset(), o.leader, log, func(ctx context.Context) {
 		standby.Store(false)
+		leading.Store(true)
+		defer leading.Store(false)
 		lead(ctx)
 	})
 	if errors.Is(err, context.Canceled) {
@@ -283,6 +304,25 @@ func (o *runOptions) serve(ctx context.Context, reg *prometheus.Registry, ready 
 		}
 	}
 	return nil
+}
+
+// serveAPI serves the runtime API on --api-bind-address, when it is set.
+func (o *runOptions) serveAPI(ctx context.Context, rs func() *rules.Rules, cluster *kube.Client, loop *autoscaler.Loop, leader func() (bool, string), log *slog.Logger) error {
+	if o.apiAddr == "0" || o.apiAddr == "" {
+		return nil
+	}
+	srv := &api.Server{Rules: rs, Cluster: cluster, Loop: loop, Leader: leader, DryRun: o.dryRun, AuthRead: o.apiAuthRead, AlertFor: o.alertFor, Log: log}
+	if o.apiTokenFile != "" {
+		t, err := api.NewTokenFile(o.apiTokenFile)
+		if err != nil {
+			return usagef("%v", err)
+		}
+		srv.Token = t
+	} else {
+		log.Warn("the runtime API's changes are disabled: no --api-token-file")
+	}
+	_, _, err := api.ServeTLS(ctx, o.apiAddr, srv.Handler(), o.apiCert, o.apiKey, log.With("server", "api"))
+	return err
 }
 
 // sourceCache keeps one Prometheus source per prometheus section of the rules, so a

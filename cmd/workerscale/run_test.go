@@ -70,8 +70,14 @@ func (w *world) writeRules(workloadExtra string) {
 // load sets the fixture queue and pods, and waits until all six metrics are fresh.
 func (w *world) load(q testenv.Queue, cpu float64) {
 	w.t.Helper()
+	w.loadMemory(q, cpu, 1<<30)
+}
+
+// loadMemory is load with each of the 2 fixture pods using mem bytes of its 4 GiB.
+func (w *world) loadMemory(q testenv.Queue, cpu, mem float64) {
+	w.t.Helper()
 	w.fleet.SetQueue("render", q)
-	w.fleet.SetWorkload("default", "render", testenv.Workload{Pods: 2, CPUCores: cpu * 2, CPURequest: 2, MemoryBytes: 1 << 30, MemoryRequest: 4 << 30})
+	w.fleet.SetWorkload("default", "render", testenv.Workload{Pods: 2, CPUCores: cpu * 2, CPURequest: 2, MemoryBytes: mem, MemoryRequest: 4 << 30})
 	r, err := rules.Load(w.rulesFile)
 	if err != nil {
 		w.t.Fatal(err)
@@ -89,7 +95,7 @@ func (w *world) load(q testenv.Queue, cpu float64) {
 				missing += fmt.Sprintf(" %s(%s)", m, o.Reason)
 			}
 		}
-		if missing == "" && c.Observations["render"][rules.QueueDepth].Value == q.Waiting+q.Prioritized {
+		if missing == "" && c.Observations["render"][rules.QueueDepth].Value == q.Waiting+q.Prioritized && c.Observations["render"][rules.Memory].Value == mem/(4<<30) {
 			return
 		}
 		if time.Now().After(deadline) {
@@ -248,8 +254,8 @@ func readOnly(t *testing.T, c *testenv.Cluster, user string) {
 func TestRunRestartKeepsCooldown(t *testing.T) {
 	w := newWorld(t, "vertical: {sustainFor: 10m}")
 	w.createDeployment(10, "2", "4Gi", "5", "2", nil)
-	// 150 jobs: 225 slots; 45 medium (max 20), 23 large (max 20), 12 xlarge: xlarge.
-	// Make it need more than large but let the first step be to large by capping at large.
+	// 150 jobs: more than 20 medium or 20 large hold; the first step is to large, the
+	// largest class allowed.
 	w.writeRules("vertical: {sustainFor: 10m}\n    classes: [medium, large]")
 	w.load(testenv.Queue{Waiting: 150, Active: 50, CompletedPerSecond: 2}, 0.5)
 	code, reps, stderr := w.run(w.kubeconfig)
@@ -257,15 +263,18 @@ func TestRunRestartKeepsCooldown(t *testing.T) {
 		t.Fatalf("first run: exit %d %+v\n%s", code, reps, stderr)
 	}
 	w.cluster.CompleteRollout(t, "default", "render")
-	// Now allow xlarge: the requirement calls for it, but the last change was moments ago.
-	w.writeRules("vertical: {sustainFor: 10m}")
+	// Now allow a concurrency raise (replicas at large's maximum, the queue critical, jobs
+	// light enough for more slots): a rollout, but the last one was moments ago. (A step
+	// up for capacity would not wait: like the HPA's scale-up, it has no cooldown.)
+	w.loadMemory(testenv.Queue{Waiting: 150, Active: 50, CompletedPerSecond: 2}, 0.5, 256<<20)
+	w.writeRules("vertical: {sustainFor: 10m}\n    classes: [medium, large]\n    concurrency: {max: 12}")
 	code, reps, stderr = w.run(w.kubeconfig)
-	if code != 0 || reps[0].To.Class != "large" || !contains(reps[0].LimitedBy, autoscaler.LimitCooldown) {
+	if code != 0 || reps[0].To.Concurrency != 10 || !contains(reps[0].LimitedBy, autoscaler.LimitCooldown) {
 		t.Fatalf("second run (a new process): exit %d %+v\n%s", code, reps, stderr)
 	}
-	// With a cooldown of 0s the same run steps up: the hold above was the cooldown.
-	w.writeRules("vertical: {sustainFor: 0s}")
-	if code, reps, _ = w.run(w.kubeconfig); code != 0 || reps[0].To.Class != "xlarge" {
+	// With a cooldown of 0s the same run raises it: the hold above was the cooldown.
+	w.writeRules("vertical: {sustainFor: 0s}\n    classes: [medium, large]\n    concurrency: {max: 12}")
+	if code, reps, _ = w.run(w.kubeconfig); code != 0 || reps[0].To.Concurrency != 11 {
 		t.Fatalf("with no cooldown: %+v", reps)
 	}
 }

@@ -110,6 +110,40 @@ func (c *Client) scaleTo(ctx context.Context, w *rules.Workload, d autoscaler.De
 	})
 }
 
+// SetOverride stores o as the workload's override annotation, or removes it when o is
+// nil, with a merge patch that touches nothing else.
+func (c *Client) SetOverride(ctx context.Context, w *rules.Workload, o *autoscaler.Override) error {
+	var value any // null removes the annotation
+	if o != nil {
+		raw, err := json.Marshal(o)
+		if err != nil {
+			return err
+		}
+		value = string(raw)
+	}
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]any{OverrideAnnotation: value}}})
+	if err != nil {
+		return err
+	}
+	return c.patchMeta(ctx, w.Target, patch)
+}
+
+// patchMeta merge-patches a workload's metadata.
+func (c *Client) patchMeta(ctx context.Context, t rules.Target, patch []byte) error {
+	opts := metav1.PatchOptions{FieldManager: FieldManager}
+	var err error
+	switch t.Kind {
+	case "StatefulSet":
+		_, err = c.cs.AppsV1().StatefulSets(t.Namespace).Patch(ctx, t.Name, types.MergePatchType, patch, opts)
+	default:
+		_, err = c.cs.AppsV1().Deployments(t.Namespace).Patch(ctx, t.Name, types.MergePatchType, patch, opts)
+	}
+	if err != nil {
+		return fmt.Errorf("annotating %s %s/%s: %w", t.Kind, t.Namespace, t.Name, err)
+	}
+	return nil
+}
+
 // annotate rewrites the state annotation with a merge patch that touches nothing else.
 func (c *Client) annotate(ctx context.Context, w *rules.Workload, change func(*stored)) error {
 	return retry.RetryOnConflict(retry.DefaultRetry, func() error {

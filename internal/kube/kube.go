@@ -39,6 +39,9 @@ const (
 	// StateAnnotation holds what must survive a restart: the last action and its time,
 	// the last class change, the generation of our last rollout, and recent scale events.
 	StateAnnotation = "workerscale.io/state"
+	// OverrideAnnotation holds the workload's runtime override (autoscaler.Override, JSON),
+	// set through the API or by an alert.
+	OverrideAnnotation = "workerscale.io/override"
 	// FieldManager owns the fields workerscale writes.
 	FieldManager = "workerscale"
 )
@@ -194,6 +197,7 @@ func (c *Client) Read(ctx context.Context, r *rules.Rules, w *rules.Workload) (a
 			RolloutInProgress: rolloutInProgress(obj, st, time.Now()),
 		},
 		Paused:    obj.meta.Annotations[PausedAnnotation] == "true",
+		Override:  c.readOverride(w, obj.meta.Annotations),
 		History:   autoscaler.History{LastClassChange: st.LastClassChange, ScaleEvents: st.ScaleEvents, PerJob: st.PerJob},
 		ManagedBy: c.otherAutoscaler(ctx, w.Target),
 	}
@@ -262,6 +266,20 @@ func readStored(ann map[string]string) (stored, error) {
 	}
 	err := json.Unmarshal([]byte(raw), &st)
 	return st, err
+}
+
+// readOverride is the workload's override; an unreadable one is ignored and logged.
+func (c *Client) readOverride(w *rules.Workload, ann map[string]string) *autoscaler.Override {
+	raw, ok := ann[OverrideAnnotation]
+	if !ok {
+		return nil
+	}
+	var o autoscaler.Override
+	if err := json.Unmarshal([]byte(raw), &o); err != nil {
+		c.log.Warn("ignoring an unreadable override annotation", "workload", w.Name, "annotation", OverrideAnnotation, "error", err)
+		return nil
+	}
+	return &o
 }
 
 // targetContainer is the named container, or the only one.

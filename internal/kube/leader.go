@@ -17,6 +17,8 @@ import (
 type LeaderOptions struct {
 	Namespace, Name, Identity                 string
 	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
+	// OnNewLeader, when set, is told the identity of each new leader (this one's too).
+	OnNewLeader func(identity string)
 }
 
 // RunLeaderElected runs lead while this instance holds the Lease, so that of several
@@ -72,6 +74,9 @@ func RunLeaderElected(ctx context.Context, cs kubernetes.Interface, o LeaderOpti
 			},
 			OnStoppedLeading: func() { log.Info("stopped leading", "identity", o.Identity) },
 			OnNewLeader: func(id string) {
+				if o.OnNewLeader != nil {
+					o.OnNewLeader(id)
+				}
 				if id != o.Identity {
 					log.Info("another instance leads", "leader", id)
 				}

@@ -26,6 +26,7 @@ func renderCommand() command {
 			fs.StringVar(&o.Namespace, "namespace", o.Namespace, "namespace of the PrometheusRule and the dashboards ConfigMap")
 			fs.StringVar(&o.RunbookURL, "runbook-url", o.RunbookURL, "where docs/runbooks.md is published; alerts link to its anchors")
 			fs.StringVar(&o.ControllerJob, "controller-job", o.ControllerJob, "the Prometheus job that scrapes workerscale's /metrics")
+			fs.StringVar(&o.APIURL, "api-url", o.APIURL, "workerscale's runtime API as Alertmanager reaches it (the action alerts' receiver)")
 			return func(ctx context.Context, e *env) error {
 				if *file == "" || *out == "" {
 					return usagef("--rules and --out are required")

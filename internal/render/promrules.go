@@ -190,6 +190,9 @@ type Options struct {
 	RuleLabels map[string]string
 	// Namespace is where the PrometheusRule and the dashboards' ConfigMap go.
 	Namespace string
+	// APIURL is workerscale's runtime API as Alertmanager reaches it, for the action
+	// alerts' receiver.
+	APIURL string
 }
 
 func (o Options) runbook(alert string) string {

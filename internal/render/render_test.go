@@ -18,16 +18,16 @@ import (
 	"github.com/workerscale/workerscale/rules"
 )
 
-var update = flag.Bool("update", false, "rewrite the checked-in dashboards/ and deploy/prometheus/ from the examples")
+var update = flag.Bool("update", false, "rewrite the checked-in dashboards/, deploy/prometheus/ and deploy/alertmanager/ from the examples")
 
 // examples are the rules files whose output is checked in, and where it goes.
 var examples = []string{"luneo-render", "blizzard-workers"}
 
-// checkedIn maps a rendered file to its place in the repository: dashboards/<example>/...
-// and deploy/prometheus/<example>/...
+// checkedIn maps a rendered file to its place in the repository: dashboards/<example>/...,
+// deploy/prometheus/<example>/... and deploy/alertmanager/<example>/...
 func checkedIn(example, name string) string {
-	if dir, file, ok := strings.Cut(name, "/"); ok && dir == "prometheus" {
-		return filepath.Join("../../deploy/prometheus", example, file)
+	if dir, file, ok := strings.Cut(name, "/"); ok && (dir == "prometheus" || dir == "alertmanager") {
+		return filepath.Join("../../deploy", dir, example, file)
 	}
 	return filepath.Join("../../dashboards", example, strings.TrimPrefix(name, "dashboards/"))
 }
@@ -272,6 +272,7 @@ func TestRunbooksCoverEveryAlert(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		rf.Groups = append(rf.Groups, ActionRules(r, DefaultOptions()).Groups...)
 		for _, g := range rf.Groups {
 			for _, rule := range g.Rules {
 				if rule.Alert == "" {

@@ -1,0 +1,116 @@
+package render
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	amconfig "github.com/prometheus/alertmanager/config"
+	"gopkg.in/yaml.v3"
+
+	"github.com/workerscale/workerscale/internal/testenv"
+	"github.com/workerscale/workerscale/rules"
+)
+
+// The second seed's loop as an alert: for each workload whose concurrency an alert may
+// raise (env.concurrency, concurrency.max, a queue depth query), one alert on its queue
+// depth past critical, labelled action concurrency+1; none for the others.
+func TestActionRules(t *testing.T) {
+	r, files := renderExample(t, "blizzard-workers")
+	rf := ActionRules(r, DefaultOptions())
+	var got []string
+	for _, rule := range rf.Groups[0].Rules {
+		if rule.Labels["action"] != "concurrency+1" || rule.Labels["severity"] != "info" {
+			t.Errorf("%s: labels %v", rule.Alert, rule.Labels)
+		}
+		got = append(got, rule.Labels["workload"])
+	}
+	var want []string
+	for _, w := range r.Workloads {
+		if w.Concurrency.Max != nil {
+			want = append(want, w.Name)
+		}
+	}
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("action alerts for %v, want %v", got, want)
+	}
+	promtoolCheck(t, files[ActionRulesFile])
+	// A workload without concurrency.max gets none; with no such workload, no files.
+	lr, lfiles := renderExample(t, "luneo-render")
+	if n := len(ActionRules(lr, DefaultOptions()).Groups[0].Rules); n != 0 || lfiles[AlertmanagerFile] != nil {
+		t.Errorf("luneo-render: %d action alerts, receiver file %v", n, lfiles[AlertmanagerFile] != nil)
+	}
+}
+
+// The receiver and route load as Alertmanager's configuration (its own loader), merged
+// into a minimal alertmanager.yml with a default receiver.
+func TestAlertmanagerConfigLoads(t *testing.T) {
+	_, files := renderExample(t, "blizzard-workers")
+	var snippet map[string]any
+	if err := yaml.Unmarshal(files[AlertmanagerFile], &snippet); err != nil {
+		t.Fatal(err)
+	}
+	route := snippet["route"].(map[string]any)
+	route["receiver"] = "default"
+	snippet["receivers"] = append(snippet["receivers"].([]any), map[string]any{"name": "default"})
+	merged, err := yaml.Marshal(snippet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	token := filepath.Join(dir, "token")
+	if err := os.WriteFile(token, []byte("secret"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := amconfig.Load(strings.ReplaceAll(string(merged), "/etc/alertmanager/secrets/workerscale-api-token/token", token))
+	if err != nil {
+		t.Fatalf("alertmanager rejects the receiver:\n%s\n%v", merged, err)
+	}
+	if len(cfg.Route.Routes) != 1 || cfg.Route.Routes[0].Receiver != "workerscale" {
+		t.Errorf("route: %+v", cfg.Route.Routes)
+	}
+	_ = rules.QueueDepth
+}
+
+// promtoolCheck runs `promtool check rules` on a rule file, and a promtool unit test:
+// characters' queue at 150 for 10 minutes fires WorkerscaleRaiseConcurrency with its
+// action label after its 5m, not before.
+func promtoolCheck(t *testing.T, ruleFile []byte) {
+	t.Helper()
+	bin := testenv.Command(t, "promtool")
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "actions.yaml"), ruleFile, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(bin, "check", "rules", filepath.Join(dir, "actions.yaml")).CombinedOutput(); err != nil {
+		t.Fatalf("promtool check rules: %v\n%s", err, out)
+	}
+	test := `rule_files: [actions.yaml]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'workerscale:queueDepth{workload="characters"}'
+        values: '150x10'
+    alert_rule_test:
+      - eval_time: 3m
+        alertname: WorkerscaleRaiseConcurrency
+        exp_alerts: []
+      - eval_time: 7m
+        alertname: WorkerscaleRaiseConcurrency
+        exp_alerts:
+          - exp_labels: {workload: characters, action: concurrency+1, severity: info}
+            exp_annotations:
+              summary: 'characters is backed up: workerscale raises its concurrency by one'
+              description: "The queue depth of characters is 150, above its critical level 100, for 5m. workerscale's webhook raises its concurrency by one, up to concurrency.max 3, once per firing."
+              runbook_url: https://github.com/workerscale/workerscale/blob/main/docs/runbooks.md#workerscaleraiseconcurrency
+`
+	if err := os.WriteFile(filepath.Join(dir, "test.yaml"), []byte(test), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(bin, "test", "rules", filepath.Join(dir, "test.yaml")).CombinedOutput(); err != nil {
+		t.Fatalf("promtool test rules: %v\n%s", err, out)
+	}
+}

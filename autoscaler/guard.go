@@ -45,6 +45,7 @@ func (p *plan) guard() {
 		p.hold("no class change for cost while metrics are missing (%s)", strings.Join(p.missing, ", "))
 	}
 	p.guardConcurrency()
+	p.concurrencyBounds()
 	floor, floorWhy, floorLimit := p.floorSlots()
 	toClass := p.r.Class(p.d.To.Class)
 	if need := ceilInt(float64(floor) / float64(p.effConc(p.d.To))); need > p.maxFor(toClass) && p.d.To.Class != from.Class {
@@ -111,6 +112,30 @@ func (p *plan) effConc(s Shape) int {
 
 // guardConcurrency: with the breaker open, per-pod concurrency never grows; with 429s
 // critical, a rollout (a class change) also takes the one-step decrease.
+// concurrencyBounds keeps a concurrency the decision writes within the workload's bounds
+// in its class, whatever proposed it (an override included): at least concurrency.min, at
+// most the larger of concurrency.max and the class's concurrency.
+func (p *plan) concurrencyBounds() {
+	to := &p.d.To
+	c := p.r.Class(to.Class)
+	if c == nil || *p.w.Env.Concurrency == "" || to.Concurrency == p.d.From.Concurrency {
+		return
+	}
+	lo := 1
+	if m := p.w.Concurrency.Min; m != nil {
+		lo = *m
+	}
+	hi, _ := ClassConcurrency(p.w, c)
+	if m := p.w.Concurrency.Max; m != nil {
+		hi = max(hi, *m)
+	}
+	if v := min(max(to.Concurrency, lo), hi); v != to.Concurrency {
+		p.reasonf("concurrency %d is outside [%d, %d], the bounds of %s in class %s: %d", to.Concurrency, lo, hi, p.w.Name, c.Name, v)
+		to.Concurrency = v
+		to.TenantConcurrency = max(1, min(to.TenantConcurrency, v))
+	}
+}
+
 func (p *plan) guardConcurrency() {
 	from, to := p.d.From, &p.d.To
 	if p.breaker == "" {

@@ -159,12 +159,33 @@ func genHistory(t *rapid.T, now time.Time) History {
 	return h
 }
 
+// genOverride draws a runtime override, or none: any replicas and concurrency, lapsed or
+// not, so that the guards are shown to hold whatever an operator or an alert asks for.
+func genOverride(t *rapid.T, now time.Time) *Override {
+	if !rapid.Bool().Draw(t, "override") {
+		return nil
+	}
+	o := &Override{By: "test", Set: now.Add(-time.Hour)}
+	if rapid.Bool().Draw(t, "overrideReplicas") {
+		n := rapid.Int32Range(0, 200).Draw(t, "overrideReplicaCount")
+		o.Replicas = &n
+	}
+	if rapid.Bool().Draw(t, "overrideConcurrency") {
+		c := rapid.IntRange(1, 40).Draw(t, "overrideConcurrencyValue")
+		o.Concurrency = &c
+	}
+	if rapid.Bool().Draw(t, "overrideExpires") {
+		o.Expires = now.Add(time.Duration(rapid.IntRange(-3600, 3600).Draw(t, "overrideExpiresIn")) * time.Second)
+	}
+	return o
+}
+
 func TestInvariantsHoldOnEveryDecision(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
 		r := genRules(t)
 		ins := make([]Input, len(r.Workloads))
 		for i := range r.Workloads {
-			ins[i] = Input{Workload: &r.Workloads[i], Observations: genObs(t), State: genState(t, r), History: genHistory(t, t0)}
+			ins[i] = Input{Workload: &r.Workloads[i], Observations: genObs(t), State: genState(t, r), History: genHistory(t, t0), Override: genOverride(t, t0)}
 		}
 		checkInvariants(t, t0, r, ins, DecideAll(t0, r, ins))
 	})
@@ -181,7 +202,7 @@ func TestInvariantsHoldOverManyCycles(t *testing.T) {
 		for i := range r.Workloads {
 			st := genState(t, r)
 			st.RolloutInProgress = false
-			ins[i] = Input{Workload: &r.Workloads[i], State: st}
+			ins[i] = Input{Workload: &r.Workloads[i], State: st, Override: genOverride(t, t0.Add(time.Hour))}
 			obs[i] = genObs(t)
 		}
 		now := t0
@@ -278,6 +299,24 @@ func checkInvariants(t interface {
 		written := d.To.Concurrency != from.Concurrency || d.To.TenantConcurrency != from.TenantConcurrency
 		if written && *w.Env.Concurrency != "" && (d.To.Concurrency < 1 || (*w.Env.TenantConcurrency != "" && (d.To.TenantConcurrency < 1 || d.To.TenantConcurrency > d.To.Concurrency))) {
 			fail("concurrency %d/%d", d.To.Concurrency, d.To.TenantConcurrency)
+		}
+		// A written concurrency is within the workload's bounds in its class, whoever
+		// asked for it (an override included): concurrency.min, and the larger of
+		// concurrency.max and the class's.
+		if c := r.Class(d.To.Class); written && c != nil && d.To.Concurrency != from.Concurrency {
+			lo, hi := 1, 0
+			if w.Concurrency.Min != nil {
+				lo = *w.Concurrency.Min
+			}
+			hi, _ = ClassConcurrency(w, c)
+			if w.Concurrency.Max != nil {
+				hi = max(hi, *w.Concurrency.Max)
+			}
+			// Out of them only on the way back from a state further out (a rules reload).
+			toward := (d.To.Concurrency > hi && from.Concurrency > d.To.Concurrency) || (d.To.Concurrency < lo && from.Concurrency < d.To.Concurrency)
+			if (d.To.Concurrency < lo || d.To.Concurrency > hi) && !toward {
+				fail("concurrency %d written outside [%d, %d] (from %d)", d.To.Concurrency, lo, hi, from.Concurrency)
+			}
 		}
 		// 7. Domain checks: an impossible value is invalid, never graded, never used.
 		for m, o := range in.Observations {

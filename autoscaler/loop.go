@@ -37,6 +37,12 @@ type Cluster interface {
 	Event(ctx context.Context, w *rules.Workload, eventType, reason, message string)
 }
 
+// OverrideStore stores or removes (nil) a workload's runtime override; a Cluster that is
+// one has lapsed overrides removed by the loop.
+type OverrideStore interface {
+	SetOverride(ctx context.Context, w *rules.Workload, o *Override) error
+}
+
 // ObserveFunc reads one cycle's metrics for all workloads of r.
 type ObserveFunc func(ctx context.Context, r *rules.Rules, at time.Time) (map[string]Observations, []error)
 
@@ -155,6 +161,18 @@ func (l *Loop) RunOnce(ctx context.Context) error {
 		}
 		if rep.Skipped != "" {
 			rep.Reasons = append(rep.Reasons, "not applied: "+rep.Skipped)
+		}
+		// A lapsed override has been acted on once the decision made without it holds:
+		// it is removed, so that it never acts again.
+		writes := !l.DryRun && !w.DryRun && !cur.Paused && !l.PauseAll && cur.ManagedBy == ""
+		if o := cur.Override; o != nil && !o.Active(start) && writes && rep.Error == "" {
+			if c, ok := l.Cluster.(OverrideStore); ok {
+				if err := c.SetOverride(ctx, w, nil); err != nil {
+					log.Warn("removing a lapsed override", "workload", w.Name, "error", err)
+				} else {
+					log.Info("removed a lapsed override", "workload", w.Name, "override", o.String())
+				}
+			}
 		}
 		l.setHistory(w.Name, hist)
 		if !l.DryRun && !w.DryRun && !cur.Paused && !l.PauseAll {

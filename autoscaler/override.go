@@ -55,6 +55,17 @@ func (p *plan) override() {
 	}
 	if !o.Active(p.now) {
 		p.reasonf("the override of %s expired at %s; the engine decides", o, o.Expires.UTC().Format(time.RFC3339))
+		// The concurrency it set goes back to the configured value (replicas are the
+		// engine's anyway).
+		if o.Concurrency != nil && p.class != nil && *p.w.Env.Concurrency != "" && p.d.To.Class == p.d.From.Class && p.d.To.Concurrency == *o.Concurrency {
+			if g, tenant := p.concurrencyOf(p.class); g != p.d.To.Concurrency {
+				p.reasonf("the override's concurrency %d goes back to the configured %d", p.d.To.Concurrency, g)
+				p.d.To.Concurrency, p.d.To.TenantConcurrency = g, max(1, min(tenant, g))
+				if p.hasNeed {
+					p.d.To.Replicas = max(ceilInt(p.need/float64(g)), *p.w.MinReplicas)
+				}
+			}
+		}
 		return
 	}
 	engine := p.d.To
@@ -62,6 +73,10 @@ func (p *plan) override() {
 	p.d.Override = o
 	from := p.d.From
 	to := Shape{Replicas: from.Replicas, Class: from.Class, Concurrency: from.Concurrency, TenantConcurrency: from.TenantConcurrency, RateLimitMax: engine.RateLimitMax}
+	if engine.Class == from.Class {
+		// In the same class, the concurrency the override does not set is the engine's.
+		to.Concurrency, to.TenantConcurrency = engine.Concurrency, engine.TenantConcurrency
+	}
 	if o.Concurrency != nil && p.class != nil && *p.w.Env.Concurrency != "" {
 		to.Concurrency = *o.Concurrency
 		_, tenant := p.concurrencyOf(p.class)

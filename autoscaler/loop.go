@@ -162,10 +162,11 @@ func (l *Loop) RunOnce(ctx context.Context) error {
 		if rep.Skipped != "" {
 			rep.Reasons = append(rep.Reasons, "not applied: "+rep.Skipped)
 		}
-		// A lapsed override has been acted on once the decision made without it holds:
-		// it is removed, so that it never acts again.
+		// A lapsed override has been acted on once a decision made without it holds (not
+		// during a rollout, which holds every change): it is removed, so that it never acts
+		// again.
 		writes := !l.DryRun && !w.DryRun && !cur.Paused && !l.PauseAll && cur.ManagedBy == ""
-		if o := cur.Override; o != nil && !o.Active(start) && writes && rep.Error == "" {
+		if o := cur.Override; o != nil && !o.Active(start) && writes && rep.Error == "" && !cur.State.RolloutInProgress {
 			if c, ok := l.Cluster.(OverrideStore); ok {
 				if err := c.SetOverride(ctx, w, nil); err != nil {
 					log.Warn("removing a lapsed override", "workload", w.Name, "error", err)

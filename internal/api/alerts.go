@@ -28,10 +28,11 @@ type alertPayload struct {
 	ExternalURL       string            `json:"externalURL"`
 	Alerts            []alert           `json:"alerts"`
 	// Grafana's.
-	OrgID   int64  `json:"orgId"`
-	Title   string `json:"title"`
-	State   string `json:"state"`
-	Message string `json:"message"`
+	OrgID      int64  `json:"orgId"`
+	Title      string `json:"title"`
+	State      string `json:"state"`
+	Message    string `json:"message"`
+	AppVersion string `json:"appVersion"`
 }
 
 type alert struct {
@@ -50,6 +51,9 @@ type alert struct {
 	ValueString  string         `json:"valueString"`
 	ImageURL     string         `json:"imageURL"`
 	OrgID        int64          `json:"orgId"`
+	RuleUID      string         `json:"ruleUID"`
+	EmbeddedImg  string         `json:"embeddedImage"`
+	Enrichments  any            `json:"enrichments"`
 }
 
 // The actions an alert's action label may name.
@@ -85,7 +89,7 @@ func (s *Server) postAlerts(w http.ResponseWriter, r *http.Request) (int, error)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var out []alertResult
+	out := []alertResult{}
 	for _, a := range p.Alerts {
 		out = append(out, s.nudge(r, a))
 	}

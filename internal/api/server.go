@@ -175,6 +175,12 @@ func (s *Server) authorize(r *http.Request) (int, *apiError) {
 		return http.StatusUnauthorized, &apiError{Msg: "a bearer token is required (Authorization: Bearer <token>)"}
 	}
 	if err := s.Token.Check(token); err != nil {
+		var unreadable *tokenFileError
+		if errors.As(err, &unreadable) {
+			// The file's path and error go to the log, not to the caller.
+			s.log().Error("api: the token file cannot be read", "error", err)
+			return http.StatusUnauthorized, &apiError{Msg: "the bearer token cannot be checked now"}
+		}
 		return http.StatusUnauthorized, &apiError{Msg: err.Error()}
 	}
 	return 0, nil
@@ -209,25 +215,21 @@ func decodeJSON(body []byte, v any) error {
 		switch {
 		case errors.As(err, &syn):
 			return &apiError{Msg: fmt.Sprintf("not JSON at byte %d: %v", syn.Offset, syn)}
+		case errors.As(err, &typ) && typ.Field == "":
+			return &apiError{Msg: fmt.Sprintf("the body must be a JSON object, not %s", typ.Value)}
 		case errors.As(err, &typ):
-			return &apiError{Msg: fmt.Sprintf("%s must be %s, not %s", fieldName(typ.Field), typ.Type, typ.Value), Field: typ.Field}
+			return &apiError{Msg: fmt.Sprintf("%s must be %s, not %s", typ.Field, typ.Type, typ.Value), Field: typ.Field}
 		case strings.HasPrefix(err.Error(), "json: unknown field "):
 			f := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
 			return &apiError{Msg: fmt.Sprintf("unknown field %q", f), Field: f}
 		}
 		return &apiError{Msg: "not a valid JSON object: " + err.Error()}
 	}
-	if dec.More() {
+	var rest json.RawMessage
+	if err := dec.Decode(&rest); err != io.EOF {
 		return &apiError{Msg: "trailing data after the JSON object"}
 	}
 	return nil
-}
-
-func fieldName(f string) string {
-	if f == "" {
-		return "the body"
-	}
-	return f
 }
 
 func (s *Server) now() time.Time {
@@ -288,11 +290,17 @@ func (t *TokenFile) current() ([]byte, error) {
 	return token, nil
 }
 
+// tokenFileError is a token file that cannot be read.
+type tokenFileError struct{ err error }
+
+func (e *tokenFileError) Error() string { return "the token cannot be checked: " + e.err.Error() }
+func (e *tokenFileError) Unwrap() error { return e.err }
+
 // Check compares token with the file's in constant time.
 func (t *TokenFile) Check(token string) error {
 	want, err := t.current()
 	if err != nil {
-		return errors.New("the token cannot be checked: " + err.Error())
+		return &tokenFileError{err}
 	}
 	if subtle.ConstantTimeCompare(want, []byte(token)) != 1 {
 		return errors.New("the bearer token is not valid")

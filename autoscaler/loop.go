@@ -136,20 +136,33 @@ func (l *Loop) RunOnce(ctx context.Context) error {
 		currents = append(currents, cur)
 	}
 	decisions := DecideAll(start, r, inputs)
+	// The writes of independent workloads go out together, a bounded number at a time, so
+	// that one slow write does not hold the others.
+	applyErrs := make([]error, len(decisions))
+	var wg sync.WaitGroup
+	slots := make(chan struct{}, applyWorkers)
+	for i, d := range decisions {
+		if l.skip(d, inputs[i].Workload, currents[i]) != "" || !d.Changed() {
+			continue
+		}
+		wg.Add(1)
+		slots <- struct{}{}
+		go func() {
+			defer func() { <-slots; wg.Done() }()
+			applyErrs[i] = l.Cluster.Apply(ctx, r, inputs[i].Workload, d, start)
+		}()
+	}
+	wg.Wait()
 	for i, d := range decisions {
 		w, cur := inputs[i].Workload, currents[i]
 		rep := Report{Decision: d}
 		hist := d.History
 		switch {
 		case !d.Changed():
-		case cur.Paused || l.PauseAll:
-			rep.Skipped = "paused"
-		case cur.ManagedBy != "":
-			rep.Skipped = "managed by " + cur.ManagedBy
-		case l.DryRun || w.DryRun:
-			rep.Skipped = "dry-run"
+		case l.skip(d, w, cur) != "":
+			rep.Skipped = l.skip(d, w, cur)
 		default:
-			if err := l.Cluster.Apply(ctx, r, w, d, start); err != nil {
+			if err := applyErrs[i]; err != nil {
 				errs = append(errs, err)
 				rep.Error = err.Error()
 				log.Error("applying decision", "workload", w.Name, "error", err)
@@ -241,6 +254,22 @@ func (l *Loop) eventOnChange(ctx context.Context, w *rules.Workload, now time.Ti
 	if send {
 		l.Cluster.Event(ctx, w, eventType, reason, message)
 	}
+}
+
+// applyWorkers bounds the writes a cycle makes at once.
+const applyWorkers = 8
+
+// skip says why a change is not written ("" when it is).
+func (l *Loop) skip(d Decision, w *rules.Workload, cur Current) string {
+	switch {
+	case cur.Paused || l.PauseAll:
+		return "paused"
+	case cur.ManagedBy != "":
+		return "managed by " + cur.ManagedBy
+	case l.DryRun || w.DryRun:
+		return "dry-run"
+	}
+	return ""
 }
 
 // remember keeps rep as its workload's last report.

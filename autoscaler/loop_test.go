@@ -3,7 +3,9 @@ package autoscaler
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -170,5 +172,61 @@ func TestLoopStandsBackForAnotherAutoscaler(t *testing.T) {
 	}
 	if n := strings.Count(strings.Join(fc.events, " "), EventAutoscalerConflict); n != 1 {
 		t.Errorf("%d AutoscalerConflict events over two cycles, want 1", n)
+	}
+}
+
+// gatedCluster blocks the write of "slow" until every other workload has been written.
+type gatedCluster struct {
+	mu      sync.Mutex
+	others  int
+	written int
+	release chan struct{}
+}
+
+func (g *gatedCluster) Read(_ context.Context, _ *rules.Rules, w *rules.Workload) (Current, error) {
+	return Current{State: state(2, "medium", 5, 2)}, nil
+}
+
+func (g *gatedCluster) Apply(_ context.Context, _ *rules.Rules, w *rules.Workload, _ Decision, _ time.Time) error {
+	if w.Name == "slow" {
+		select {
+		case <-g.release:
+			return nil
+		case <-time.After(10 * time.Second):
+			return errors.New("the other writes never came: the writes are not concurrent")
+		}
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.written++
+	if g.written == g.others {
+		close(g.release)
+	}
+	return nil
+}
+
+func (g *gatedCluster) Event(context.Context, *rules.Workload, string, string, string) {}
+
+// One slow write does not hold the others: a cycle's writes go out together.
+func TestLoopWritesConcurrently(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("prometheus: {url: \"http://prometheus:9090\"}\nclasses:\n  - {name: medium, cpu: \"2\", memory: 4Gi, concurrency: 5, tenantConcurrency: 2}\nqueries: {preset: bullmq}\nworkloads:\n")
+	names := []string{"slow", "a", "b", "c", "d", "e"}
+	for _, n := range names {
+		fmt.Fprintf(&b, "  - {name: %s, maxReplicas: 50, target: {namespace: default, name: %s}}\n", n, n)
+	}
+	r := load(t, b.String())
+	g := &gatedCluster{others: len(names) - 1, release: make(chan struct{})}
+	obs := map[string]Observations{}
+	for _, n := range names {
+		obs[n] = fresh(map[string]float64{rules.QueueDepth: 5000})
+	}
+	l := &Loop{
+		Rules:   func() *rules.Rules { return r },
+		Observe: func(context.Context, *rules.Rules, time.Time) (map[string]Observations, []error) { return obs, nil },
+		Cluster: g, Metrics: NewLoopMetrics(prometheus.NewRegistry()), Now: func() time.Time { return t0 },
+	}
+	if err := l.RunOnce(t.Context()); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -42,6 +42,8 @@ func runCommand() command {
 			fs.StringVar(&o.rules, "rules", "", "the rules YAML (required); reloaded when it changes")
 			fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file (default: in-cluster config inside a Pod, else $KUBECONFIG or ~/.kube/config)")
 			fs.StringVar(&o.context, "context", "", "the kubeconfig context to use")
+			fs.Float64Var(&o.qps, "kube-api-qps", 20, "the Kubernetes API requests per second workerscale may make (client-go's limiter)")
+			fs.IntVar(&o.burst, "kube-api-burst", 30, "the burst of Kubernetes API requests above --kube-api-qps")
 			fs.BoolVar(&o.dryRun, "dry-run", false, "decide and print, write nothing (no scaling, no events, no leader election)")
 			fs.BoolVar(&o.once, "once", false, "run one cycle and exit; non-zero when the cycle had an error")
 			fs.BoolVar(&o.pauseAll, "paused", false, "leave every workload untouched (as the workerscale.io/paused annotation does for one)")
@@ -77,6 +79,8 @@ type runOptions struct {
 	apiCert, apiKey                  string
 	apiAuthRead                      bool
 	alertFor                         time.Duration
+	qps                              float64
+	burst                            int
 }
 
 func (o *runOptions) run(ctx context.Context, e *env) error {
@@ -107,6 +111,10 @@ func (o *runOptions) run(ctx context.Context, e *env) error {
 	if err != nil {
 		return err
 	}
+	if o.qps <= 0 || o.burst <= 0 {
+		return usagef("--kube-api-qps and --kube-api-burst must be positive")
+	}
+	cfg.QPS, cfg.Burst = float32(o.qps), o.burst
 	elect, err := o.electLeader(inCluster)
 	if err != nil {
 		return err
@@ -123,6 +131,7 @@ func (o *runOptions) run(ctx context.Context, e *env) error {
 	if err != nil {
 		return err
 	}
+	defer cluster.Close()
 
 	source := &sourceCache{metrics: promMetrics, log: log}
 	var cycles atomic.Int64

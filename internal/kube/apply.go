@@ -26,6 +26,7 @@ import (
 // replicas. Either way the state annotation records the action. A write that conflicts
 // with another is retried on freshly read state.
 func (c *Client) Apply(ctx context.Context, r *rules.Rules, w *rules.Workload, d autoscaler.Decision, now time.Time) error {
+	defer c.markWritten(w.Target)
 	if !d.RollsOut() {
 		if err := c.scaleTo(ctx, w, d); err != nil {
 			return err
@@ -113,6 +114,7 @@ func (c *Client) scaleTo(ctx context.Context, w *rules.Workload, d autoscaler.De
 // SetOverride stores o as the workload's override annotation, or removes it when o is
 // nil, with a merge patch that touches nothing else.
 func (c *Client) SetOverride(ctx context.Context, w *rules.Workload, o *autoscaler.Override) error {
+	defer c.markWritten(w.Target)
 	var value any // null removes the annotation
 	if o != nil {
 		raw, err := json.Marshal(o)

@@ -62,6 +62,7 @@ func TestDeployManifests(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer kc.Close()
 	w := &r.Workloads[0]
 	cur, err := kc.Read(ctx, r, w)
 	if err != nil {

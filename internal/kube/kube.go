@@ -57,8 +57,11 @@ type Client struct {
 
 	mu   sync.Mutex
 	refs map[string]*corev1.ObjectReference // by workload name, from the last Read
-	// hpas caches each namespace's HPAs for a few seconds: a cycle lists each once.
+	// hpas caches each namespace's HPAs for a few seconds, when its informers cannot be
+	// used: a cycle lists each once.
 	hpas map[string]hpaList
+	// caches are the informers reads come from (cache.go).
+	caches *caches
 
 	// beforeWrite, when set (tests), runs after a write's fresh read and before the write.
 	beforeWrite func(kind string)
@@ -84,7 +87,7 @@ func New(cfg *rest.Config, log *slog.Logger, noEvents bool) (*Client, error) {
 	}
 	host, _ := os.Hostname()
 	return &Client{cs: cs, scales: scales, mapper: mapper, events: !noEvents, instance: host, log: log,
-		refs: map[string]*corev1.ObjectReference{}, hpas: map[string]hpaList{}}, nil
+		refs: map[string]*corev1.ObjectReference{}, hpas: map[string]hpaList{}, caches: newCaches()}, nil
 }
 
 // Clientset is the underlying clientset, for leader election.
@@ -168,7 +171,7 @@ func (c *Client) get(ctx context.Context, t rules.Target) (workload, error) {
 // Read returns the workload's current state, whether it is paused, and the history its
 // state annotation carries.
 func (c *Client) Read(ctx context.Context, r *rules.Rules, w *rules.Workload) (autoscaler.Current, error) {
-	obj, err := c.get(ctx, w.Target)
+	obj, err := c.cached(ctx, w.Target)
 	if err != nil {
 		return autoscaler.Current{}, fmt.Errorf("reading %s %s/%s: %w", w.Target.Kind, w.Target.Namespace, w.Target.Name, err)
 	}
@@ -216,22 +219,11 @@ const hpaCacheFor = 5 * time.Second
 // otherAutoscaler names an HPA whose scale target is t (KEDA's ScaledObjects create one),
 // or "". When HPAs cannot be listed (RBAC) it says so in the log and reports none.
 func (c *Client) otherAutoscaler(ctx context.Context, t rules.Target) string {
-	c.mu.Lock()
-	cached, ok := c.hpas[t.Namespace]
-	c.mu.Unlock()
-	if !ok || time.Since(cached.at) > hpaCacheFor {
-		list, err := c.cs.AutoscalingV2().HorizontalPodAutoscalers(t.Namespace).List(ctx, metav1.ListOptions{})
-		cached = hpaList{at: time.Now(), err: err}
-		if err == nil {
-			cached.items = list.Items
-		} else {
-			c.log.Warn("cannot list HorizontalPodAutoscalers; another autoscaler on the same workload would go unnoticed", "namespace", t.Namespace, "error", err)
-		}
-		c.mu.Lock()
-		c.hpas[t.Namespace] = cached
-		c.mu.Unlock()
+	items, err := c.hpasOf(ctx, t.Namespace)
+	if err != nil {
+		c.log.Warn("cannot list HorizontalPodAutoscalers; another autoscaler on the same workload would go unnoticed", "namespace", t.Namespace, "error", err)
 	}
-	for _, h := range cached.items {
+	for _, h := range items {
 		ref := h.Spec.ScaleTargetRef
 		if ref.Kind == t.Kind && ref.Name == t.Name {
 			owner := fmt.Sprintf("HorizontalPodAutoscaler %s/%s", h.Namespace, h.Name)
@@ -242,6 +234,25 @@ func (c *Client) otherAutoscaler(ctx context.Context, t rules.Target) string {
 		}
 	}
 	return ""
+}
+
+// listHPAs lists a namespace's HPAs from the API server, each list kept for hpaCacheFor
+// (when its informers cannot be used).
+func (c *Client) listHPAs(ctx context.Context, ns string) ([]autoscalingv2.HorizontalPodAutoscaler, error) {
+	c.mu.Lock()
+	cached, ok := c.hpas[ns]
+	c.mu.Unlock()
+	if !ok || time.Since(cached.at) > hpaCacheFor {
+		list, err := c.cs.AutoscalingV2().HorizontalPodAutoscalers(ns).List(ctx, metav1.ListOptions{})
+		cached = hpaList{at: time.Now(), err: err}
+		if err == nil {
+			cached.items = list.Items
+		}
+		c.mu.Lock()
+		c.hpas[ns] = cached
+		c.mu.Unlock()
+	}
+	return cached.items, cached.err
 }
 
 // RolloutDeadline is autoscaler.RolloutDeadline: the longest our own rollout holds the

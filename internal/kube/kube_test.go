@@ -15,6 +15,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/workerscale/workerscale/autoscaler"
@@ -50,6 +51,7 @@ func setup(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(kc.Close) // before the cluster stops: its watches end first
 	return &fixture{cluster: c, client: kc, rules: r}
 }
 
@@ -137,6 +139,7 @@ func TestReadClassifiesTheWorkload(t *testing.T) {
 	if _, err := f.cluster.Client.AppsV1().Deployments("default").Update(t.Context(), d, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	f.sync(t)
 	cur, err = f.client.Read(t.Context(), f.rules, &f.rules.Workloads[0])
 	if err != nil {
 		t.Fatal(err)
@@ -217,8 +220,10 @@ func TestVerticalWriteTouchesOnlyItsFields(t *testing.T) {
 	if cur.State.Shape != large || !cur.State.RolloutInProgress || cur.History.LastClassChange.IsZero() {
 		t.Errorf("read back %+v, want large with its rollout in progress", cur)
 	}
-	// Once the Deployment controller reports the rollout done, it is not in progress.
+	// Once the Deployment controller reports the rollout done, it is not in progress (as
+	// soon as the informer has seen the status: reads come from its cache).
 	f.cluster.CompleteRollout(t, "default", "render")
+	f.sync(t)
 	if cur, _ = f.client.Read(t.Context(), f.rules, &f.rules.Workloads[0]); cur.State.RolloutInProgress {
 		t.Error("rollout still in progress after the status caught up")
 	}
@@ -483,6 +488,7 @@ func TestRolloutTracking(t *testing.T) {
 		t.Fatal("a template change did not start a rollout")
 	}
 	f.cluster.CompleteRollout(t, "default", "render")
+	f.sync(t)
 	if cur, _ = f.client.Read(t.Context(), f.rules, w); cur.State.RolloutInProgress {
 		t.Error("the rollout is still in progress after the status caught up")
 	}
@@ -521,11 +527,48 @@ func TestAnotherAutoscalerIsNoticed(t *testing.T) {
 	if _, err := f.cluster.Client.AutoscalingV2().HorizontalPodAutoscalers("default").Create(t.Context(), hpa, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	f.sync(t)
 	cur, err := f.client.Read(t.Context(), f.rules, &f.rules.Workloads[0])
 	if err != nil {
 		t.Fatal(err)
 	}
 	if cur.ManagedBy != "HorizontalPodAutoscaler default/keda-hpa-render (KEDA ScaledObject render)" {
 		t.Errorf("ManagedBy = %q", cur.ManagedBy)
+	}
+}
+
+// sync waits until the client's caches of namespace default show what the API server has
+// (the workloads' resource versions, and its HPAs): reads come from informers, which see
+// a write by someone else a moment later.
+func (f *fixture) sync(t *testing.T) {
+	t.Helper()
+	ctx := t.Context()
+	n := f.client.namespace(ctx, "default")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		caught := true
+		if d, err := f.cluster.Client.AppsV1().Deployments("default").List(ctx, metav1.ListOptions{}); err == nil {
+			for _, want := range d.Items {
+				got, err := n.deployments.Deployments("default").Get(want.Name)
+				caught = caught && err == nil && got.ResourceVersion == want.ResourceVersion
+			}
+		}
+		if s, err := f.cluster.Client.AppsV1().StatefulSets("default").List(ctx, metav1.ListOptions{}); err == nil {
+			for _, want := range s.Items {
+				got, err := n.statefulSets.StatefulSets("default").Get(want.Name)
+				caught = caught && err == nil && got.ResourceVersion == want.ResourceVersion
+			}
+		}
+		if h, err := f.cluster.Client.AutoscalingV2().HorizontalPodAutoscalers("default").List(ctx, metav1.ListOptions{}); err == nil {
+			got, _ := n.hpas.HorizontalPodAutoscalers("default").List(labels.Everything())
+			caught = caught && len(got) == len(h.Items)
+		}
+		if caught {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the informers did not catch up within 10s")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

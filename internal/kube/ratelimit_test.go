@@ -83,6 +83,7 @@ func TestRateLimiterIsWrittenToTheContainer(t *testing.T) {
 		t.Errorf("read back %+v, history %+v: want the limit, a rollout, the cooldown and the scale event", cur.State, cur.History)
 	}
 	f.cluster.CompleteRollout(t, "default", "render")
+	f.sync(t)
 
 	// A class change carries the limit: server-side apply would remove a field its
 	// manager leaves out.
@@ -94,6 +95,7 @@ func TestRateLimiterIsWrittenToTheContainer(t *testing.T) {
 		t.Errorf("after a class change: %+v", c.Env)
 	}
 	f.cluster.CompleteRollout(t, "default", "render")
+	f.sync(t)
 	// Even one that decides no limit keeps the one written.
 	medium := autoscaler.Shape{Replicas: 6, Class: "medium", Concurrency: 5, TenantConcurrency: 2}
 	if err := f.client.Apply(t.Context(), f.rules, w, decision(f.read(t, w).State.Shape, medium), time.Now()); err != nil {

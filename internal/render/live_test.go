@@ -68,6 +68,7 @@ func TestEveryDashboardQueryReturnsData(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(kc.Close)
 	source, err := prom.New(r.Prometheus, prom.Options{Metrics: promMetrics})
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,153 @@
+package kube
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/informers"
+	appslisters "k8s.io/client-go/listers/apps/v1"
+	autoscalinglisters "k8s.io/client-go/listers/autoscaling/v2"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/workerscale/workerscale/rules"
+)
+
+// Reads come from shared informers, one set per namespace the rules name, started on the
+// first read in that namespace: a cycle then costs no API request per workload (the
+// first one waits for the caches to sync). Writes stay direct, on fresh reads. A workload
+// workerscale has just written is read directly until its cache has caught up, so a cycle
+// never acts on a state older than its own last write.
+
+// nsCache is one namespace's informers.
+type nsCache struct {
+	deployments  appslisters.DeploymentLister
+	statefulSets appslisters.StatefulSetLister
+	hpas         autoscalinglisters.HorizontalPodAutoscalerLister
+	err          error // the caches could not sync: reads go to the API server
+}
+
+// cacheSyncTimeout bounds the wait for a namespace's caches.
+const cacheSyncTimeout = time.Minute
+
+type caches struct {
+	mu    sync.Mutex
+	ns    map[string]*nsCache
+	stop  chan struct{}
+	dirty map[string]bool // workloads written since their cache last matched the API server
+}
+
+func newCaches() *caches {
+	return &caches{ns: map[string]*nsCache{}, stop: make(chan struct{}), dirty: map[string]bool{}}
+}
+
+// Close stops the informers.
+func (c *Client) Close() {
+	c.caches.mu.Lock()
+	defer c.caches.mu.Unlock()
+	select {
+	case <-c.caches.stop:
+	default:
+		close(c.caches.stop)
+	}
+}
+
+// namespace returns the informers of ns, starting them and waiting for their sync the
+// first time.
+func (c *Client) namespace(ctx context.Context, ns string) *nsCache {
+	c.caches.mu.Lock()
+	defer c.caches.mu.Unlock()
+	if n, ok := c.caches.ns[ns]; ok {
+		return n
+	}
+	f := informers.NewSharedInformerFactoryWithOptions(c.cs, 0, informers.WithNamespace(ns))
+	d, s, h := f.Apps().V1().Deployments(), f.Apps().V1().StatefulSets(), f.Autoscaling().V2().HorizontalPodAutoscalers()
+	synced := []cache.InformerSynced{d.Informer().HasSynced, s.Informer().HasSynced, h.Informer().HasSynced}
+	n := &nsCache{deployments: d.Lister(), statefulSets: s.Lister(), hpas: h.Lister()}
+	f.Start(c.caches.stop)
+	wait, cancel := context.WithTimeout(ctx, cacheSyncTimeout)
+	defer cancel()
+	if !cache.WaitForCacheSync(wait.Done(), synced...) {
+		n.err = fmt.Errorf("the informers of namespace %s did not sync within %s (can workerscale list and watch deployments, statefulsets and horizontalpodautoscalers there?)", ns, cacheSyncTimeout)
+		c.log.Warn("reading workloads from the API server instead of caches", "namespace", ns, "error", n.err)
+		f.Shutdown()
+		if ctx.Err() != nil {
+			return n // try again next time
+		}
+	}
+	c.caches.ns[ns] = n
+	return n
+}
+
+func targetKey(t rules.Target) string { return t.Kind + "/" + t.Namespace + "/" + t.Name }
+
+// markWritten records that workerscale wrote the workload: it is read directly until its
+// cache matches the API server again.
+func (c *Client) markWritten(t rules.Target) {
+	c.caches.mu.Lock()
+	c.caches.dirty[targetKey(t)] = true
+	c.caches.mu.Unlock()
+}
+
+// cached reads a workload from its namespace's cache: directly when the cache cannot be
+// used, when the workload is not in it yet, or while it lags behind a write of ours.
+func (c *Client) cached(ctx context.Context, t rules.Target) (workload, error) {
+	n := c.namespace(ctx, t.Namespace)
+	if n.err != nil {
+		return c.get(ctx, t)
+	}
+	var obj workload
+	var err error
+	switch t.Kind {
+	case "Deployment":
+		d, e := n.deployments.Deployments(t.Namespace).Get(t.Name)
+		if err = e; e == nil {
+			obj = fromDeployment(d)
+		}
+	case "StatefulSet":
+		s, e := n.statefulSets.StatefulSets(t.Namespace).Get(t.Name)
+		if err = e; e == nil {
+			obj = fromStatefulSet(s)
+		}
+	default:
+		return c.get(ctx, t)
+	}
+	key := targetKey(t)
+	c.caches.mu.Lock()
+	dirty := c.caches.dirty[key]
+	c.caches.mu.Unlock()
+	if err == nil && !dirty {
+		return obj, nil
+	}
+	if err != nil && !apierrors.IsNotFound(err) {
+		return workload{}, err
+	}
+	fresh, gerr := c.get(ctx, t)
+	if gerr == nil && err == nil && fresh.meta.ResourceVersion == obj.meta.ResourceVersion {
+		c.caches.mu.Lock()
+		delete(c.caches.dirty, key)
+		c.caches.mu.Unlock()
+	}
+	return fresh, gerr
+}
+
+// hpasOf lists the HPAs of a namespace from its cache (directly when it cannot be used).
+func (c *Client) hpasOf(ctx context.Context, ns string) ([]autoscalingv2.HorizontalPodAutoscaler, error) {
+	n := c.namespace(ctx, ns)
+	if n.err == nil {
+		list, err := n.hpas.HorizontalPodAutoscalers(ns).List(labels.Everything())
+		if err != nil {
+			return nil, err
+		}
+		out := make([]autoscalingv2.HorizontalPodAutoscaler, len(list))
+		for i, h := range list {
+			out[i] = *h
+		}
+		return out, nil
+	}
+	return c.listHPAs(ctx, ns)
+}

@@ -1,0 +1,125 @@
+package kube
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+
+	"github.com/workerscale/workerscale/autoscaler"
+	"github.com/workerscale/workerscale/rules"
+)
+
+// countingTransport counts the requests by method and path.
+type countingTransport struct {
+	next http.RoundTripper
+	mu   sync.Mutex
+	reqs []string
+}
+
+func (c *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	c.mu.Lock()
+	c.reqs = append(c.reqs, r.Method+" "+r.URL.Path)
+	c.mu.Unlock()
+	return c.next.RoundTrip(r)
+}
+
+func (c *countingTransport) take() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := c.reqs
+	c.reqs = nil
+	return out
+}
+
+// With 40 workloads in 4 namespaces, the first round of reads lists and watches each
+// namespace once; after it, reading every workload costs no request to the API server,
+// except a workload just written, which is read directly until its cache has caught up.
+func TestReadsComeFromTheCaches(t *testing.T) {
+	f := setup(t)
+	var b strings.Builder
+	b.WriteString("prometheus: {url: \"http://prometheus:9090\"}\nclasses:\n  - {name: medium, cpu: \"2\", memory: 4Gi, concurrency: 5, tenantConcurrency: 2}\nqueries: {preset: bullmq}\nworkloads:\n")
+	for i := range 40 {
+		ns := fmt.Sprintf("team-%d", i%4)
+		if i < 4 {
+			if _, err := f.cluster.Client.CoreV1().Namespaces().Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		name := fmt.Sprintf("w%d", i)
+		replicas := int32(2)
+		d := &appsv1.Deployment{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+			Spec: appsv1.DeploymentSpec{Replicas: &replicas, Template: podTemplate("2", "4Gi", concurrencyEnv("5", "2")...),
+				Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "render"}}},
+		}
+		if _, err := f.cluster.Client.AppsV1().Deployments(ns).Create(t.Context(), d, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(&b, "  - {name: %s, maxReplicas: 10, target: {namespace: %s, name: %s, container: worker}}\n", name, ns, name)
+	}
+	r, err := rules.Parse("many.yaml", []byte(b.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	counter := &countingTransport{}
+	cfg := rest.CopyConfig(f.cluster.Config)
+	cfg.WrapTransport = func(rt http.RoundTripper) http.RoundTripper { counter.next = rt; return counter }
+	kc, err := New(cfg, nil, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kc.Close()
+	readAll := func() {
+		t.Helper()
+		for i := range r.Workloads {
+			cur, err := kc.Read(t.Context(), r, &r.Workloads[i])
+			if err != nil || cur.State.Replicas != 2 {
+				t.Fatalf("%s: %+v %v", r.Workloads[i].Name, cur.State, err)
+			}
+		}
+	}
+	readAll()
+	for _, req := range counter.take() {
+		if strings.HasPrefix(req, "GET") && strings.Count(req, "/") > 6 { // a GET of one object
+			t.Errorf("the first round read an object directly: %s", req)
+		}
+	}
+	readAll()
+	if reqs := counter.take(); len(reqs) != 0 {
+		t.Errorf("a round of reads from the caches made %d requests: %v", len(reqs), reqs)
+	}
+	// A workload just written is read directly until its cache has caught up.
+	w := &r.Workloads[5]
+	from := autoscaler.Shape{Replicas: 2, Class: "medium", Concurrency: 5, TenantConcurrency: 2}
+	to := from
+	to.Replicas = 4
+	if err := kc.Apply(t.Context(), r, w, autoscaler.Decision{Workload: w.Name, From: from, To: to, Reasons: []string{"test"}}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	counter.take()
+	if cur, err := kc.Read(t.Context(), r, w); err != nil || cur.State.Replicas != 4 {
+		t.Fatalf("read after the write: %+v %v", cur.State, err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		counter.take()
+		if _, err := kc.Read(t.Context(), r, w); err != nil {
+			t.Fatal(err)
+		}
+		if len(counter.take()) == 0 {
+			break // caught up: from the cache again
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("a written workload is still read directly after 10s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

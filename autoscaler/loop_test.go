@@ -230,3 +230,25 @@ func TestLoopWritesConcurrently(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// workerscale_metrics_missing carries the workload: how many of its replica inputs were
+// missing in its last decision.
+func TestMissingMetricsGauge(t *testing.T) {
+	l, _, now := newLoop(t, Observations{rules.QueueDepth: Value(10)}, state(2, "medium", 5, 2))
+	if err := l.RunOnce(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if n := testutil.ToFloat64(l.Metrics.missing.WithLabelValues("render")); n < 1 {
+		t.Errorf("missing throughput and active jobs: gauge %v", n)
+	}
+	l.Observe = func(context.Context, *rules.Rules, time.Time) (map[string]Observations, []error) {
+		return map[string]Observations{"render": fresh(map[string]float64{rules.QueueDepth: 10, rules.Throughput: 1, rules.ActiveJobs: 2})}, nil
+	}
+	*now = now.Add(15 * time.Second)
+	if err := l.RunOnce(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if n := testutil.ToFloat64(l.Metrics.missing.WithLabelValues("render")); n != 0 {
+		t.Errorf("every input fresh: gauge %v", n)
+	}
+}

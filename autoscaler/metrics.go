@@ -24,6 +24,7 @@ type LoopMetrics struct {
 	ready        *prometheus.GaugeVec
 	limits       *prometheus.CounterVec
 	errors       *prometheus.CounterVec
+	missing      *prometheus.GaugeVec
 }
 
 // NewLoopMetrics creates the loop's metrics and registers them with reg.
@@ -63,9 +64,12 @@ func NewLoopMetrics(reg prometheus.Registerer) *LoopMetrics {
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "workerscale_errors_total", Help: "Errors by stage: read, apply, cycle.",
 		}, []string{"stage"}),
+		missing: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "workerscale_metrics_missing", Help: "Replica inputs (metrics the replica count rests on) missing, stale or invalid in a workload's last decision: no scale-down while above 0.",
+		}, []string{"workload"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.cycleSeconds, m.cycles, m.decisions, m.current, m.desired, m.class, m.concurrency, m.curConc, m.ready, m.limits, m.errors)
+		reg.MustRegister(m.cycleSeconds, m.cycles, m.decisions, m.current, m.desired, m.class, m.concurrency, m.curConc, m.ready, m.limits, m.errors, m.missing)
 	}
 	for _, r := range []string{"ok", "error"} {
 		m.cycles.WithLabelValues(r).Add(0)
@@ -81,7 +85,7 @@ func NewLoopMetrics(reg prometheus.Registerer) *LoopMetrics {
 var decisionKinds = []string{"scale_out", "scale_in", "class_change", "hold"}
 
 // limitNames are the limits a decision can name.
-var limitNames = []string{LimitMinReplicas, LimitMaxReplicas, LimitClassMax, LimitRateBudget, LimitBehavior, LimitCooldown, LimitCircuitBreaker, LimitMissingMetrics, LimitCriticalBacklog}
+var limitNames = []string{LimitMinReplicas, LimitMaxReplicas, LimitClassMax, LimitRateBudget, LimitBehavior, LimitCooldown, LimitSettling, LimitCircuitBreaker, LimitMissingMetrics, LimitCriticalBacklog}
 
 // start creates a workload's counters at 0 the first time it is seen.
 func (m *LoopMetrics) start(workload string) {
@@ -147,6 +151,7 @@ func (m *LoopMetrics) decision(workload string, r Report, ready int32) {
 	m.concurrency.WithLabelValues(workload).Set(float64(d.To.Concurrency))
 	m.curConc.WithLabelValues(workload).Set(float64(d.From.Concurrency))
 	m.ready.WithLabelValues(workload).Set(float64(ready))
+	m.missing.WithLabelValues(workload).Set(float64(len(d.Missing)))
 	m.class.DeletePartialMatch(prometheus.Labels{"workload": workload})
 	m.class.WithLabelValues(workload, d.From.Class, "current").Set(1)
 	m.class.WithLabelValues(workload, d.To.Class, "desired").Set(1)

@@ -35,8 +35,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"type"}),
 		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "workerscale_prometheus_observations_total",
-			Help: "Per-workload observations, by outcome: fresh, stale, failed, empty, no_series, duplicate, unlabeled, nan, inf, unmatched (a series for no workload).",
-		}, []string{"outcome"}),
+			Help: "Per-workload observations, by workload and outcome: fresh, stale, failed, empty, no_series, duplicate, unlabeled, nan, inf; unmatched (a series for no workload) has an empty workload.",
+		}, []string{"workload", "outcome"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.queries, m.errors, m.duration, m.outcomes)
@@ -48,9 +48,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for _, k := range []string{"timeout", "canceled", "unavailable", "bad_query", "server", "bad_result"} {
 		m.errors.WithLabelValues(k).Add(0)
 	}
-	for _, o := range []string{"fresh", "stale", "failed", "empty", "no_series", "duplicate", "unlabeled", "nan", "inf", "unmatched"} {
-		m.outcomes.WithLabelValues(o).Add(0)
-	}
+	m.outcomes.WithLabelValues("", "unmatched").Add(0)
 	return m
 }
 
@@ -65,11 +63,11 @@ func (m *Metrics) query(kind string, seconds float64, err error) {
 	}
 }
 
-func (m *Metrics) outcome(o string, n int) {
+func (m *Metrics) outcome(workload, o string, n int) {
 	if m == nil || n == 0 {
 		return
 	}
-	m.outcomes.WithLabelValues(o).Add(float64(n))
+	m.outcomes.WithLabelValues(workload, o).Add(float64(n))
 }
 
 // errorKind sorts a query error for the errors metric.

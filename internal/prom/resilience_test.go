@@ -144,7 +144,7 @@ func TestMetricsAreRegisteredWithThePrefix(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	m := NewMetrics(reg)
 	m.query("instant", 0.01, nil)
-	m.outcome("fresh", 1)
+	m.outcome("render", "fresh", 1)
 	families, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)

@@ -146,7 +146,7 @@ func (s *Source) Observe(ctx context.Context, r *rules.Rules, at time.Time) Cycl
 			w := &r.Workloads[u.workload]
 			o, outcome := observe(b, u, w, at, staleness)
 			c.Observations[w.Name][u.metric] = o
-			s.opts.Metrics.outcome(outcome, 1)
+			s.opts.Metrics.outcome(w.Name, outcome, 1)
 			for _, k := range keysOf(w, b.match) {
 				claimed[k] = true
 			}
@@ -160,7 +160,7 @@ func (s *Source) Observe(ctx context.Context, r *rules.Rules, at time.Time) Cycl
 			}
 			if unmatched > 0 {
 				s.log.Debug("series for no workload", "query", oneLine(b.query), "series", unmatched)
-				s.opts.Metrics.outcome("unmatched", unmatched)
+				s.opts.Metrics.outcome("", "unmatched", unmatched)
 			}
 		}
 	}

@@ -263,6 +263,17 @@ func alertRules(r *rules.Rules, o Options) []Rule {
 			},
 		},
 		{
+			// Per workload: a missing exporter of one workload pages for that workload.
+			Alert:  "WorkerscaleMetricsMissing",
+			Expr:   `max by (workload) (workerscale_metrics_missing) > 0`,
+			For:    "10m",
+			Labels: map[string]string{"severity": "warning"},
+			Annotations: map[string]string{
+				"summary":     "{{ $labels.workload }}'s metrics are missing",
+				"description": "{{ $value }} of the metrics {{ $labels.workload }}'s replica count rests on have been missing, stale or invalid for 10m: workerscale does not scale it down while they are.",
+			},
+		},
+		{
 			Alert:  "WorkerscaleHeldAtMax",
 			Expr:   `sum by (workload, limit) (increase(workerscale_limits_total{limit=~"maxReplicas|classMax|rateBudget"}[15m])) > 0`,
 			For:    "30m",

@@ -252,3 +252,19 @@ func TestMissingMetricsGauge(t *testing.T) {
 		t.Errorf("every input fresh: gauge %v", n)
 	}
 }
+
+// workerscale_workload_class shows one current and one desired class per workload: a
+// class it no longer runs or wants is removed.
+func TestClassGaugeFollowsTheClass(t *testing.T) {
+	m := NewLoopMetrics(prometheus.NewRegistry())
+	shape := func(class string) Shape { return Shape{Replicas: 2, Class: class, Concurrency: 5} }
+	m.decision("render", Report{Decision: Decision{From: shape("medium"), To: shape("large")}}, 2)
+	m.decision("render", Report{Decision: Decision{From: shape("large"), To: shape("large")}}, 2)
+	m.decision("other", Report{Decision: Decision{From: shape("small"), To: shape("small")}}, 1)
+	if n := testutil.CollectAndCount(m.class); n != 4 {
+		t.Errorf("%d class series, want 4 (render large current and desired, other small twice)", n)
+	}
+	if v := testutil.ToFloat64(m.class.WithLabelValues("render", "large", "current")); v != 1 {
+		t.Errorf("render large current = %v", v)
+	}
+}

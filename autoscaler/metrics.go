@@ -10,8 +10,9 @@ import (
 // LoopMetrics are the control loop's own metrics. Known label values start at 0, so a
 // rate or an alert sees a series before the first event.
 type LoopMetrics struct {
-	mu   sync.Mutex
-	seen map[string]bool // workloads whose series exist
+	mu      sync.Mutex
+	seen    map[string]bool      // workloads whose series exist
+	classes map[string][2]string // the current and desired class each workload was shown in
 
 	cycleSeconds prometheus.Histogram
 	cycles       *prometheus.CounterVec
@@ -78,6 +79,7 @@ func NewLoopMetrics(reg prometheus.Registerer) *LoopMetrics {
 		m.errors.WithLabelValues(s).Add(0)
 	}
 	m.seen = map[string]bool{}
+	m.classes = map[string][2]string{}
 	return m
 }
 
@@ -152,7 +154,15 @@ func (m *LoopMetrics) decision(workload string, r Report, ready int32) {
 	m.curConc.WithLabelValues(workload).Set(float64(d.From.Concurrency))
 	m.ready.WithLabelValues(workload).Set(float64(ready))
 	m.missing.WithLabelValues(workload).Set(float64(len(d.Missing)))
-	m.class.DeletePartialMatch(prometheus.Labels{"workload": workload})
+	// The classes it was shown in last go; a partial-match delete would scan every series.
+	m.mu.Lock()
+	last := m.classes[workload]
+	m.classes[workload] = [2]string{d.From.Class, d.To.Class}
+	m.mu.Unlock()
+	if last != [2]string{d.From.Class, d.To.Class} {
+		m.class.DeleteLabelValues(workload, last[0], "current")
+		m.class.DeleteLabelValues(workload, last[1], "desired")
+	}
 	m.class.WithLabelValues(workload, d.From.Class, "current").Set(1)
 	m.class.WithLabelValues(workload, d.To.Class, "desired").Set(1)
 	for _, l := range d.LimitedBy {

@@ -299,10 +299,39 @@ queries:
 		t.Errorf("bad_query errors = %v, want 1", n)
 	}
 	// q1 is exported but belongs to no workload of these rules.
+	// Each outcome is counted, on the workload it was for (unmatched on none).
+	counted := map[string]float64{}
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != "workerscale_prometheus_observations_total" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			var workload, outcome string
+			for _, l := range m.GetLabel() {
+				switch l.GetName() {
+				case "workload":
+					workload = l.GetValue()
+				case "outcome":
+					outcome = l.GetValue()
+				}
+			}
+			if (workload == "") != (outcome == "unmatched") {
+				t.Errorf("outcome %s counted on workload %q", outcome, workload)
+			}
+			counted[outcome] += m.GetCounter().GetValue()
+		}
+	}
 	for _, outcome := range []string{"duplicate", "unlabeled", "empty", "nan", "inf", "failed", "no_series", "stale", "fresh", "unmatched"} {
-		if testutil.ToFloat64(s.opts.Metrics.outcomes.WithLabelValues(outcome)) == 0 {
+		if counted[outcome] == 0 {
 			t.Errorf("no %s outcome counted", outcome)
 		}
+	}
+	if testutil.ToFloat64(s.opts.Metrics.outcomes.WithLabelValues("ghost", "no_series")) == 0 {
+		t.Error("the ghost workload's missing series are not counted on it")
 	}
 	// The stale workload must not scale down on it.
 	w := &r.Workloads[2]

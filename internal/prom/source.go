@@ -95,18 +95,34 @@ func plan(r *rules.Rules) (values, freshness []*batch, err error) {
 		}
 		return b
 	}
+	// Every workload renders its templates with the same data (all the rules' queues and
+	// targets), so each distinct template is rendered once: with thousands of workloads a
+	// rendering is long, and the same one thousands of times.
+	rendered := map[string]string{}
+	renderOnce := func(tmpl string) (string, error) {
+		if text, ok := rendered[tmpl]; ok {
+			return text, nil
+		}
+		text, err := rules.Query{Query: tmpl}.Render(data)
+		if err == nil {
+			rendered[tmpl] = text
+		}
+		return text, err
+	}
 	for i := range r.Workloads {
 		w := &r.Workloads[i]
 		for _, metric := range slices.Sorted(maps.Keys(w.Queries)) {
 			q := w.Queries[metric]
-			text, err := q.Render(data)
+			text, err := renderOnce(q.Query)
 			if err != nil {
 				return nil, nil, fmt.Errorf("workload %s, %s: %w", w.Name, metric, err)
 			}
 			u := use{workload: i, metric: metric}
-			fresh, err := q.RenderFreshness(data)
-			if err != nil {
-				return nil, nil, fmt.Errorf("workload %s, %s freshness: %w", w.Name, metric, err)
+			fresh := ""
+			if q.Freshness != "" {
+				if fresh, err = renderOnce(q.Freshness); err != nil {
+					return nil, nil, fmt.Errorf("workload %s, %s freshness: %w", w.Name, metric, err)
+				}
 			}
 			if fresh != "" {
 				u.freshness = get(&freshness, fresh, q.Match)

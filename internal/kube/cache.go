@@ -2,12 +2,12 @@ package kube
 
 import (
 	"context"
-	"fmt"
 	"sync"
 	"time"
 
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/informers"
 	appslisters "k8s.io/client-go/listers/apps/v1"
@@ -23,12 +23,12 @@ import (
 // workerscale has just written is read directly until its cache has caught up, so a cycle
 // never acts on a state older than its own last write.
 
-// nsCache is one namespace's informers.
+// nsCache is one namespace's informers; a lister is nil where workerscale may not list
+// and watch the resource (RBAC), and reads of it go to the API server.
 type nsCache struct {
 	deployments  appslisters.DeploymentLister
 	statefulSets appslisters.StatefulSetLister
 	hpas         autoscalinglisters.HorizontalPodAutoscalerLister
-	err          error // the caches could not sync: reads go to the API server
 }
 
 // cacheSyncTimeout bounds the wait for a namespace's caches.
@@ -57,27 +57,53 @@ func (c *Client) Close() {
 }
 
 // namespace returns the informers of ns, starting them and waiting for their sync the
-// first time.
+// first time. A resource workerscale may not list in ns (a quick list of one item tells)
+// gets no informer: waiting for a cache that can never fill would hold every read.
 func (c *Client) namespace(ctx context.Context, ns string) *nsCache {
 	c.caches.mu.Lock()
 	defer c.caches.mu.Unlock()
 	if n, ok := c.caches.ns[ns]; ok {
 		return n
 	}
+	one := metav1.ListOptions{Limit: 1}
+	allowed := func(what string, list func() error) bool {
+		err := list()
+		if err != nil {
+			c.log.Warn("reading from the API server instead of a cache", "namespace", ns, "resource", what, "error", err)
+		}
+		return err == nil
+	}
 	f := informers.NewSharedInformerFactoryWithOptions(c.cs, 0, informers.WithNamespace(ns))
-	d, s, h := f.Apps().V1().Deployments(), f.Apps().V1().StatefulSets(), f.Autoscaling().V2().HorizontalPodAutoscalers()
-	synced := []cache.InformerSynced{d.Informer().HasSynced, s.Informer().HasSynced, h.Informer().HasSynced}
-	n := &nsCache{deployments: d.Lister(), statefulSets: s.Lister(), hpas: h.Lister()}
+	n := &nsCache{}
+	var synced []cache.InformerSynced
+	if allowed("deployments", func() error { _, err := c.cs.AppsV1().Deployments(ns).List(ctx, one); return err }) {
+		i := f.Apps().V1().Deployments()
+		synced, n.deployments = append(synced, i.Informer().HasSynced), i.Lister()
+	}
+	if allowed("statefulsets", func() error { _, err := c.cs.AppsV1().StatefulSets(ns).List(ctx, one); return err }) {
+		i := f.Apps().V1().StatefulSets()
+		synced, n.statefulSets = append(synced, i.Informer().HasSynced), i.Lister()
+	}
+	if allowed("horizontalpodautoscalers", func() error {
+		_, err := c.cs.AutoscalingV2().HorizontalPodAutoscalers(ns).List(ctx, one)
+		return err
+	}) {
+		i := f.Autoscaling().V2().HorizontalPodAutoscalers()
+		synced, n.hpas = append(synced, i.Informer().HasSynced), i.Lister()
+	}
+	if ctx.Err() != nil {
+		return &nsCache{} // direct reads this time; try again next time
+	}
 	f.Start(c.caches.stop)
 	wait, cancel := context.WithTimeout(ctx, cacheSyncTimeout)
 	defer cancel()
 	if !cache.WaitForCacheSync(wait.Done(), synced...) {
-		n.err = fmt.Errorf("the informers of namespace %s did not sync within %s (can workerscale list and watch deployments, statefulsets and horizontalpodautoscalers there?)", ns, cacheSyncTimeout)
-		c.log.Warn("reading workloads from the API server instead of caches", "namespace", ns, "error", n.err)
+		c.log.Warn("the informers did not sync; reading from the API server", "namespace", ns, "timeout", cacheSyncTimeout)
 		f.Shutdown()
 		if ctx.Err() != nil {
-			return n // try again next time
+			return &nsCache{}
 		}
+		n = &nsCache{}
 	}
 	c.caches.ns[ns] = n
 	return n
@@ -97,18 +123,15 @@ func (c *Client) markWritten(t rules.Target) {
 // used, when the workload is not in it yet, or while it lags behind a write of ours.
 func (c *Client) cached(ctx context.Context, t rules.Target) (workload, error) {
 	n := c.namespace(ctx, t.Namespace)
-	if n.err != nil {
-		return c.get(ctx, t)
-	}
 	var obj workload
 	var err error
-	switch t.Kind {
-	case "Deployment":
+	switch {
+	case t.Kind == "Deployment" && n.deployments != nil:
 		d, e := n.deployments.Deployments(t.Namespace).Get(t.Name)
 		if err = e; e == nil {
 			obj = fromDeployment(d)
 		}
-	case "StatefulSet":
+	case t.Kind == "StatefulSet" && n.statefulSets != nil:
 		s, e := n.statefulSets.StatefulSets(t.Namespace).Get(t.Name)
 		if err = e; e == nil {
 			obj = fromStatefulSet(s)
@@ -138,7 +161,7 @@ func (c *Client) cached(ctx context.Context, t rules.Target) (workload, error) {
 // hpasOf lists the HPAs of a namespace from its cache (directly when it cannot be used).
 func (c *Client) hpasOf(ctx context.Context, ns string) ([]autoscalingv2.HorizontalPodAutoscaler, error) {
 	n := c.namespace(ctx, ns)
-	if n.err == nil {
+	if n.hpas != nil {
 		list, err := n.hpas.HorizontalPodAutoscalers(ns).List(labels.Everything())
 		if err != nil {
 			return nil, err

@@ -54,6 +54,7 @@ const (
 	EventScalingLimited     = "ScalingLimited"
 	EventMetricsUnavailable = "MetricsUnavailable"
 	EventFailedRescale      = "FailedRescale"
+	EventFailedRead         = "FailedRead"
 	EventAutoscalerConflict = "AutoscalerConflict"
 )
 
@@ -126,6 +127,15 @@ func (l *Loop) RunOnce(ctx context.Context) error {
 	for i := range r.Workloads {
 		w := &r.Workloads[i]
 		cur, err := l.Cluster.Read(ctx, r, w)
+		if !l.DryRun && !w.DryRun {
+			// A workload that cannot be read (deleted, its container renamed) is skipped
+			// with an event where it still has an object; the others go on.
+			key, msg := "", ""
+			if err != nil {
+				key, msg = err.Error(), "skipped: cannot read the workload: "+err.Error()
+			}
+			l.eventOnChange(ctx, w, start, "Warning", EventFailedRead, key, msg)
+		}
 		if err != nil {
 			errs = append(errs, err)
 			log.Error("reading workload", "workload", w.Name, "error", err)

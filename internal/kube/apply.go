@@ -166,16 +166,8 @@ func (c *Client) annotate(ctx context.Context, w *rules.Workload, change func(*s
 		if err != nil {
 			return err
 		}
-		opts := metav1.PatchOptions{FieldManager: FieldManager}
-		t := w.Target
-		switch t.Kind {
-		case "StatefulSet":
-			_, err = c.cs.AppsV1().StatefulSets(t.Namespace).Patch(ctx, t.Name, types.MergePatchType, patch, opts)
-		default:
-			_, err = c.cs.AppsV1().Deployments(t.Namespace).Patch(ctx, t.Name, types.MergePatchType, patch, opts)
-		}
-		if err != nil {
-			return fmt.Errorf("recording state on %s %s/%s: %w", t.Kind, t.Namespace, t.Name, err)
+		if err := c.patchMeta(ctx, w.Target, patch); err != nil {
+			return fmt.Errorf("recording state: %w", err) // a conflict is retried on fresh state
 		}
 		return nil
 	})

@@ -2,7 +2,6 @@ package render
 
 import (
 	"fmt"
-	"maps"
 	"strings"
 
 	"github.com/workerscale/workerscale/rules"
@@ -94,14 +93,7 @@ func renderActions(r *rules.Rules, o Options, files map[string][]byte) error {
 	if files[ActionRulesFile], err = yamlOf(rf); err != nil {
 		return err
 	}
-	labels := map[string]string{"app.kubernetes.io/name": "workerscale"}
-	maps.Copy(labels, o.RuleLabels)
-	crd := map[string]any{
-		"apiVersion": "monitoring.coreos.com/v1", "kind": "PrometheusRule",
-		"metadata": map[string]any{"name": "workerscale-actions", "namespace": o.Namespace, "labels": labels},
-		"spec":     rf,
-	}
-	if files[ActionPrometheusRuleFile], err = yamlOf(crd); err != nil {
+	if files[ActionPrometheusRuleFile], err = yamlOf(prometheusRule("workerscale-actions", o, rf)); err != nil {
 		return err
 	}
 	am, err := yamlOf(AlertmanagerConfig(o))

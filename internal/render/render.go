@@ -71,14 +71,7 @@ func Render(r *rules.Rules, o Options) (map[string][]byte, error) {
 	if files[RulesFile], err = yamlOf(rf); err != nil {
 		return nil, err
 	}
-	labels := map[string]string{"app.kubernetes.io/name": "workerscale"}
-	maps.Copy(labels, o.RuleLabels)
-	crd := map[string]any{
-		"apiVersion": "monitoring.coreos.com/v1", "kind": "PrometheusRule",
-		"metadata": map[string]any{"name": "workerscale", "namespace": o.Namespace, "labels": labels},
-		"spec":     rf,
-	}
-	if files[PrometheusRuleFile], err = yamlOf(crd); err != nil {
+	if files[PrometheusRuleFile], err = yamlOf(prometheusRule("workerscale", o, rf)); err != nil {
 		return nil, err
 	}
 	if err := renderActions(r, o, files); err != nil {
@@ -91,6 +84,17 @@ func Render(r *rules.Rules, o Options) (map[string][]byte, error) {
 		}
 	}
 	return files, nil
+}
+
+// prometheusRule is the prometheus-operator PrometheusRule named name holding rf.
+func prometheusRule(name string, o Options, rf RuleFile) map[string]any {
+	labels := map[string]string{"app.kubernetes.io/name": "workerscale"}
+	maps.Copy(labels, o.RuleLabels)
+	return map[string]any{
+		"apiVersion": "monitoring.coreos.com/v1", "kind": "PrometheusRule",
+		"metadata": map[string]any{"name": name, "namespace": o.Namespace, "labels": labels},
+		"spec":     rf,
+	}
 }
 
 func yamlOf(v any) ([]byte, error) {

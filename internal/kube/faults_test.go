@@ -3,14 +3,17 @@ package kube
 import (
 	"context"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	appsv1 "k8s.io/api/apps/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/workerscale/workerscale/autoscaler"
+	"github.com/workerscale/workerscale/internal/testenv"
 	"github.com/workerscale/workerscale/rules"
 )
 
@@ -90,5 +93,67 @@ workloads:
 	}
 	if !failedRead {
 		t.Error("no FailedRead event on the workload whose container was renamed")
+	}
+}
+
+// The leader's Lease stolen by hand mid-run (another holder written into it): the leader
+// notices at its next renewal, its lead function is stopped and waited for, and
+// RunLeaderElected returns an error, so the process exits rather than act on a Lease it
+// no longer holds. Nothing it does after the return can write.
+func TestStolenLeaseStopsTheLeader(t *testing.T) {
+	c := testenv.StartCluster(t)
+	cs := kubernetes.NewForConfigOrDie(c.Config)
+	var leading, stopped atomic.Bool
+	var stoppedAt atomic.Int64
+	done := make(chan error, 1)
+	go func() {
+		done <- RunLeaderElected(t.Context(), cs, LeaderOptions{Namespace: "default", Name: "workerscale", Identity: "victim",
+			LeaseDuration: 3 * time.Second, RenewDeadline: 2 * time.Second, RetryPeriod: 200 * time.Millisecond}, testLogger(t),
+			func(ctx context.Context) {
+				leading.Store(true)
+				<-ctx.Done()
+				stopped.Store(true)
+				stoppedAt.Store(time.Now().UnixNano())
+			})
+	}()
+	deadline := time.Now().Add(20 * time.Second)
+	for !leading.Load() {
+		if time.Now().After(deadline) {
+			t.Fatal("the instance never led")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// Steal it: another holder, renewed now, for a long time.
+	lease, err := cs.CoordinationV1().Leases("default").Get(t.Context(), "workerscale", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	thief, long := "thief", int32(60)
+	now := metav1.NewMicroTime(time.Now())
+	lease.Spec.HolderIdentity, lease.Spec.LeaseDurationSeconds = &thief, &long
+	lease.Spec.AcquireTime, lease.Spec.RenewTime = &now, &now
+	if _, err := cs.CoordinationV1().Leases("default").Update(t.Context(), lease, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	stolen := time.Now()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "lost the leader lease") {
+			t.Errorf("RunLeaderElected returned %v, want the lost lease", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the victim still runs 20s after its Lease was stolen")
+	}
+	if !stopped.Load() {
+		t.Fatal("RunLeaderElected returned before its lead function stopped")
+	}
+	t.Logf("the victim stopped %s after the theft (its renew deadline is 2s)", time.Duration(stoppedAt.Load()-stolen.UnixNano()))
+	// The Lease is the thief's, untouched by the victim on its way out.
+	lease, err = cs.CoordinationV1().Leases("default").Get(t.Context(), "workerscale", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *lease.Spec.HolderIdentity != "thief" {
+		t.Errorf("the Lease is held by %s after the victim left", *lease.Spec.HolderIdentity)
 	}
 }

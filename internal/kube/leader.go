@@ -24,8 +24,8 @@ type LeaderOptions struct {
 // RunLeaderElected runs lead while this instance holds the Lease, so that of several
 // instances exactly one acts. When ctx ends, lead is stopped and waited for before the
 // Lease is released, so no write of the old leader overlaps the next one's. It returns
-// ctx's error then, or an error when leadership is lost (the caller exits, as controllers
-// do, rather than act on a lease it no longer holds).
+// ctx's error then, or, once lead has stopped, an error when leadership is lost (the caller
+// exits, as controllers do, rather than act on a lease it no longer holds).
 func RunLeaderElected(ctx context.Context, cs kubernetes.Interface, o LeaderOptions, log *slog.Logger, lead func(ctx context.Context)) error {
 	if o.LeaseDuration == 0 {
 		o.LeaseDuration = 15 * time.Second
@@ -97,6 +97,14 @@ func RunLeaderElected(ctx context.Context, cs kubernetes.Interface, o LeaderOpti
 	})
 	defer stopElect()
 	le.Run(electCtx)
+	// client-go returns from Run without waiting for OnStartedLeading: a lost Lease must
+	// not leave lead writing after this returns.
+	mu.Lock()
+	done := leading
+	mu.Unlock()
+	if done != nil {
+		<-done
+	}
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the integration tests need, each piece only when it is missing:
 #   - prometheus and promtool from Debian's packages;
-#   - etcd and kube-apiserver, built from the Go module proxy and cached outside the
-#     repository, keyed by version, so a second run costs nothing.
+#   - etcd, kube-apiserver and VictoriaMetrics' single-node server, built from the Go module
+#     proxy and cached outside the repository, keyed by version, so a second run costs nothing.
 # Prints nothing but progress; the test harness (internal/testenv) finds the binaries
 # through the same cache directory (see `hack/install-testenv.sh --print-dir`).
 set -euo pipefail
@@ -15,6 +15,7 @@ if [[ -z "${KUBE_VERSION:-}" ]]; then
   KUBE_VERSION="v1.${client_go#v0.}"
 fi
 ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
+VICTORIA_METRICS_VERSION="${VICTORIA_METRICS_VERSION:-v1.151.0}"
 CACHE_ROOT="${WORKERSCALE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/workerscale}"
 BIN_DIR="$CACHE_ROOT/bin"
 
@@ -65,6 +66,25 @@ GO
     go mod tidy >/dev/null 2>&1
     CGO_ENABLED=0 go build -trimpath -o "$out.tmp" .
   )
+  mv "$out.tmp" "$out"
+}
+
+# build_victoria_metrics: the single-node server. Its module has no replace directives, so
+# `go install pkg@version` builds it in module mode with the module's own go.sum, touching
+# no go.mod here. Pure Go (CGO_ENABLED=0), as VictoriaMetrics' own "-pure" builds.
+build_victoria_metrics() {
+  local out="$BIN_DIR/victoria-metrics-$VICTORIA_METRICS_VERSION"
+  [[ -x "$out" ]] && return
+  log "building victoria-metrics $VICTORIA_METRICS_VERSION (about a minute on 2 cores)"
+  mkdir -p "$BIN_DIR"
+  local gobin
+  gobin=$(mktemp -d)
+  local pkg="github.com/VictoriaMetrics/VictoriaMetrics"
+  CGO_ENABLED=0 GOBIN="$gobin" go install -trimpath \
+    -ldflags "-s -w -X $pkg/lib/buildinfo.Version=victoria-metrics-$VICTORIA_METRICS_VERSION" \
+    "$pkg/app/victoria-metrics@$VICTORIA_METRICS_VERSION"
+  mv "$gobin/victoria-metrics" "$out.tmp"
+  rmdir "$gobin"
   mv "$out.tmp" "$out"
 }
 
@@ -119,5 +139,6 @@ GO
 
 install_prometheus
 build_etcd
+build_victoria_metrics
 build_kube kube-apiserver
 log "ready: $(ls "$BIN_DIR" | tr '\n' ' ')"

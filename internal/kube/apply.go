@@ -20,27 +20,41 @@ import (
 	"github.com/workerscale/workerscale/rules"
 )
 
-// Apply carries out a decision at time now. A change of replicas alone goes through the
-// scale subresource; a change of class, concurrency or rate limiter is one server-side
-// apply of the pod template's resources, env vars and node selector together with the
-// replicas. Either way the state annotation records the action. A write that conflicts
-// with another is retried on freshly read state.
+// Apply carries out a decision at time now, in one request. A change of replicas alone is
+// a merge patch of the replicas and the state annotation; a change of class, concurrency
+// or rate limiter is one server-side apply of the pod template's resources, env vars and
+// node selector together with the replicas and the state annotation. Either way the
+// write is conditional on the resourceVersion the decision was made from (the cached
+// object), so nothing is ever half applied, and a write that conflicts with another is
+// rebuilt on a fresh read.
 func (c *Client) Apply(ctx context.Context, r *rules.Rules, w *rules.Workload, d autoscaler.Decision, now time.Time) error {
-	defer c.markWritten(w.Target)
 	if !d.RollsOut() {
-		if err := c.scaleTo(ctx, w, d); err != nil {
-			return err
-		}
-		// The scale happened; failing to record it must not make it look as if it had
-		// not. The record is written even when ctx ends now.
-		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		defer cancel()
-		if err := c.annotate(actx, w, func(st *stored) { noteAction(st, d, now) }); err != nil {
-			c.log.Warn("the scale was applied, but recording it on the workload failed", "workload", w.Name, "error", err)
-		}
-		return nil
+		return c.scaleTo(ctx, r, w, d, now)
 	}
 	return c.applyVertical(ctx, r, w, d, now)
+}
+
+// onFreshState runs write on the cached object, and on a conflict again on an object read
+// from the API server, as client-go's RetryOnConflict does. The object the last attempt
+// returned is what the next read sees until the cache catches up; after a failure, or a
+// change made by someone else (ErrChanged), the next read goes to the API server.
+func (c *Client) onFreshState(ctx context.Context, t rules.Target, write func(obj workload) (*workload, error)) error {
+	attempt := 0
+	var out *workload
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		read := c.cached
+		if attempt++; attempt > 1 {
+			read = c.get
+		}
+		obj, err := read(ctx, t)
+		if err != nil {
+			return fmt.Errorf("reading %s %s/%s: %w", t.Kind, t.Namespace, t.Name, err)
+		}
+		out, err = write(obj)
+		return err
+	})
+	c.wrote(t, out, err)
+	return err
 }
 
 // ErrChanged is returned when the workload changed between the decision and the write
@@ -83,38 +97,48 @@ func noteAction(st *stored, d autoscaler.Decision, now time.Time) {
 	st.ScaleEvents = append(kept, autoscaler.ScaleEvent{Time: now, Delta: delta})
 }
 
-// scaleTo sets the replica count through the scale subresource.
-func (c *Client) scaleTo(ctx context.Context, w *rules.Workload, d autoscaler.Decision) error {
-	replicas := d.To.Replicas
-	gr, err := c.groupResource(w.Target.Kind)
-	if err != nil {
-		return err
-	}
-	scales := c.scales.Scales(w.Target.Namespace)
-	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		s, err := scales.Get(ctx, gr, w.Target.Name, metav1.GetOptions{})
+// scaleTo sets the replica count and records the action in the state annotation, with
+// one merge patch conditional on the resourceVersion decided from.
+func (c *Client) scaleTo(ctx context.Context, r *rules.Rules, w *rules.Workload, d autoscaler.Decision, now time.Time) error {
+	t := w.Target
+	return c.onFreshState(ctx, t, func(obj workload) (*workload, error) {
+		container, err := targetContainer(&obj.template.Spec, t.Container)
 		if err != nil {
-			return fmt.Errorf("reading the scale of %s %s/%s: %w", w.Target.Kind, w.Target.Namespace, w.Target.Name, err)
+			return nil, fmt.Errorf("%s %s/%s: %w", t.Kind, t.Namespace, t.Name, err)
 		}
-		if err := unchanged(w, d, s.Spec.Replicas, d.From.Class); err != nil {
-			return err
+		if err := unchanged(w, d, obj.replicas, classOf(r, w, container)); err != nil {
+			return nil, err
+		}
+		st, _ := readStored(obj.meta.Annotations)
+		noteAction(&st, d, now)
+		raw, err := json.Marshal(st)
+		if err != nil {
+			return nil, err
+		}
+		patch, err := json.Marshal(map[string]any{
+			"metadata": map[string]any{
+				"resourceVersion": obj.meta.ResourceVersion,
+				"annotations":     map[string]string{StateAnnotation: string(raw)},
+			},
+			"spec": map[string]any{"replicas": d.To.Replicas},
+		})
+		if err != nil {
+			return nil, err
 		}
 		if c.beforeWrite != nil {
 			c.beforeWrite("scale")
 		}
-		s.Spec.Replicas = replicas
-		_, err = scales.Update(ctx, gr, s, metav1.UpdateOptions{FieldManager: FieldManager})
+		out, err := c.patch(ctx, t, patch)
 		if err != nil {
-			return fmt.Errorf("scaling %s %s/%s to %d: %w", w.Target.Kind, w.Target.Namespace, w.Target.Name, replicas, err)
+			return nil, fmt.Errorf("scaling %s %s/%s to %d: %w", t.Kind, t.Namespace, t.Name, d.To.Replicas, err)
 		}
-		return nil
+		return out, nil
 	})
 }
 
 // SetOverride stores o as the workload's override annotation, or removes it when o is
 // nil, with a merge patch that touches nothing else.
 func (c *Client) SetOverride(ctx context.Context, w *rules.Workload, o *autoscaler.Override) error {
-	defer c.markWritten(w.Target)
 	var value any // null removes the annotation
 	if o != nil {
 		raw, err := json.Marshal(o)
@@ -127,50 +151,33 @@ func (c *Client) SetOverride(ctx context.Context, w *rules.Workload, o *autoscal
 	if err != nil {
 		return err
 	}
-	return c.patchMeta(ctx, w.Target, patch)
-}
-
-// patchMeta merge-patches a workload's metadata.
-func (c *Client) patchMeta(ctx context.Context, t rules.Target, patch []byte) error {
-	opts := metav1.PatchOptions{FieldManager: FieldManager}
-	var err error
-	switch t.Kind {
-	case "StatefulSet":
-		_, err = c.cs.AppsV1().StatefulSets(t.Namespace).Patch(ctx, t.Name, types.MergePatchType, patch, opts)
-	default:
-		_, err = c.cs.AppsV1().Deployments(t.Namespace).Patch(ctx, t.Name, types.MergePatchType, patch, opts)
-	}
+	out, err := c.patch(ctx, w.Target, patch)
+	c.wrote(w.Target, out, err)
 	if err != nil {
-		return fmt.Errorf("annotating %s %s/%s: %w", t.Kind, t.Namespace, t.Name, err)
+		return fmt.Errorf("annotating %s %s/%s: %w", w.Target.Kind, w.Target.Namespace, w.Target.Name, err)
 	}
 	return nil
 }
 
-// annotate rewrites the state annotation with a merge patch that touches nothing else.
-func (c *Client) annotate(ctx context.Context, w *rules.Workload, change func(*stored)) error {
-	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		obj, err := c.get(ctx, w.Target)
+// patch merge-patches a workload and returns what the API server stored.
+func (c *Client) patch(ctx context.Context, t rules.Target, patch []byte) (*workload, error) {
+	opts := metav1.PatchOptions{FieldManager: FieldManager}
+	switch t.Kind {
+	case "StatefulSet":
+		out, err := c.cs.AppsV1().StatefulSets(t.Namespace).Patch(ctx, t.Name, types.MergePatchType, patch, opts)
 		if err != nil {
-			return fmt.Errorf("reading %s %s/%s: %w", w.Target.Kind, w.Target.Namespace, w.Target.Name, err)
+			return nil, err
 		}
-		st, _ := readStored(obj.meta.Annotations)
-		change(&st)
-		raw, err := json.Marshal(st)
+		obj := fromStatefulSet(out)
+		return &obj, nil
+	default:
+		out, err := c.cs.AppsV1().Deployments(t.Namespace).Patch(ctx, t.Name, types.MergePatchType, patch, opts)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		patch, err := json.Marshal(map[string]any{"metadata": map[string]any{
-			"resourceVersion": obj.meta.ResourceVersion,
-			"annotations":     map[string]string{StateAnnotation: string(raw)},
-		}})
-		if err != nil {
-			return err
-		}
-		if err := c.patchMeta(ctx, w.Target, patch); err != nil {
-			return fmt.Errorf("recording state: %w", err) // a conflict is retried on fresh state
-		}
-		return nil
-	})
+		obj := fromDeployment(out)
+		return &obj, nil
+	}
 }
 
 // applyVertical applies the new class's resources, the concurrency and rate limiter env
@@ -180,8 +187,10 @@ func (c *Client) annotate(ctx context.Context, w *rules.Workload, change func(*s
 // out is removed from its manager. The node selector is one atomic map to the API server,
 // so it is written whole: the current keys, less those of any class, plus the new class's.
 // A change of the rate limiter alone, and any change of a custom workload (resources that
-// match no class), applies the resources and node selector as they are. The apply carries the resourceVersion it was
-// built from, so a write in between makes it conflict, and it is rebuilt from fresh state.
+// match no class), applies the resources and node selector as they are. The apply carries
+// the resourceVersion it was built from, so a write in between makes it conflict, and it
+// is rebuilt from fresh state; the state annotation, with the generation the rollout
+// begins at, is in the same apply.
 func (c *Client) applyVertical(ctx context.Context, r *rules.Rules, w *rules.Workload, d autoscaler.Decision, now time.Time) error {
 	t := w.Target
 	class := r.Class(d.To.Class)
@@ -192,24 +201,22 @@ func (c *Client) applyVertical(ctx context.Context, r *rules.Rules, w *rules.Wor
 	if !d.ChangesSlots() {
 		what = "the rate limiter"
 	}
-	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		obj, err := c.get(ctx, t)
-		if err != nil {
-			return fmt.Errorf("reading %s %s/%s: %w", t.Kind, t.Namespace, t.Name, err)
-		}
+	return c.onFreshState(ctx, t, func(obj workload) (*workload, error) {
 		container, err := targetContainer(&obj.template.Spec, t.Container)
 		if err != nil {
-			return fmt.Errorf("%s %s/%s: %w", t.Kind, t.Namespace, t.Name, err)
+			return nil, fmt.Errorf("%s %s/%s: %w", t.Kind, t.Namespace, t.Name, err)
 		}
 		if err := unchanged(w, d, obj.replicas, classOf(r, w, container)); err != nil {
-			return err
+			return nil, err
 		}
 		st, _ := readStored(obj.meta.Annotations)
 		noteAction(&st, d, now)
-		st.RolloutGeneration = 0 // set below once the template is known to have changed
+		// The write is conditional on this object, and every update moves a Deployment's
+		// or StatefulSet's spec to the next generation: a rollout of it begins there.
+		st.RolloutGeneration = obj.meta.Generation + 1
 		raw, err := json.Marshal(st)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		resources := corev1ac.ResourceRequirements()
 		sel := obj.template.Spec.NodeSelector
@@ -229,7 +236,7 @@ func (c *Client) applyVertical(ctx context.Context, r *rules.Rules, w *rules.Wor
 		ctr := corev1ac.Container().WithName(container.Name).WithResources(resources)
 		vars, err := envVars(w, d, container, autoscaler.RateLimitWindowMillis(r, w))
 		if err != nil {
-			return fmt.Errorf("%s %s/%s: %w", t.Kind, t.Namespace, t.Name, err)
+			return nil, fmt.Errorf("%s %s/%s: %w", t.Kind, t.Namespace, t.Name, err)
 		}
 		for _, e := range vars {
 			ctr = ctr.WithEnv(corev1ac.EnvVar().WithName(e.name).WithValue(e.value))
@@ -244,38 +251,61 @@ func (c *Client) applyVertical(ctx context.Context, r *rules.Rules, w *rules.Wor
 			c.beforeWrite("apply")
 		}
 		opts := metav1.ApplyOptions{FieldManager: FieldManager, Force: true}
-		var generation int64
-		var after corev1.PodTemplateSpec
+		var out workload
 		switch t.Kind {
 		case "StatefulSet":
 			ac := appsv1ac.StatefulSet(t.Name, t.Namespace).WithResourceVersion(obj.meta.ResourceVersion).WithAnnotations(ann).
 				WithSpec(appsv1ac.StatefulSetSpec().WithReplicas(d.To.Replicas).WithTemplate(template))
-			out, err := c.cs.AppsV1().StatefulSets(t.Namespace).Apply(ctx, ac, opts)
+			s, err := c.cs.AppsV1().StatefulSets(t.Namespace).Apply(ctx, ac, opts)
 			if err != nil {
-				return fmt.Errorf("applying %s to %s %s/%s: %w", what, t.Kind, t.Namespace, t.Name, err)
+				return nil, fmt.Errorf("applying %s to %s %s/%s: %w", what, t.Kind, t.Namespace, t.Name, err)
 			}
-			generation, after = out.Generation, out.Spec.Template
+			out = fromStatefulSet(s)
 		default:
 			ac := appsv1ac.Deployment(t.Name, t.Namespace).WithResourceVersion(obj.meta.ResourceVersion).WithAnnotations(ann).
 				WithSpec(appsv1ac.DeploymentSpec().WithReplicas(d.To.Replicas).WithTemplate(template))
-			out, err := c.cs.AppsV1().Deployments(t.Namespace).Apply(ctx, ac, opts)
+			dep, err := c.cs.AppsV1().Deployments(t.Namespace).Apply(ctx, ac, opts)
 			if err != nil {
-				return fmt.Errorf("applying %s to %s %s/%s: %w", what, t.Kind, t.Namespace, t.Name, err)
+				return nil, fmt.Errorf("applying %s to %s %s/%s: %w", what, t.Kind, t.Namespace, t.Name, err)
 			}
-			generation, after = out.Generation, out.Spec.Template
+			out = fromDeployment(dep)
 		}
-		if equality.Semantic.DeepEqual(obj.template, after) {
-			return nil // only replicas changed: no rollout to wait for
+		rollout := out.meta.Generation
+		if equality.Semantic.DeepEqual(obj.template, out.template) {
+			rollout = 0 // only replicas changed: no rollout to wait for
 		}
-		// The pod template changed: a rollout begins at this generation. Recording it is a
-		// second write; it is made even when ctx ends now.
+		if rollout == st.RolloutGeneration {
+			return &out, nil
+		}
+		// Rarely (a template the apply left as it was, a generation not moved by one), the
+		// rollout recorded is corrected by a second write, made even when ctx ends now.
 		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
-		if err := c.annotate(actx, w, func(s *stored) { s.RolloutGeneration = generation }); err != nil {
-			c.log.Warn("the class change was applied, but recording its rollout failed", "workload", w.Name, "error", err)
+		st.RolloutGeneration = rollout
+		fixed, err := c.recordState(actx, t, out, st)
+		if err != nil {
+			c.log.Warn("the change was applied, but correcting its rollout's record failed", "workload", w.Name, "error", err)
+			return &out, nil
 		}
-		return nil
+		return fixed, nil
 	})
+}
+
+// recordState writes st as obj's state annotation, with a merge patch conditional on obj's
+// resourceVersion that touches nothing else.
+func (c *Client) recordState(ctx context.Context, t rules.Target, obj workload, st stored) (*workload, error) {
+	raw, err := json.Marshal(st)
+	if err != nil {
+		return nil, err
+	}
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{
+		"resourceVersion": obj.meta.ResourceVersion,
+		"annotations":     map[string]string{StateAnnotation: string(raw)},
+	}})
+	if err != nil {
+		return nil, err
+	}
+	return c.patch(ctx, t, patch)
 }
 
 // envVar is one env var to apply.

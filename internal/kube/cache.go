@@ -7,8 +7,10 @@ import (
 
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/resourceversion"
 	"k8s.io/client-go/informers"
 	appslisters "k8s.io/client-go/listers/apps/v1"
 	autoscalinglisters "k8s.io/client-go/listers/autoscaling/v2"
@@ -19,9 +21,12 @@ import (
 
 // Reads come from shared informers, one set per namespace the rules name, started on the
 // first read in that namespace: a cycle then costs no API request per workload (the
-// first one waits for the caches to sync). Writes stay direct, on fresh reads. A workload
-// workerscale has just written is read directly until its cache has caught up, so a cycle
-// never acts on a state older than its own last write.
+// first one waits for the caches to sync). Writes are direct, one request per change,
+// conditional on the resourceVersion the decision was made from: a write that conflicts
+// is rebuilt on a fresh read. The object a write returns is kept until the informer has
+// caught up with it, so a cycle never acts on a state older than its own last write and
+// still reads nothing from the API server. The informers drop managed fields, which
+// workerscale never reads, to keep the caches small.
 
 // nsCache is one namespace's informers; a lister is nil where workerscale may not list
 // and watch the resource (RBAC), and reads of it go to the API server.
@@ -35,14 +40,19 @@ type nsCache struct {
 const cacheSyncTimeout = time.Minute
 
 type caches struct {
-	mu    sync.Mutex
-	ns    map[string]*nsCache
-	stop  chan struct{}
-	dirty map[string]bool // workloads written since their cache last matched the API server
+	mu   sync.Mutex
+	ns   map[string]*nsCache
+	stop chan struct{}
+	// written holds the object our last write of a workload returned, until its cache
+	// has caught up with it.
+	written map[string]workload
+	// dirty marks workloads whose last write failed: whether it reached the API server
+	// is unknown, so they are read directly until their cache matches it again.
+	dirty map[string]bool
 }
 
 func newCaches() *caches {
-	return &caches{ns: map[string]*nsCache{}, stop: make(chan struct{}), dirty: map[string]bool{}}
+	return &caches{ns: map[string]*nsCache{}, stop: make(chan struct{}), written: map[string]workload{}, dirty: map[string]bool{}}
 }
 
 // Close stops the informers.
@@ -73,7 +83,8 @@ func (c *Client) namespace(ctx context.Context, ns string) *nsCache {
 		}
 		return err == nil
 	}
-	f := informers.NewSharedInformerFactoryWithOptions(c.cs, 0, informers.WithNamespace(ns))
+	f := informers.NewSharedInformerFactoryWithOptions(c.cs, 0, informers.WithNamespace(ns),
+		informers.WithTransform(stripManagedFields))
 	n := &nsCache{}
 	var synced []cache.InformerSynced
 	if allowed("deployments", func() error { _, err := c.cs.AppsV1().Deployments(ns).List(ctx, one); return err }) {
@@ -109,18 +120,37 @@ func (c *Client) namespace(ctx context.Context, ns string) *nsCache {
 	return n
 }
 
-func targetKey(t rules.Target) string { return t.Kind + "/" + t.Namespace + "/" + t.Name }
-
-// markWritten records that workerscale wrote the workload: it is read directly until its
-// cache matches the API server again.
-func (c *Client) markWritten(t rules.Target) {
-	c.caches.mu.Lock()
-	c.caches.dirty[targetKey(t)] = true
-	c.caches.mu.Unlock()
+// stripManagedFields drops an object's managed fields before the informer stores it:
+// workerscale never reads them, and they are often the larger part of a Deployment.
+func stripManagedFields(obj any) (any, error) {
+	if a, err := meta.Accessor(obj); err == nil {
+		a.SetManagedFields(nil)
+	}
+	return obj, nil
 }
 
-// cached reads a workload from its namespace's cache: directly when the cache cannot be
-// used, when the workload is not in it yet, or while it lags behind a write of ours.
+func targetKey(t rules.Target) string { return t.Kind + "/" + t.Namespace + "/" + t.Name }
+
+// wrote records the outcome of a write of the workload: the object the API server
+// returned, or, when the write failed, that its state is unknown.
+func (c *Client) wrote(t rules.Target, obj *workload, err error) {
+	key := targetKey(t)
+	c.caches.mu.Lock()
+	defer c.caches.mu.Unlock()
+	if err != nil || obj == nil {
+		delete(c.caches.written, key)
+		c.caches.dirty[key] = true
+		return
+	}
+	obj.meta.ManagedFields = nil
+	c.caches.written[key] = *obj
+	delete(c.caches.dirty, key)
+}
+
+// cached reads a workload from its namespace's cache: the object our last write returned
+// while the cache is older than it, and directly when the cache cannot be used, when the
+// workload is not in it, or after a write whose outcome is unknown (from the cache again
+// when that read fails).
 func (c *Client) cached(ctx context.Context, t rules.Target) (workload, error) {
 	n := c.namespace(ctx, t.Namespace)
 	var obj workload
@@ -141,20 +171,41 @@ func (c *Client) cached(ctx context.Context, t rules.Target) (workload, error) {
 	}
 	key := targetKey(t)
 	c.caches.mu.Lock()
+	mine, hasMine := c.caches.written[key]
 	dirty := c.caches.dirty[key]
-	c.caches.mu.Unlock()
-	if err == nil && !dirty {
-		return obj, nil
+	if hasMine && err == nil {
+		cmp, cerr := resourceversion.CompareResourceVersion(obj.meta.ResourceVersion, mine.meta.ResourceVersion)
+		switch {
+		case cerr != nil: // not comparable: read directly below
+			dirty = true
+			delete(c.caches.written, key)
+		case cmp >= 0: // the cache has caught up with our write
+			delete(c.caches.written, key)
+			hasMine = false
+		}
 	}
-	if err != nil && !apierrors.IsNotFound(err) {
+	c.caches.mu.Unlock()
+	switch {
+	case hasMine && err == nil:
+		return mine, nil
+	case err == nil && !dirty:
+		return obj, nil
+	case err != nil && !apierrors.IsNotFound(err):
 		return workload{}, err
 	}
 	fresh, gerr := c.get(ctx, t)
-	if gerr == nil && err == nil && fresh.meta.ResourceVersion == obj.meta.ResourceVersion {
-		c.caches.mu.Lock()
-		delete(c.caches.dirty, key)
-		c.caches.mu.Unlock()
+	if gerr != nil && err == nil && !apierrors.IsNotFound(gerr) {
+		// The API server cannot be reached: decide from the cache. The write that may
+		// follow is conditional on its resourceVersion, so a stale cache cannot be
+		// written over; it fails, or conflicts and is rebuilt on a fresh read.
+		return obj, nil
 	}
+	c.caches.mu.Lock()
+	if gerr == nil && err == nil && fresh.meta.ResourceVersion == obj.meta.ResourceVersion || apierrors.IsNotFound(gerr) {
+		delete(c.caches.dirty, key)
+		delete(c.caches.written, key)
+	}
+	c.caches.mu.Unlock()
 	return fresh, gerr
 }
 

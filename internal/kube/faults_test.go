@@ -157,3 +157,122 @@ func TestStolenLeaseStopsTheLeader(t *testing.T) {
 		t.Errorf("the Lease is held by %s after the victim left", *lease.Spec.HolderIdentity)
 	}
 }
+
+// The controller killed between deciding and applying a class change. Killed before the
+// write, nothing of the change is on the workload; killed right after it (before the
+// event, before the loop's memory), all of it is, since resources, env vars, node
+// selector, replicas and the state annotation are one apply. The next leader, a new
+// client that knows only what is stored, starts from the new class and neither repeats
+// the change nor undoes it: the rollout, then the class cooldown, hold it, whether the
+// fleet has been idle or hot for an hour.
+func TestKilledBetweenDecidingAndApplying(t *testing.T) {
+	f := setup(t)
+	r, err := rules.Parse("costs.yaml", []byte(`prometheus: {url: "http://prometheus:9090"}
+classes:
+  - {name: medium, cpu: "2", memory: 4Gi, concurrency: 5, tenantConcurrency: 2, maxReplicas: 20, costPerHour: 0.1, nodeSelector: {pool: medium}}
+  - {name: large,  cpu: "4", memory: 8Gi, concurrency: 10, tenantConcurrency: 3, maxReplicas: 20, costPerHour: 0.2, nodeSelector: {pool: large}}
+  - {name: xlarge, cpu: "8", memory: 16Gi, concurrency: 20, tenantConcurrency: 5, maxReplicas: 20, costPerHour: 0.4, nodeSelector: {pool: xlarge}}
+queries: {preset: bullmq}
+workloads:
+  - {name: render, maxReplicas: 20, target: {namespace: default, name: render, container: worker}, vertical: {scaleDownCPUBelow: 0.5}}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.rules = r
+	f.createDeployment(t, 12, podTemplate("2", "4Gi", concurrencyEnv("5", "2")...))
+	w := &f.rules.Workloads[0]
+	medium := autoscaler.Shape{Replicas: 12, Class: "medium", Concurrency: 5, TenantConcurrency: 2}
+	large := autoscaler.Shape{Replicas: 6, Class: "large", Concurrency: 10, TenantConcurrency: 3}
+	now := time.Now().UTC().Truncate(time.Second)
+	before := f.deployment(t)
+
+	// Killed after deciding, before writing: the process's context ends.
+	ctx, kill := context.WithCancel(t.Context())
+	f.client.beforeWrite = func(string) { kill() }
+	if err := f.client.Apply(ctx, f.rules, w, decision(medium, large), now); err == nil {
+		t.Fatal("Apply succeeded with its context ended before the write")
+	}
+	if d := f.deployment(t); d.ResourceVersion != before.ResourceVersion {
+		t.Fatalf("killed before the write, the Deployment changed anyway: %+v", d.Spec.Template.Spec.Containers)
+	}
+
+	// Killed right after the write: only the apply ran.
+	f.client.beforeWrite = nil
+	if err := f.client.Apply(t.Context(), f.rules, w, decision(medium, large), now); err != nil {
+		t.Fatal(err)
+	}
+	d := f.deployment(t)
+	wc := worker(d)
+	st, err := readStored(d.Annotations)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *d.Spec.Replicas != 6 || wc.Resources.Requests.Cpu().String() != "4" || env(wc, "WORKER_CONCURRENCY") != "10" ||
+		env(wc, "DEFAULT_TENANT_CONCURRENCY") != "3" || d.Spec.Template.Spec.NodeSelector["pool"] != "large" ||
+		!st.LastClassChange.Equal(now) || st.RolloutGeneration != d.Generation {
+		t.Fatalf("after the one apply: replicas %d, worker %+v, node selector %v, state %+v (generation %d)",
+			*d.Spec.Replicas, wc, d.Spec.Template.Spec.NodeSelector, st, d.Generation)
+	}
+
+	// The next leader.
+	next, err := New(f.cluster.Config, nil, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer next.Close()
+	idle := autoscaler.Observations{
+		rules.QueueDepth: autoscaler.Value(0), rules.ActiveJobs: autoscaler.Value(2), rules.Throughput: autoscaler.Value(0.1),
+		rules.CPU: autoscaler.Value(0.05), rules.Memory: autoscaler.Value(0.05), rules.CompletionRate: autoscaler.Value(1),
+	}
+	hot := autoscaler.Observations{
+		rules.QueueDepth: autoscaler.Value(30), rules.ActiveJobs: autoscaler.Value(60), rules.Throughput: autoscaler.Value(2),
+		rules.CPU: autoscaler.Value(0.97), rules.Memory: autoscaler.Value(0.5), rules.CompletionRate: autoscaler.Value(1),
+	}
+	decide := func(at time.Time, obs autoscaler.Observations) autoscaler.Decision {
+		t.Helper()
+		cur, err := next.Read(t.Context(), f.rules, w)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cur.State.Shape != large {
+			t.Fatalf("the next leader reads %+v, want %+v", cur.State.Shape, large)
+		}
+		h := cur.History
+		if !h.LastClassChange.Equal(now) {
+			t.Fatalf("the next leader reads the last class change at %v, want %v", h.LastClassChange, now)
+		}
+		// Whatever the load, it has held for an hour.
+		h.Since = map[string]time.Time{"cpuLow": at.Add(-time.Hour), "cpuHigh": at.Add(-time.Hour)}
+		h.PerJob = &autoscaler.JobResources{ActiveSince: at.Add(-time.Hour), Updated: at.Add(-15 * time.Second),
+			CPU: obs[rules.CPU].Value * 4 * 6 / obs[rules.ActiveJobs].Value, Memory: obs[rules.Memory].Value * (8 << 30) * 6 / obs[rules.ActiveJobs].Value}
+		for s := at.Add(-6 * time.Minute); s.Before(at); s = s.Add(15 * time.Second) {
+			h.ActiveJobs = append(h.ActiveJobs, autoscaler.Sample{Time: s, Value: obs[rules.ActiveJobs].Value})
+		}
+		return autoscaler.Decide(at, f.rules, autoscaler.Input{Workload: w, Observations: obs, State: cur.State, History: h, Override: cur.Override})
+	}
+	if dec := decide(now.Add(time.Minute), idle); dec.To.Class != "large" || dec.To.Concurrency != 10 {
+		t.Errorf("during the rollout the next leader decided %+v: %v", dec.To, dec.Reasons)
+	}
+	f.cluster.CompleteRollout(t, "default", "render")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		cur, err := next.Read(t.Context(), f.rules, w)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !cur.State.RolloutInProgress {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the completed rollout is still in progress after 10s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	at := now.Add(2 * time.Minute)
+	for name, obs := range map[string]autoscaler.Observations{"idle": idle, "hot": hot} {
+		if dec := decide(at, obs); dec.RollsOut() {
+			t.Errorf("%s, after the rollout, within the cooldown, the next leader rolls out again: %+v: %v", name, dec.To, dec.Reasons)
+		}
+	}
+}

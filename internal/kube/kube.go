@@ -1,8 +1,9 @@
 // Package kube reads and writes the workloads workerscale scales, through client-go:
 // state (replicas, rollout progress, the target container's resources, concurrency and
-// rate limiter env vars), horizontal writes through the scale subresource, vertical writes by
-// server-side apply with field manager "workerscale", the state annotation that carries
-// cooldowns across restarts, events on the workload, and leader election.
+// rate limiter env vars) from shared informers; each change in one conditional write (a
+// merge patch of the replicas, or a server-side apply of the pod template with field
+// manager "workerscale"), carrying the state annotation that keeps cooldowns across
+// restarts; events on the workload; and leader election.
 package kube
 
 import (
@@ -19,14 +20,8 @@ import (
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/client-go/discovery"
-	"k8s.io/client-go/discovery/cached/memory"
-	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/restmapper"
-	"k8s.io/client-go/scale"
 
 	"github.com/workerscale/workerscale/autoscaler"
 	"github.com/workerscale/workerscale/rules"
@@ -49,8 +44,6 @@ const (
 // Client reads and writes workloads.
 type Client struct {
 	cs       kubernetes.Interface
-	scales   scale.ScalesGetter
-	mapper   *restmapper.DeferredDiscoveryRESTMapper
 	events   bool
 	instance string
 	log      *slog.Logger
@@ -63,7 +56,8 @@ type Client struct {
 	// caches are the informers reads come from (cache.go).
 	caches *caches
 
-	// beforeWrite, when set (tests), runs after a write's fresh read and before the write.
+	// beforeWrite, when set (tests), runs after a write's read (the cache's, or a fresh one
+	// after a conflict) and before the write.
 	beforeWrite func(kind string)
 }
 
@@ -76,17 +70,8 @@ func New(cfg *rest.Config, log *slog.Logger, noEvents bool) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client: %w", err)
 	}
-	disc, err := discovery.NewDiscoveryClientForConfig(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("discovery client: %w", err)
-	}
-	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(disc))
-	scales, err := scale.NewForConfig(cfg, mapper, dynamic.LegacyAPIPathResolverFunc, scale.NewDiscoveryScaleKindResolver(disc))
-	if err != nil {
-		return nil, fmt.Errorf("scale client: %w", err)
-	}
 	host, _ := os.Hostname()
-	return &Client{cs: cs, scales: scales, mapper: mapper, events: !noEvents, instance: host, log: log,
+	return &Client{cs: cs, events: !noEvents, instance: host, log: log,
 		refs: map[string]*corev1.ObjectReference{}, hpas: map[string]hpaList{}, caches: newCaches()}, nil
 }
 
@@ -390,14 +375,4 @@ func (c *Client) Event(ctx context.Context, w *rules.Workload, eventType, reason
 	if _, err := c.cs.CoreV1().Events(ref.Namespace).Create(ctx, e, metav1.CreateOptions{}); err != nil {
 		c.log.Warn("recording an event", "workload", w.Name, "reason", reason, "error", err)
 	}
-}
-
-// groupResource maps a target kind to its resource through discovery, so the scale
-// subresource is found the way the HPA finds it.
-func (c *Client) groupResource(kind string) (schema.GroupResource, error) {
-	m, err := c.mapper.RESTMapping(schema.GroupKind{Group: "apps", Kind: kind})
-	if err != nil {
-		return schema.GroupResource{}, fmt.Errorf("finding the resource of kind %s: %w", kind, err)
-	}
-	return m.Resource.GroupResource(), nil
 }

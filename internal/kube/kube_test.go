@@ -154,15 +154,29 @@ func TestReadClassifiesTheWorkload(t *testing.T) {
 	}
 }
 
-func TestHorizontalWriteUsesTheScaleSubresource(t *testing.T) {
+// A change costs one request to the API server and no read: the replicas and the state
+// annotation in one merge patch, or a class change and the state annotation in one
+// server-side apply; and the next cycle reads the workload from what the write returned,
+// not from the API server, while its cache catches up.
+func TestAChangeIsOneWrite(t *testing.T) {
 	f := setup(t)
 	f.createDeployment(t, 2, podTemplate("2", "4Gi", concurrencyEnv("5", "2")...))
-	medium := autoscaler.Shape{Replicas: 2, Class: "medium", Concurrency: 5, TenantConcurrency: 2}
-	to := medium
-	to.Replicas = 6
-	now := time.Now().UTC().Truncate(time.Second)
-	if err := f.client.Apply(t.Context(), f.rules, &f.rules.Workloads[0], decision(medium, to), now); err != nil {
+	kc, counter := countingClient(t, f.cluster.Config)
+	w := &f.rules.Workloads[0]
+	if _, err := kc.Read(t.Context(), f.rules, w); err != nil { // the caches start and sync
 		t.Fatal(err)
+	}
+	counter.take()
+
+	medium := autoscaler.Shape{Replicas: 2, Class: "medium", Concurrency: 5, TenantConcurrency: 2}
+	six := medium
+	six.Replicas = 6
+	now := time.Now().UTC().Truncate(time.Second)
+	if err := kc.Apply(t.Context(), f.rules, w, decision(medium, six), now); err != nil {
+		t.Fatal(err)
+	}
+	if reqs := counter.take(); len(reqs) != 1 || !strings.HasPrefix(reqs[0], "PATCH /apis/apps/v1/namespaces/default/deployments/render") {
+		t.Errorf("scaling out made %v, want one PATCH of the Deployment", reqs)
 	}
 	d := f.deployment(t)
 	if *d.Spec.Replicas != 6 {
@@ -175,23 +189,43 @@ func TestHorizontalWriteUsesTheScaleSubresource(t *testing.T) {
 	if !st.LastActionTime.Equal(now) || len(st.ScaleEvents) != 1 || st.ScaleEvents[0].Delta != 4 || st.RolloutGeneration != 0 {
 		t.Errorf("stored state = %+v", st)
 	}
-	// The scale went through the scale subresource, by our field manager.
-	found := false
-	for _, mf := range d.ManagedFields {
-		if mf.Manager == FieldManager && mf.Subresource == "scale" {
-			found = true
-		}
-	}
-	if !found {
-		t.Errorf("no managed fields of %s on the scale subresource: %+v", FieldManager, d.ManagedFields)
-	}
-	// The history a restart reads back carries the scale event.
-	cur, err := f.client.Read(t.Context(), f.rules, &f.rules.Workloads[0])
+	// The next cycle reads what the write returned (or the caught-up cache): no request,
+	// and the state it decides from is the written one.
+	cur, err := kc.Read(t.Context(), f.rules, w)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(cur.History.ScaleEvents) != 1 || cur.State.RolloutInProgress {
+	if reqs := counter.take(); len(reqs) != 0 {
+		t.Errorf("reading after the write made %v, want none", reqs)
+	}
+	if cur.State.Replicas != 6 || len(cur.History.ScaleEvents) != 1 || cur.State.RolloutInProgress {
 		t.Errorf("read back %+v", cur)
+	}
+
+	// A class change: one apply, carrying the state and the generation its rollout
+	// begins at.
+	large := autoscaler.Shape{Replicas: 3, Class: "large", Concurrency: 10, TenantConcurrency: 3}
+	if err := kc.Apply(t.Context(), f.rules, w, decision(six, large), now.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if reqs := counter.take(); len(reqs) != 1 || !strings.HasPrefix(reqs[0], "PATCH /apis/apps/v1/namespaces/default/deployments/render") {
+		t.Errorf("a class change made %v, want one apply (PATCH) of the Deployment", reqs)
+	}
+	d = f.deployment(t)
+	st = stored{}
+	if err := json.Unmarshal([]byte(d.Annotations[StateAnnotation]), &st); err != nil {
+		t.Fatalf("state annotation: %v", err)
+	}
+	wc := worker(d)
+	cpu := wc.Resources.Requests.Cpu().String()
+	if st.RolloutGeneration != d.Generation || !st.LastClassChange.Equal(now.Add(time.Minute)) || *d.Spec.Replicas != 3 || cpu != "4" {
+		t.Errorf("after the class change: generation %d, replicas %d, cpu %s, stored %+v", d.Generation, *d.Spec.Replicas, cpu, st)
+	}
+	if cur, err := kc.Read(t.Context(), f.rules, w); err != nil || !cur.State.RolloutInProgress || cur.State.Class != "large" {
+		t.Errorf("read after the class change: %+v %v", cur.State, err)
+	}
+	if reqs := counter.take(); len(reqs) != 0 {
+		t.Errorf("reading after the class change made %v, want none", reqs)
 	}
 }
 

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/http"
+	"strconv"
 
 	promv1 "github.com/prometheus/client_golang/api/prometheus/v1"
 	"github.com/prometheus/client_golang/prometheus"
@@ -92,11 +94,32 @@ func errorKind(err error) string {
 		case promv1.ErrBadResponse:
 			return "bad_result"
 		}
+		// VictoriaMetrics answers Prometheus's API with the HTTP status as the error type.
+		if code, err := strconv.Atoi(string(apiErr.Type)); err == nil {
+			return statusKind(code)
+		}
 		return "unavailable"
 	case errors.Is(err, errBadResult):
 		return "bad_result"
 	case errors.As(err, &netErr):
 		return "unavailable"
+	}
+	return "unavailable"
+}
+
+// statusKind sorts an error VictoriaMetrics typed by its HTTP status as Prometheus's own
+// error types would be: 400 is a query that does not parse (Prometheus's bad_data), 422 a
+// query that failed to run (Prometheus's execution error, counted as the server's).
+func statusKind(code int) string {
+	switch {
+	case code == http.StatusBadRequest:
+		return "bad_query"
+	case code == http.StatusGatewayTimeout:
+		return "timeout"
+	case code == http.StatusTooManyRequests, code == http.StatusServiceUnavailable:
+		return "unavailable"
+	case code == http.StatusUnprocessableEntity, code >= 500:
+		return "server"
 	}
 	return "unavailable"
 }

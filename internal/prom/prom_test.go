@@ -131,11 +131,15 @@ func newSource(t *testing.T, r *rules.Rules, reg prometheus.Registerer) *Source 
 	return s
 }
 
+// freshWait bounds waitFresh. VictoriaMetrics answers a query at now from the data of 30s
+// before (-search.latencyOffset), so it takes that much longer than Prometheus.
+const freshWait = 90 * time.Second
+
 // waitFresh observes until every listed metric of every workload is fresh, and the rate
 // window has filled (throughput of the first workload within 5% of settled).
 func waitFresh(t *testing.T, s *Source, r *rules.Rules, metrics ...string) Cycle {
 	t.Helper()
-	deadline := time.Now().Add(45 * time.Second)
+	deadline := time.Now().Add(freshWait)
 	var last float64
 	for {
 		c := s.Observe(t.Context(), r, time.Now())
@@ -157,7 +161,7 @@ func waitFresh(t *testing.T, s *Source, r *rules.Rules, metrics ...string) Cycle
 			return c
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("metrics not fresh after 45s: %s", missing)
+			t.Fatalf("metrics not fresh after %s: %s", freshWait, missing)
 		}
 		time.Sleep(500 * time.Millisecond)
 	}

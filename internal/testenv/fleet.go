@@ -69,6 +69,14 @@ func (f *Fleet) SetQueue(name string, q Queue) {
 	f.queues[name] = q
 }
 
+// RemoveQueue stops reporting a queue, as an exporter does when the queue is deleted: the
+// next scrape leaves its series out, and the scraper marks them stale.
+func (f *Fleet) RemoveQueue(name string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.queues, name)
+}
+
 // SetWorkload sets what a Deployment's pods report.
 func (f *Fleet) SetWorkload(namespace, name string, w Workload) {
 	f.mu.Lock()

@@ -42,6 +42,10 @@ type Cluster struct {
 	host string
 	ca   *authority
 	dir  string
+	// apiserver is the running kube-apiserver, started with bin and args.
+	apiserver *process
+	bin       string
+	args      []string
 }
 
 // StartCluster starts etcd and kube-apiserver and waits until the API server is ready.
@@ -80,18 +84,19 @@ func StartCluster(t testing.TB) *Cluster {
 
 	port := FreePort(t)
 	c := &Cluster{Version: version, host: fmt.Sprintf("https://127.0.0.1:%d", port), ca: ca, dir: dir}
-	proc := start(t, "kube-apiserver", apiserverBin,
-		"--etcd-servers="+etcdURL,
+	c.bin = apiserverBin
+	c.args = []string{
+		"--etcd-servers=" + etcdURL,
 		"--bind-address=127.0.0.1",
 		"--advertise-address=127.0.0.1",
 		fmt.Sprintf("--secure-port=%d", port),
-		"--cert-dir="+filepath.Join(dir, "certs"),
-		"--tls-cert-file="+filepath.Join(dir, "serving.crt"),
-		"--tls-private-key-file="+filepath.Join(dir, "serving.key"),
-		"--client-ca-file="+filepath.Join(dir, "ca.crt"),
+		"--cert-dir=" + filepath.Join(dir, "certs"),
+		"--tls-cert-file=" + filepath.Join(dir, "serving.crt"),
+		"--tls-private-key-file=" + filepath.Join(dir, "serving.key"),
+		"--client-ca-file=" + filepath.Join(dir, "ca.crt"),
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-		"--service-account-key-file="+filepath.Join(dir, "sa.key"),
-		"--service-account-signing-key-file="+filepath.Join(dir, "sa.key"),
+		"--service-account-key-file=" + filepath.Join(dir, "sa.key"),
+		"--service-account-signing-key-file=" + filepath.Join(dir, "sa.key"),
 		"--service-cluster-ip-range=10.0.0.0/24",
 		"--authorization-mode=RBAC",
 		"--disable-admission-plugins=ServiceAccount",
@@ -99,21 +104,32 @@ func StartCluster(t testing.TB) *Cluster {
 		"--profiling=false",
 		// The kubernetes Service endpoint cannot be a loopback address; nothing here needs it.
 		"--endpoint-reconciler-type=none",
-	)
-
+	}
 	c.Config = c.UserConfig(t, "admin", "system:masters")
 	c.Client = kubernetes.NewForConfigOrDie(c.Config)
-	httpClient, err := rest.HTTPClientFor(c.Config)
-	if err != nil {
-		t.Fatalf("building the API server's HTTP client: %v", err)
-	}
-	proc.waitReady(t, 90*time.Second, httpOK(httpClient, c.host+"/readyz"))
+	c.StartAPIServer(t)
 	// The default namespace is created by a post-start hook shortly after readiness.
-	proc.waitReady(t, 30*time.Second, func(ctx context.Context) error {
+	c.apiserver.waitReady(t, 30*time.Second, func(ctx context.Context) error {
 		_, err := c.Client.CoreV1().Namespaces().Get(ctx, "default", metav1.GetOptions{})
 		return err
 	})
 	return c
+}
+
+// StopAPIServer stops the kube-apiserver (SIGTERM, then SIGKILL after 10 s); etcd, and
+// so every object, stays.
+func (c *Cluster) StopAPIServer() { c.apiserver.stop() }
+
+// StartAPIServer starts the kube-apiserver again, on the same address with the same
+// certificates and etcd, and waits until it is ready. StartCluster calls it first.
+func (c *Cluster) StartAPIServer(t testing.TB) {
+	t.Helper()
+	c.apiserver = start(t, "kube-apiserver", c.bin, c.args...)
+	httpClient, err := rest.HTTPClientFor(c.Config)
+	if err != nil {
+		t.Fatalf("building the API server's HTTP client: %v", err)
+	}
+	c.apiserver.waitReady(t, 90*time.Second, httpOK(httpClient, c.host+"/readyz"))
 }
 
 func startEtcd(t testing.TB, bin, dir string) string {

@@ -1,11 +1,12 @@
-// Package testenv starts real components for integration tests: a Prometheus server, and
-// etcd with a kube-apiserver, each on free loopback ports with its data in the test's
-// temporary directory, stopped when the test ends.
+// Package testenv starts real components for integration tests: a Prometheus server, a
+// VictoriaMetrics server, and etcd with a kube-apiserver, each on free loopback ports with
+// its data in the test's temporary directory, stopped when the test ends.
 //
 // The binaries come from `hack/install-testenv.sh` (Prometheus from Debian's package;
-// etcd and kube-apiserver built from the Go module proxy into a cache outside the
-// repository). `make test` runs that script and sets WORKERSCALE_TESTENV=required, under
-// which a missing binary fails the test; a plain `go test` skips such tests instead.
+// etcd, kube-apiserver and VictoriaMetrics built from the Go module proxy into a cache
+// outside the repository). `make test` runs that script and sets
+// WORKERSCALE_TESTENV=required, under which a missing binary fails the test; a plain
+// `go test` skips such tests instead.
 package testenv
 
 import (
@@ -28,6 +29,10 @@ import (
 // EtcdVersion is the etcd the script builds; keep it equal to ETCD_VERSION in
 // hack/install-testenv.sh (a test checks).
 const EtcdVersion = "v3.6.16"
+
+// VictoriaMetricsVersion is the single-node VictoriaMetrics the script builds; keep it equal
+// to VICTORIA_METRICS_VERSION in hack/install-testenv.sh (a test checks).
+const VictoriaMetricsVersion = "v1.151.0"
 
 // RequiredEnv names the environment variable that turns a missing component from a skip
 // into a failure. `make test` sets it.

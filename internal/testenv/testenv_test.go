@@ -130,16 +130,21 @@ func TestPrometheusScrapesExporter(t *testing.T) {
 	}
 }
 
-// TestEtcdVersionMatchesInstallScript keeps the version the harness looks for equal to
-// the one the install script builds.
-func TestEtcdVersionMatchesInstallScript(t *testing.T) {
+// TestVersionsMatchInstallScript keeps the versions the harness looks for equal to the
+// ones the install script builds.
+func TestVersionsMatchInstallScript(t *testing.T) {
 	script, err := os.ReadFile("../../hack/install-testenv.sh")
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `ETCD_VERSION="${ETCD_VERSION:-` + testenv.EtcdVersion + `}"`
-	if !strings.Contains(string(script), want) {
-		t.Errorf("hack/install-testenv.sh does not contain %s", want)
+	for _, tc := range []struct{ variable, version string }{
+		{"ETCD_VERSION", testenv.EtcdVersion},
+		{"VICTORIA_METRICS_VERSION", testenv.VictoriaMetricsVersion},
+	} {
+		want := tc.variable + `="${` + tc.variable + `:-` + tc.version + `}"`
+		if !strings.Contains(string(script), want) {
+			t.Errorf("hack/install-testenv.sh does not contain %s", want)
+		}
 	}
 }
 

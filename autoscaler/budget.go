@@ -41,6 +41,9 @@ type member struct {
 	minWins bool
 	// feeds is the whole workers its share feeds, before the hand-back.
 	feeds int32
+	// fixed is set when another autoscaler owns the member's replicas: the budget cannot
+	// cut them, so its ask is its floor, and the others make room for it.
+	fixed bool
 }
 
 // budgetRoom is what applyRateBudgets leaves for the rest of the decision: the plans whose
@@ -94,7 +97,7 @@ func newMember(p *plan) *member {
 		m.how = fmt.Sprintf("the mean job duration is unknown, so at its current rate: %s jobs/s x %s requests per job = %s rps from %s slots, scaled to the %s slots proposed",
 			num(t), num(rpj), num(t*rpj), num(fromSlots), num(slots))
 	default:
-		m.ask, m.unknown = math.Inf(1), true
+		m.ask, m.unknown, m.fixed = math.Inf(1), true, !p.replicasOurs()
 		m.how = "neither its mean job duration nor its current rate is known (set horizontal.jobDuration), so it is counted as wanting all it can get: the others never take its fair share"
 		return m
 	}
@@ -102,6 +105,9 @@ func newMember(p *plan) *member {
 	m.perSlot = min(m.perSlot, math.MaxFloat64)
 	m.ask = min(slots*m.perSlot, math.MaxFloat64)
 	m.floor = min(m.ask, float64(*p.w.MinReplicas)*float64(m.conc)*m.perSlot)
+	if !p.replicasOurs() {
+		m.fixed, m.floor = true, m.ask
+	}
 	return m
 }
 
@@ -201,6 +207,10 @@ func capMembers(b *rules.RateBudget, c float64, head string, ms []*member, total
 			p.reasonf("its replicas cannot be capped without a rate per worker: the budget reserves %s rps for it, which its rate limiter enforces when env.rateLimitMax is set", num(m.alloc))
 			continue
 		}
+		if m.fixed {
+			p.reasonf("its replicas are left to %s, so the budget does not cap them: the others make room for its %s rps", p.in.Owners.Horizontal, num(m.ask))
+			continue
+		}
 		// The workers the share feeds; minReplicas is a floor of the share.
 		most := m.wanted
 		if m.step() > 0 {
@@ -239,12 +249,21 @@ func capMembers(b *rules.RateBudget, c float64, head string, ms []*member, total
 		}
 	}
 	var floors float64
+	var fixed []string
 	for _, m := range ms {
 		floors += m.floor
+		if m.fixed {
+			fixed = append(fixed, m.p.w.Name)
+		}
 	}
 	if floors > c+eps {
+		what, wins := "the minReplicas of the workloads", "minReplicas wins"
+		if len(fixed) > 0 {
+			what += fmt.Sprintf(", and the replicas other autoscalers hold (%s),", strings.Join(fixed, ", "))
+			wins = "they win"
+		}
 		for _, m := range ms {
-			m.p.reasonf("the minReplicas of the workloads on rate budget %s alone need %s rps of its %s: minReplicas wins", b.Name, num(floors), num(c))
+			m.p.reasonf("%s on rate budget %s alone need %s rps of its %s: %s", what, b.Name, num(floors), num(c), wins)
 		}
 	}
 	if capped {
@@ -271,7 +290,7 @@ func handBack(c float64, ms []*member) {
 	for {
 		var best *member
 		for _, m := range ms {
-			if !m.known() || m.perSlot <= 0 || m.p.d.To.Replicas >= m.wanted || m.step() > left+eps {
+			if !m.known() || m.fixed || m.perSlot <= 0 || m.p.d.To.Replicas >= m.wanted || m.step() > left+eps {
 				continue
 			}
 			if best == nil || m.used()/m.ask < best.used()/best.ask-eps {

@@ -123,6 +123,10 @@ func (p *plan) chooseClass() *rules.Class {
 	if len(p.missing) > 0 {
 		return cur
 	}
+	if !p.replicasOurs() {
+		p.reasonf("no class change for cost: a class's cost is its price times a replica count, and the replicas are left to %s", p.in.Owners.Horizontal)
+		return cur
+	}
 	candidates := []*rules.Class{}
 	for _, c := range larger {
 		if p.replicasAt(c) <= p.maxFor(c) {

@@ -55,7 +55,7 @@ func (p *plan) unmanagedEnv() {
 // concurrency decides concurrency within the current class.
 func (p *plan) concurrency() {
 	st := p.in.State
-	if p.class == nil {
+	if p.class == nil || !p.templateOurs() {
 		return
 	}
 	g, t := p.concurrencyOf(p.class)
@@ -124,7 +124,7 @@ func (p *plan) raiseConcurrency(room *budgetRoom) {
 func (p *plan) stepConcurrency(left *float64, perSlot float64, budget string) {
 	p.trackRateLimitOK()
 	g := p.effConc(p.d.To) // the running value, or the class's when it is not known
-	if p.overridesConcurrency() || p.in.State.RolloutInProgress || p.class == nil || p.d.To.Class != p.d.From.Class || *p.w.Env.Concurrency == "" {
+	if p.overridesConcurrency() || p.in.State.RolloutInProgress || p.class == nil || p.d.To.Class != p.d.From.Class || *p.w.Env.Concurrency == "" || !p.templateOurs() {
 		return
 	}
 	var why string

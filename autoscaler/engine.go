@@ -18,6 +18,8 @@ type Input struct {
 	History      History
 	// Override is the workload's runtime override, if any (override.go).
 	Override *Override
+	// Owners names the other autoscalers that own an axis of the workload (owners.go).
+	Owners Owners
 }
 
 // Decide decides for one workload alone (a rate budget it shares is treated as its own).
@@ -29,7 +31,8 @@ func Decide(now time.Time, r *rules.Rules, in Input) Decision {
 // its own (signals, sizing, class, replicas, concurrency), then guarded (guard.go: the
 // safety invariants, whatever proposed the shape); then every shared rate budget caps the
 // workloads that draw on it, and concurrency is raised into what is left of a budget.
-// The result is in the order of inputs.
+// Last, on an axis another autoscaler owns, the decision keeps what the workload runs
+// (owners.go). The result is in the order of inputs.
 func DecideAll(now time.Time, r *rules.Rules, inputs []Input) []Decision {
 	plans := make([]*plan, len(inputs))
 	for i := range inputs {
@@ -41,6 +44,7 @@ func DecideAll(now time.Time, r *rules.Rules, inputs []Input) []Decision {
 	room := applyRateBudgets(r, plans)
 	for _, p := range plans {
 		p.raiseConcurrency(room)
+		p.standBack()
 	}
 	out := make([]Decision, len(plans))
 	for i, p := range plans {
@@ -103,6 +107,7 @@ func newPlan(now time.Time, r *rules.Rules, in *Input) *plan {
 		Grades:   map[string]Grade{},
 		Metrics:  Observations{},
 		DryRun:   in.Workload.DryRun,
+		Owners:   in.Owners,
 	}
 	p.hist = in.History
 	p.hist.Since = map[string]time.Time{}
@@ -163,7 +168,10 @@ func (p *plan) decide() {
 	if floor := p.recentSlots(); p.hasNeed && floor > p.need {
 		p.need = floor
 	}
-	to := p.chooseClass()
+	to := p.class
+	if p.templateOurs() {
+		to = p.chooseClass()
+	}
 	if p.class == nil || to == p.class {
 		p.need = raw
 		p.horizontal()

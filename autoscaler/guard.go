@@ -25,6 +25,10 @@ import (
 //  6. fallbackReplicas is a floor while a replica input is missing, below the breaker.
 //
 // A rollout in progress keeps the shape; only the hard bounds and the budget apply.
+//
+// On an axis another autoscaler owns, the proposal keeps the current values; with the
+// replicas another's, a template change that the replicas as they are cannot hold within
+// these invariants is not made (guardTemplate, owners.go).
 
 // LimitMissingMetrics and LimitCriticalBacklog name the guard's floors in LimitedBy.
 const (
@@ -34,6 +38,11 @@ const (
 
 // guard enforces the invariants on the proposal in p.d.To.
 func (p *plan) guard() {
+	p.pinOwned()
+	if !p.replicasOurs() {
+		p.guardTemplate()
+		return
+	}
 	from := p.d.From
 	if p.in.State.RolloutInProgress {
 		p.d.To = from

@@ -180,12 +180,27 @@ func genOverride(t *rapid.T, now time.Time) *Override {
 	return o
 }
 
+// genOwners draws the other autoscalers on a workload: mostly none, else an HPA on the
+// replicas, a VPA on the pod template, or both.
+func genOwners(t *rapid.T) Owners {
+	var o Owners
+	switch rapid.IntRange(0, 5).Draw(t, "owners") {
+	case 1, 2:
+		o.Horizontal = "HorizontalPodAutoscaler default/hpa"
+	case 3, 4:
+		o.Vertical = "VerticalPodAutoscaler default/vpa (updateMode Auto)"
+	case 5:
+		o.Horizontal, o.Vertical = "HorizontalPodAutoscaler default/hpa", "VerticalPodAutoscaler default/vpa (updateMode Auto)"
+	}
+	return o
+}
+
 func TestInvariantsHoldOnEveryDecision(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
 		r := genRules(t)
 		ins := make([]Input, len(r.Workloads))
 		for i := range r.Workloads {
-			ins[i] = Input{Workload: &r.Workloads[i], Observations: genObs(t), State: genState(t, r), History: genHistory(t, t0), Override: genOverride(t, t0)}
+			ins[i] = Input{Workload: &r.Workloads[i], Observations: genObs(t), State: genState(t, r), History: genHistory(t, t0), Override: genOverride(t, t0), Owners: genOwners(t)}
 		}
 		checkInvariants(t, t0, r, ins, DecideAll(t0, r, ins))
 	})
@@ -202,7 +217,7 @@ func TestInvariantsHoldOverManyCycles(t *testing.T) {
 		for i := range r.Workloads {
 			st := genState(t, r)
 			st.RolloutInProgress = false
-			ins[i] = Input{Workload: &r.Workloads[i], State: st, Override: genOverride(t, t0.Add(time.Hour))}
+			ins[i] = Input{Workload: &r.Workloads[i], State: st, Override: genOverride(t, t0.Add(time.Hour)), Owners: genOwners(t)}
 			obs[i] = genObs(t)
 		}
 		now := t0
@@ -210,6 +225,14 @@ func TestInvariantsHoldOverManyCycles(t *testing.T) {
 			for i := range ins {
 				obs[i] = drift(t, obs[i])
 				ins[i].Observations = obs[i]
+				if rapid.IntRange(0, 99).Draw(t, "ownersChange") == 0 {
+					ins[i].Owners = genOwners(t) // another autoscaler comes or goes
+				}
+				if ins[i].Owners.Horizontal != "" && rapid.IntRange(0, 9).Draw(t, "hpaScales") == 0 {
+					// The HPA scales the workload between two cycles.
+					ins[i].State.Replicas = rapid.Int32Range(0, 80).Draw(t, "hpaReplicas")
+					ins[i].State.ReadyReplicas = ins[i].State.Replicas
+				}
 			}
 			ds := DecideAll(now, r, ins)
 			checkInvariants(t, now, r, ins, ds)
@@ -263,7 +286,7 @@ func drift(t *rapid.T, obs Observations) Observations {
 	return out
 }
 
-// checkInvariants asserts invariants 1-8 of docs/policy.md on each decision, with their
+// checkInvariants asserts invariants 1-10 of docs/policy.md on each decision, with their
 // order of precedence as the only exceptions.
 func checkInvariants(t interface {
 	Helper()
@@ -289,11 +312,42 @@ func checkInvariants(t interface {
 		}
 		atMin, atMax := d.To.Replicas == *w.MinReplicas, d.To.Replicas == hi
 		budgetCut := slices.Contains(d.LimitedBy, LimitRateBudget)
+		// 10. An axis another autoscaler owns never changes, whatever path produced the
+		// decision (an override included), and the decision says whose it is.
+		owners := in.Owners
+		if d.Owners != owners {
+			fail("the decision names owners %+v, the input %+v", d.Owners, owners)
+		}
+		if owners.Horizontal != "" {
+			if d.To.Replicas != from.Replicas {
+				fail("the replicas are %s's, but changed from %d to %d", owners.Horizontal, from.Replicas, d.To.Replicas)
+			}
+			if !hasReason(d, "replicas are left to "+owners.Horizontal) {
+				fail("no reason names %s", owners.Horizontal)
+			}
+		}
+		if owners.Vertical != "" {
+			if d.RollsOut() {
+				fail("the pod template is %s's, but changed", owners.Vertical)
+			}
+			if !hasReason(d, "left to "+owners.Vertical) {
+				fail("no reason names %s", owners.Vertical)
+			}
+		}
+		if d.ChangesOwnedAxis() != "" {
+			fail("ChangesOwnedAxis = %q", d.ChangesOwnedAxis())
+		}
+		// With the replicas another's, they are bounded by it, not by the rules; a class
+		// change still needs a class that runs them.
+		pinned := owners.Horizontal != ""
+		if pinned {
+			atMin, atMax = false, false
+		}
 		// 8. The hard bounds; a class of the rules, or the one it had.
 		if toClass == nil && d.To.Class != from.Class {
 			fail("moved to class %q, which is not in the rules", d.To.Class)
 		}
-		if d.To.Replicas < *w.MinReplicas || d.To.Replicas > hi {
+		if (d.To.Replicas < *w.MinReplicas || d.To.Replicas > hi) && (!pinned || (d.To.Class != from.Class && d.To.Replicas > hi)) {
 			fail("%d replicas outside [%d, %d]", d.To.Replicas, *w.MinReplicas, hi)
 		}
 		written := d.To.Concurrency != from.Concurrency || d.To.TenantConcurrency != from.TenantConcurrency
@@ -498,7 +552,8 @@ func checkInvariants(t interface {
 				rps = min(rps, float64(d.To.RateLimitMax)**w.RequestsPerJob/b.LimiterWindow.D().Seconds())
 			}
 			used += rps
-			forced = forced || d.To.Replicas == *w.MinReplicas
+			// minReplicas, and replicas another autoscaler holds, are not the budget's to cut.
+			forced = forced || d.To.Replicas == *w.MinReplicas || ins[i].Owners.Horizontal != ""
 		}
 		if used > capacity+1e-6 && !forced {
 			var why []string

@@ -21,9 +21,10 @@ type Current struct {
 	Paused bool
 	// History is what the workload's state annotation carries across restarts.
 	History History
-	// ManagedBy names another autoscaler that scales the workload (an HPA, such as the one
-	// a KEDA ScaledObject creates); workerscale then decides but never writes.
-	ManagedBy string
+	// Owners names the other autoscalers that own an axis of the workload: an HPA (such as
+	// the one a KEDA ScaledObject creates) the replicas, a VPA the pod template. The engine
+	// keeps an owned axis as it is; with both owned the loop writes nothing.
+	Owners Owners
 	// Override is the workload's runtime override (the workerscale.io/override
 	// annotation), if any.
 	Override *Override
@@ -142,7 +143,7 @@ func (l *Loop) RunOnce(ctx context.Context) error {
 			l.Metrics.error("read")
 			continue
 		}
-		inputs = append(inputs, Input{Workload: w, Observations: obs[w.Name], State: cur.State, History: l.historyOf(w.Name, cur.History), Override: cur.Override})
+		inputs = append(inputs, Input{Workload: w, Observations: obs[w.Name], State: cur.State, History: l.historyOf(w.Name, cur.History), Override: cur.Override, Owners: cur.Owners})
 		currents = append(currents, cur)
 	}
 	decisions := DecideAll(start, r, inputs)
@@ -188,7 +189,7 @@ func (l *Loop) RunOnce(ctx context.Context) error {
 		// A lapsed override has been acted on once a decision made without it holds (not
 		// during a rollout, which holds every change): it is removed, so that it never acts
 		// again.
-		writes := !l.DryRun && !w.DryRun && !cur.Paused && !l.PauseAll && cur.ManagedBy == ""
+		writes := !l.DryRun && !w.DryRun && !cur.Paused && !l.PauseAll && !cur.Owners.Both()
 		if o := cur.Override; o != nil && !o.Active(start) && writes && rep.Error == "" && !cur.State.RolloutInProgress {
 			if c, ok := l.Cluster.(OverrideStore); ok {
 				if err := c.SetOverride(ctx, w, nil); err != nil {
@@ -201,8 +202,7 @@ func (l *Loop) RunOnce(ctx context.Context) error {
 		l.setHistory(w.Name, hist)
 		if !l.DryRun && !w.DryRun && !cur.Paused && !l.PauseAll {
 			l.events(ctx, w, d, rep, start)
-			l.eventOnChange(ctx, w, start, "Warning", EventAutoscalerConflict, cur.ManagedBy,
-				fmt.Sprintf("%s also scales this workload; workerscale decides but does not write while it does", cur.ManagedBy))
+			l.eventOnChange(ctx, w, start, "Warning", EventAutoscalerConflict, cur.Owners.String(), cur.Owners.Conflict())
 		}
 		l.Metrics.decision(w.Name, rep, inputs[i].State.ReadyReplicas)
 		l.remember(start, rep)
@@ -269,13 +269,17 @@ func (l *Loop) eventOnChange(ctx context.Context, w *rules.Workload, now time.Ti
 // applyWorkers bounds the writes a cycle makes at once.
 const applyWorkers = 8
 
-// skip says why a change is not written ("" when it is).
+// skip says why a change is not written ("" when it is). With one axis another
+// autoscaler's, the decision changes only the other, and is written.
 func (l *Loop) skip(d Decision, w *rules.Workload, cur Current) string {
 	switch {
 	case cur.Paused || l.PauseAll:
 		return "paused"
-	case cur.ManagedBy != "":
-		return "managed by " + cur.ManagedBy
+	case cur.Owners.Both():
+		return "managed by " + cur.Owners.String()
+	case d.ChangesOwnedAxis() != "":
+		// The engine never decides this; a write must not take an axis from its owner.
+		return "it would change what " + d.ChangesOwnedAxis() + " owns"
 	case l.DryRun || w.DryRun:
 		return "dry-run"
 	}

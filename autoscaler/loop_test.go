@@ -21,6 +21,7 @@ type fakeCluster struct {
 	current  Current
 	applied  []Decision
 	events   []string
+	messages []string
 	applyErr error
 }
 
@@ -37,8 +38,9 @@ func (f *fakeCluster) Apply(_ context.Context, _ *rules.Rules, _ *rules.Workload
 	return nil
 }
 
-func (f *fakeCluster) Event(_ context.Context, _ *rules.Workload, _, reason, _ string) {
+func (f *fakeCluster) Event(_ context.Context, _ *rules.Workload, _, reason, message string) {
 	f.events = append(f.events, reason)
+	f.messages = append(f.messages, message)
 }
 
 func newLoop(t *testing.T, obs Observations, st State) (*Loop, *fakeCluster, *time.Time) {
@@ -156,22 +158,64 @@ func TestLoopReportsAFailedWrite(t *testing.T) {
 	}
 }
 
+// Another autoscaler on the workload: the loop writes the axis that is still workerscale's
+// (here the replicas, the vertical axis being off in these rules), nothing with both owned,
+// and reports each owner once, naming its axis, and again when the owners change.
 func TestLoopStandsBackForAnotherAutoscaler(t *testing.T) {
-	l, fc, now := newLoop(t, fresh(map[string]float64{rules.QueueDepth: 5000}), state(2, "medium", 5, 2))
-	fc.current.ManagedBy = "HorizontalPodAutoscaler default/render"
-	var reps []Report
-	l.Report = func(r Report) { reps = append(reps, r) }
-	for range 2 {
-		if err := l.RunOnce(t.Context()); err != nil {
-			t.Fatal(err)
-		}
-		*now = now.Add(15 * time.Second)
-	}
-	if len(fc.applied) != 0 || reps[0].Skipped != "managed by HorizontalPodAutoscaler default/render" || reps[0].To.Replicas != 6 {
-		t.Errorf("applied %v, report %+v", fc.applied, reps[0])
-	}
-	if n := strings.Count(strings.Join(fc.events, " "), EventAutoscalerConflict); n != 1 {
-		t.Errorf("%d AutoscalerConflict events over two cycles, want 1", n)
+	const hpa, vpa = "HorizontalPodAutoscaler default/render", "VerticalPodAutoscaler default/render (updateMode Auto)"
+	for _, tc := range []struct {
+		name     string
+		owners   Owners
+		replicas int32 // written, 0 for nothing
+		event    string
+	}{
+		{"an HPA owns the replicas", Owners{Horizontal: hpa}, 0, hpa + " scales this workload's replicas: workerscale leaves them to it"},
+		{"a VPA owns the pod template", Owners{Vertical: vpa}, 6, vpa + " sets this workload's container resources: workerscale leaves the pod template"},
+		{"both", Owners{Horizontal: hpa, Vertical: vpa}, 0, "workerscale decides but writes nothing"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l, fc, now := newLoop(t, fresh(map[string]float64{rules.QueueDepth: 5000}), state(2, "medium", 5, 2))
+			fc.current.Owners = tc.owners
+			var reps []Report
+			l.Report = func(r Report) { reps = append(reps, r) }
+			for range 2 {
+				if err := l.RunOnce(t.Context()); err != nil {
+					t.Fatal(err)
+				}
+				*now = now.Add(15 * time.Second)
+			}
+			rep := reps[0]
+			switch {
+			case tc.replicas == 0 && len(fc.applied) != 0:
+				t.Errorf("applied %+v", fc.applied)
+			case tc.replicas != 0 && (len(fc.applied) == 0 || fc.applied[0].To.Replicas != tc.replicas):
+				t.Errorf("applied %+v, want %d replicas", fc.applied, tc.replicas)
+			}
+			// The engine keeps the owned axes: there is nothing to skip.
+			if rep.Skipped != "" || rep.Owners != tc.owners {
+				t.Errorf("report skipped %q, owners %+v", rep.Skipped, rep.Owners)
+			}
+			if tc.owners.Horizontal != "" && (rep.To.Replicas != 2 || !hasReason(rep.Decision, "replicas are left to "+hpa+": they stay at 2")) {
+				t.Errorf("replicas %d, reasons %q", rep.To.Replicas, rep.Reasons)
+			}
+			var conflicts []string
+			for i, e := range fc.events {
+				if e == EventAutoscalerConflict {
+					conflicts = append(conflicts, fc.messages[i])
+				}
+			}
+			if len(conflicts) != 1 || !strings.Contains(conflicts[0], tc.event) {
+				t.Errorf("AutoscalerConflict events over two cycles: %q, want one saying %q", conflicts, tc.event)
+			}
+			// The owners change: reported again; gone: the next time is reported anew.
+			fc.current.Owners = Owners{Horizontal: "HorizontalPodAutoscaler default/other"}
+			if err := l.RunOnce(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			if n := strings.Count(strings.Join(fc.events, " "), EventAutoscalerConflict); n != 2 {
+				t.Errorf("%d AutoscalerConflict events after the owners changed, want 2", n)
+			}
+		})
 	}
 }
 

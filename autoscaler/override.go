@@ -48,16 +48,24 @@ func (o *Override) String() string {
 
 // override replaces the engine's proposal with the override's values, in the current
 // class; the guard stage runs after it. The engine's own proposal is kept in the decision.
+// A value on an axis another autoscaler owns is not applied (CheckOverride refuses it; an
+// override stored before the other autoscaler came is left, and acts again once it goes).
 func (p *plan) override() {
 	o := p.in.Override
 	if o == nil || (o.Replicas == nil && o.Concurrency == nil) {
 		return
 	}
+	if o.Active(p.now) {
+		o = p.ownedOverride(o)
+		if o == nil {
+			return
+		}
+	}
 	if !o.Active(p.now) {
 		p.reasonf("the override of %s expired at %s; the engine decides", o, o.Expires.UTC().Format(time.RFC3339))
 		// The concurrency it set goes back to the configured value (replicas are the
 		// engine's anyway).
-		if o.Concurrency != nil && p.class != nil && *p.w.Env.Concurrency != "" && p.d.To.Class == p.d.From.Class && p.d.To.Concurrency == *o.Concurrency {
+		if o.Concurrency != nil && p.class != nil && *p.w.Env.Concurrency != "" && p.templateOurs() && p.d.To.Class == p.d.From.Class && p.d.To.Concurrency == *o.Concurrency {
 			if g, tenant := p.concurrencyOf(p.class); g != p.d.To.Concurrency {
 				p.reasonf("the override's concurrency %d goes back to the configured %d", p.d.To.Concurrency, g)
 				p.d.To.Concurrency, p.d.To.TenantConcurrency = g, max(1, min(tenant, g))
@@ -96,11 +104,32 @@ func (p *plan) override() {
 	p.reasonf("override: %s; the engine alone would run %s", o, shapeString(engine))
 }
 
+// ownedOverride is the part of an active override on the axes workerscale owns: nil
+// when nothing of it is, each value left out said why.
+func (p *plan) ownedOverride(o *Override) *Override {
+	kept := *o
+	if o.Replicas != nil && !p.replicasOurs() {
+		p.reasonf("the override's %d replicas are not applied: replicas are left to %s", *o.Replicas, p.in.Owners.Horizontal)
+		kept.Replicas = nil
+	}
+	if o.Concurrency != nil && !p.templateOurs() {
+		p.reasonf("the override's concurrency %d is not applied: the pod template is left to %s", *o.Concurrency, p.in.Owners.Vertical)
+		kept.Concurrency = nil
+	}
+	if kept.Replicas == nil && kept.Concurrency == nil {
+		return nil
+	}
+	if kept.Replicas == o.Replicas && kept.Concurrency == o.Concurrency {
+		return o
+	}
+	return &kept
+}
+
 // overridesConcurrency reports whether an override holds the concurrency now: no raise,
 // recovery or fit changes it then.
 func (p *plan) overridesConcurrency() bool {
 	o := p.in.Override
-	return o.Active(p.now) && o.Concurrency != nil
+	return o.Active(p.now) && o.Concurrency != nil && p.templateOurs()
 }
 
 // OverrideError is why an override is refused, naming the field it is about.
@@ -111,8 +140,9 @@ type OverrideError struct {
 func (e *OverrideError) Error() string { return e.Field + ": " + e.Msg }
 
 // CheckOverride reports whether override o can hold for the workload of in at now: its
-// concurrency within the workload's bounds and managed, and its values kept as they are by
-// every guard and limit (bounds, class maximum, rate budget, windows, breaker). It decides
+// concurrency within the workload's bounds and managed, no value on an axis another
+// autoscaler owns (in.Owners), and its values kept as they are by every guard and limit
+// (bounds, class maximum, rate budget, windows, breaker). It decides
 // with o in place, as the next cycle will, and refuses with the limits that would change
 // it.
 func CheckOverride(now time.Time, r *rules.Rules, in Input, o *Override) error {
@@ -125,6 +155,12 @@ func CheckOverride(now time.Time, r *rules.Rules, in Input, o *Override) error {
 	}
 	if o.Replicas != nil && *o.Replicas < 0 {
 		return &OverrideError{Field: "replicas", Msg: fmt.Sprintf("must not be negative, got %d", *o.Replicas)}
+	}
+	if owner := in.Owners.Horizontal; o.Replicas != nil && owner != "" {
+		return &OverrideError{Field: "replicas", Msg: fmt.Sprintf("the replicas of workload %s are left to %s, which scales it; workerscale does not write them while it does", w.Name, owner)}
+	}
+	if owner := in.Owners.Vertical; o.Concurrency != nil && owner != "" {
+		return &OverrideError{Field: "concurrency", Msg: fmt.Sprintf("the pod template of workload %s (class, concurrency) is left to %s, which sets its container's resources; workerscale does not write it while it does", w.Name, owner)}
 	}
 	if c := o.Concurrency; c != nil {
 		class := r.Class(in.State.Class)

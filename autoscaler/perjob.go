@@ -220,7 +220,7 @@ func memLimit(c *rules.Class) float64 {
 // raising is the 429 recovery's and the alert loop's.
 func (p *plan) fitConcurrency() {
 	est := p.hist.PerJob
-	if !est.measured() || p.class == nil || p.d.To.Class != p.d.From.Class || *p.w.Env.Concurrency == "" || p.resourcePressure() == "" {
+	if !est.measured() || p.class == nil || p.d.To.Class != p.d.From.Class || *p.w.Env.Concurrency == "" || !p.templateOurs() || p.resourcePressure() == "" {
 		return
 	}
 	fit := p.fitFrom(p.class, p.d.To.Concurrency)

@@ -59,7 +59,7 @@ func (p *plan) keepRateLimit() { p.d.To.RateLimitMax = p.d.From.RateLimitMax }
 // setRateLimit sets the workload's rate limiter from its share of budget b, in rps.
 // binds says whether the budget's members ask for more than it has.
 func (p *plan) setRateLimit(b *rules.RateBudget, share float64, binds bool) {
-	if !p.rateLimitManaged() || p.in.State.RolloutInProgress {
+	if !p.rateLimitManaged() || p.in.State.RolloutInProgress || !p.templateOurs() {
 		p.keepRateLimit()
 		return
 	}

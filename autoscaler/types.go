@@ -208,6 +208,9 @@ type Decision struct {
 	Engine   *Shape    `json:"engine,omitempty"`
 	// DryRun is set when the workload's rules say to decide but never write.
 	DryRun bool `json:"dryRun,omitempty"`
+	// Owners names the other autoscalers that own an axis of the workload; the decision
+	// keeps that axis as it is (owners.go).
+	Owners Owners `json:"owners,omitzero"`
 	// History is the workload's history for the next cycle.
 	History History `json:"-"`
 }

@@ -21,7 +21,7 @@ func explainCommand() command {
 	return command{
 		name:    "explain",
 		summary: "Run the decision engine once on values you give, and show the decision with its reasons",
-		usage:   "--rules FILE --workload NAME --replicas N --class C [--set METRIC=VALUE ...] [-o text|json]",
+		usage:   "--rules FILE --workload NAME --replicas N --class C [--set METRIC=VALUE ...] [--hpa NAME] [--vpa NAME] [-o text|json]",
 		example: "workerscale explain --rules rules/examples/luneo-render.yaml --workload render \\\n    --replicas 2 --class medium --set queueDepth=500 --set cpu=0.6",
 		flags: func(fs *flag.FlagSet) func(context.Context, *env) error {
 			file := fs.String("rules", "", "the rules YAML (required)")
@@ -33,6 +33,8 @@ func explainCommand() command {
 			tenant := fs.Int("tenant-concurrency", 0, "the current DEFAULT_TENANT_CONCURRENCY (default: as --concurrency)")
 			rateLimit := fs.Int("rate-limit-max", 0, "the current RATE_LIMIT_MAX, for a workload that manages its rate limiter (default: not set)")
 			sustained := fs.Bool("assume-sustained", false, "treat the CPU and memory conditions of this moment as having held for the workload's sustainFor")
+			hpa := fs.String("hpa", "", "decide as if this HPA (a name to show) owned the replicas: they stay as they are")
+			vpa := fs.String("vpa", "", "decide as if this VPA (a name to show) owned the pod template: class, concurrency and rate limiter stay as they are")
 			output := fs.String("o", "text", "output format: text or json")
 			fs.StringVar(output, "output", "text", "output format: text or json")
 			obs := autoscaler.Observations{}
@@ -85,6 +87,12 @@ func explainCommand() command {
 				st.RateLimitMax = *rateLimit
 				now := time.Now()
 				in := autoscaler.Input{Workload: w, Observations: obs, State: st}
+				if *hpa != "" {
+					in.Owners.Horizontal = "HorizontalPodAutoscaler " + *hpa
+				}
+				if *vpa != "" {
+					in.Owners.Vertical = "VerticalPodAutoscaler " + *vpa
+				}
 				if *sustained {
 					in.History = autoscaler.AssumeSustained(now, w, obs)
 				}

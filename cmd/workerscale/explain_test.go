@@ -145,3 +145,27 @@ func TestExplainRateLimitMax(t *testing.T) {
 		t.Errorf("exit %d: %s%s", code, out, errOut)
 	}
 }
+
+// --hpa and --vpa decide as if another autoscaler owned that axis: it stays as it is, the
+// other is decided, and the reasons name the owner.
+func TestExplainWithAnotherAutoscaler(t *testing.T) {
+	for _, tc := range []struct {
+		flag, name string
+		to         string // the first reason
+		says       string
+	}{
+		{"--hpa", "default/render", "change class from medium to large", "replicas are left to HorizontalPodAutoscaler default/render: they stay at 2"},
+		{"--vpa", "default/render", "scale out from 2 to", "left to VerticalPodAutoscaler default/render"},
+	} {
+		t.Run(tc.flag, func(t *testing.T) {
+			code, out, errOut := runCLI(t, "explain", "--rules", luneo, "--workload", "render", "--replicas", "2", "--class", "medium",
+				"--set", "queueDepth=500", "--set", "cpu=0.6", "--set", "memory=0.5", tc.flag, tc.name)
+			if code != 0 {
+				t.Fatalf("exit %d: %s", code, errOut)
+			}
+			if !strings.Contains(out, tc.to) || !strings.Contains(out, tc.says) {
+				t.Errorf("the explanation does not say %q and %q:\n%s", tc.to, tc.says, out)
+			}
+		})
+	}
+}

@@ -60,6 +60,8 @@ type fakeCluster struct {
 	setErr   error
 	// rateLimitMax is RATE_LIMIT_MAX as the workload runs it; 0 is not set yet.
 	rateLimitMax int
+	// owners are the other autoscalers on every workload.
+	owners autoscaler.Owners
 }
 
 func (c *fakeCluster) Read(_ context.Context, _ *rules.Rules, _ *rules.Workload) (autoscaler.Current, error) {
@@ -74,6 +76,7 @@ func (c *fakeCluster) Read(_ context.Context, _ *rules.Rules, _ *rules.Workload)
 			ReadyReplicas: 4,
 		},
 		Override: c.override,
+		Owners:   c.owners,
 	}, nil
 }
 
@@ -181,6 +184,12 @@ func leading(e *testEnv) {
 // budget (245 rps / 4 requests per job = 61 jobs/s, as the engine sets it): the budget then
 // gives the partly fed fifth worker at concurrency 3, as the seed runs it.
 func limiterSet(e *testEnv) { e.cluster.rateLimitMax = 61 }
+func hpaOwned(e *testEnv) {
+	e.cluster.owners.Horizontal = "HorizontalPodAutoscaler blizzard/keda-hpa-characters (KEDA ScaledObject characters)"
+}
+func vpaOwned(e *testEnv) {
+	e.cluster.owners.Vertical = "VerticalPodAutoscaler blizzard/characters (updateMode Auto)"
+}
 
 func withOverride(o *autoscaler.Override) func(*testEnv) {
 	return func(e *testEnv) { e.cluster.override = o }
@@ -405,6 +414,10 @@ func TestErrors(t *testing.T) {
 		{name: "workers: concurrency 9", method: "POST", path: "/workers/concurrency", token: testToken, body: `{"worker":"characters","concurrency":9}`, want: 422, field: "concurrency"},
 		{name: "workers: replicas 50", method: "POST", path: "/workers/concurrency", token: testToken, body: `{"worker":"characters","concurrency":3,"replicas":50}`, want: 422, field: "replicas"},
 		{name: "workers: profile's concurrency is 1", method: "POST", path: "/workers/concurrency", token: testToken, body: `{"worker":"profile","concurrency":2}`, want: 422, field: "concurrency"},
+		// An axis another autoscaler owns.
+		{name: "replicas left to an HPA", opts: []func(*testEnv){hpaOwned}, method: "PUT", path: "/api/v1/workloads/characters/override", token: testToken, body: `{"replicas":5}`, want: 422, field: "replicas", msg: "left to HorizontalPodAutoscaler blizzard/keda-hpa-characters (KEDA ScaledObject characters)"},
+		{name: "workers: replicas left to an HPA", opts: []func(*testEnv){hpaOwned}, method: "POST", path: "/workers/concurrency", token: testToken, body: `{"worker":"characters","concurrency":3,"replicas":5}`, want: 422, field: "replicas"},
+		{name: "concurrency left to a VPA", opts: []func(*testEnv){vpaOwned}, method: "PUT", path: "/api/v1/workloads/characters/override", token: testToken, body: `{"concurrency":3}`, want: 422, field: "concurrency", msg: "left to VerticalPodAutoscaler blizzard/characters (updateMode Auto)"},
 
 		// A standby, and a cluster that fails.
 		{name: "standby: PUT", opts: []func(*testEnv){standby}, method: "PUT", path: "/api/v1/workloads/characters/override", token: testToken, body: `{"concurrency":3}`, want: 503},
@@ -573,6 +586,26 @@ func TestPutOverride(t *testing.T) {
 	}
 	if w := e.loop.woken(); w != 1 {
 		t.Errorf("the loop was woken %d times, want 1", w)
+	}
+}
+
+// With the replicas an HPA's, an override of the concurrency alone is stored, and the
+// decision it answers with keeps the replicas and names the HPA.
+func TestPutOverrideOnTheAxisLeftToWorkerscale(t *testing.T) {
+	e := newEnv(t, leading, limiterSet, hpaOwned)
+	rec := e.do(t, "PUT", "/api/v1/workloads/characters/override", testToken, `{"concurrency":3}`)
+	checkAnswer(t, rec)
+	if rec.Code != 200 {
+		t.Fatalf("status %d: %s", rec.Code, rec.Body)
+	}
+	var res overrideResult
+	decodeInto(t, rec, &res)
+	d := res.Decision
+	if d.To.Concurrency != 3 || d.To.Replicas != d.From.Replicas || d.Owners != e.cluster.owners {
+		t.Errorf("the decision with it: from %+v to %+v, owners %+v", d.From, d.To, d.Owners)
+	}
+	if !strings.Contains(rec.Body.String(), `"horizontal": "HorizontalPodAutoscaler blizzard/keda-hpa-characters (KEDA ScaledObject characters)"`) {
+		t.Errorf("the answer does not name the HPA: %s", rec.Body)
 	}
 }
 

@@ -181,8 +181,9 @@ func (s *Server) check(ctx context.Context, rs *rules.Rules, wl *rules.Workload,
 	return overrideResult{Workload: wl.Name, Override: o, Decision: d, DryRun: s.DryRun}, 0, nil
 }
 
-// input is the engine's input for a check: the workload as read now, the last cycle's
-// measured observations (estimates are derived again) and the loop's history.
+// input is the engine's input for a check: the workload as read now (with the other
+// autoscalers that own an axis of it), the last cycle's measured observations (estimates
+// are derived again) and the loop's history.
 func (s *Server) input(wl *rules.Workload, cur autoscaler.Current) autoscaler.Input {
 	reports, _ := s.Loop.Last()
 	obs := autoscaler.Observations{}
@@ -191,7 +192,7 @@ func (s *Server) input(wl *rules.Workload, cur autoscaler.Current) autoscaler.In
 			obs[k] = o
 		}
 	}
-	return autoscaler.Input{Workload: wl, Observations: obs, State: cur.State, History: s.Loop.History(wl.Name, cur.History)}
+	return autoscaler.Input{Workload: wl, Observations: obs, State: cur.State, History: s.Loop.History(wl.Name, cur.History), Owners: cur.Owners}
 }
 
 // store writes the override (nil removes it), records an event on the workload and a log

@@ -26,8 +26,13 @@ import (
 // node selector together with the replicas and the state annotation. Either way the
 // write is conditional on the resourceVersion the decision was made from (the cached
 // object), so nothing is ever half applied, and a write that conflicts with another is
-// rebuilt on a fresh read.
+// rebuilt on a fresh read. When another autoscaler owns the replicas
+// (d.Owners.Horizontal), the apply carries them as they are when it is made, whatever
+// they were when decided; a decision that changes an owned axis is refused.
 func (c *Client) Apply(ctx context.Context, r *rules.Rules, w *rules.Workload, d autoscaler.Decision, now time.Time) error {
+	if owner := d.ChangesOwnedAxis(); owner != "" {
+		return fmt.Errorf("workload %s: the decision changes what %s owns; not written", w.Name, owner)
+	}
 	if !d.RollsOut() {
 		return c.scaleTo(ctx, r, w, d, now)
 	}
@@ -61,9 +66,10 @@ func (c *Client) onFreshState(ctx context.Context, t rules.Target, write func(ob
 // in a way the decision rests on; the next cycle decides again on fresh state.
 var ErrChanged = errors.New("the workload changed since it was read")
 
-// unchanged checks that the fresh state is still the one decided from.
+// unchanged checks that the fresh state is still the one decided from; the replicas only
+// when they are workerscale's.
 func unchanged(w *rules.Workload, d autoscaler.Decision, replicas int32, class string) error {
-	if replicas != d.From.Replicas || class != d.From.Class {
+	if (replicas != d.From.Replicas && d.Owners.Horizontal == "") || class != d.From.Class {
 		return fmt.Errorf("%s %s/%s: %w (now %d x %s, decided from %d x %s); deciding again next cycle",
 			w.Target.Kind, w.Target.Namespace, w.Target.Name, ErrChanged, replicas, class, d.From.Replicas, d.From.Class)
 	}
@@ -247,6 +253,12 @@ func (c *Client) applyVertical(ctx context.Context, r *rules.Rules, w *rules.Wor
 		}
 		template := corev1ac.PodTemplateSpec().WithSpec(pod)
 		ann := map[string]string{StateAnnotation: string(raw)}
+		replicas := d.To.Replicas
+		if d.Owners.Horizontal != "" {
+			// Another autoscaler's: kept as they are now. They stay in the apply, since a
+			// field ours that an apply leaves out is removed.
+			replicas = obj.replicas
+		}
 		if c.beforeWrite != nil {
 			c.beforeWrite("apply")
 		}
@@ -255,7 +267,7 @@ func (c *Client) applyVertical(ctx context.Context, r *rules.Rules, w *rules.Wor
 		switch t.Kind {
 		case "StatefulSet":
 			ac := appsv1ac.StatefulSet(t.Name, t.Namespace).WithResourceVersion(obj.meta.ResourceVersion).WithAnnotations(ann).
-				WithSpec(appsv1ac.StatefulSetSpec().WithReplicas(d.To.Replicas).WithTemplate(template))
+				WithSpec(appsv1ac.StatefulSetSpec().WithReplicas(replicas).WithTemplate(template))
 			s, err := c.cs.AppsV1().StatefulSets(t.Namespace).Apply(ctx, ac, opts)
 			if err != nil {
 				return nil, fmt.Errorf("applying %s to %s %s/%s: %w", what, t.Kind, t.Namespace, t.Name, err)
@@ -263,7 +275,7 @@ func (c *Client) applyVertical(ctx context.Context, r *rules.Rules, w *rules.Wor
 			out = fromStatefulSet(s)
 		default:
 			ac := appsv1ac.Deployment(t.Name, t.Namespace).WithResourceVersion(obj.meta.ResourceVersion).WithAnnotations(ann).
-				WithSpec(appsv1ac.DeploymentSpec().WithReplicas(d.To.Replicas).WithTemplate(template))
+				WithSpec(appsv1ac.DeploymentSpec().WithReplicas(replicas).WithTemplate(template))
 			dep, err := c.cs.AppsV1().Deployments(t.Namespace).Apply(ctx, ac, opts)
 			if err != nil {
 				return nil, fmt.Errorf("applying %s to %s %s/%s: %w", what, t.Kind, t.Namespace, t.Name, err)

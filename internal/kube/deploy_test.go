@@ -12,6 +12,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 
@@ -81,6 +82,10 @@ func TestDeployManifests(t *testing.T) {
 	kc.Event(ctx, w, corev1.EventTypeNormal, autoscaler.EventClassChanged, "medium to large")
 	if _, err := kubernetes.NewForConfigOrDie(sa).AutoscalingV2().HorizontalPodAutoscalers("luneo").List(ctx, metav1.ListOptions{}); err != nil {
 		t.Errorf("the ServiceAccount cannot list HPAs, so another autoscaler would go unnoticed: %v", err)
+	}
+	c.InstallCRD(t, testenv.VPACRD(t))
+	if _, err := dynamic.NewForConfigOrDie(sa).Resource(VPAResource()).Namespace("luneo").List(ctx, metav1.ListOptions{}); err != nil {
+		t.Errorf("the ServiceAccount cannot list VPAs, so a VPA on a workload would go unnoticed: %v", err)
 	}
 
 	leCtx, cancel := context.WithTimeout(ctx, 10*time.Second)

@@ -3,7 +3,8 @@
 // rate limiter env vars) from shared informers; each change in one conditional write (a
 // merge patch of the replicas, or a server-side apply of the pod template with field
 // manager "workerscale"), carrying the state annotation that keeps cooldowns across
-// restarts; events on the workload; and leader election.
+// restarts; events on the workload; leader election; and the other autoscalers that own an
+// axis of a workload (HPAs; VPAs, a custom resource, in vpa.go).
 package kube
 
 import (
@@ -20,6 +21,8 @@ import (
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
@@ -55,6 +58,11 @@ type Client struct {
 	hpas map[string]hpaList
 	// caches are the informers reads come from (cache.go).
 	caches *caches
+	// disc and dyn read VerticalPodAutoscalers, a custom resource (vpa.go); vpaMu guards vpa.
+	disc  discovery.DiscoveryInterface
+	dyn   dynamic.Interface
+	vpaMu sync.Mutex
+	vpa   vpaWatch
 
 	// beforeWrite, when set (tests), runs after a write's read (the cache's, or a fresh one
 	// after a conflict) and before the write.
@@ -70,9 +78,18 @@ func New(cfg *rest.Config, log *slog.Logger, noEvents bool) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client: %w", err)
 	}
+	disc, err := discovery.NewDiscoveryClientForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("discovery client: %w", err)
+	}
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("dynamic client: %w", err)
+	}
 	host, _ := os.Hostname()
 	return &Client{cs: cs, events: !noEvents, instance: host, log: log,
-		refs: map[string]*corev1.ObjectReference{}, hpas: map[string]hpaList{}, caches: newCaches()}, nil
+		refs: map[string]*corev1.ObjectReference{}, hpas: map[string]hpaList{}, caches: newCaches(),
+		disc: disc, dyn: dyn, vpa: vpaWatch{recheck: vpaRecheck, ns: map[string]*vpaNamespace{}, malformed: map[string]string{}}}, nil
 }
 
 // Clientset is the underlying clientset, for leader election.
@@ -184,10 +201,13 @@ func (c *Client) Read(ctx context.Context, r *rules.Rules, w *rules.Workload) (a
 			ReadyReplicas:     obj.ready,
 			RolloutInProgress: rolloutInProgress(obj, st, time.Now()),
 		},
-		Paused:    obj.meta.Annotations[PausedAnnotation] == "true",
-		Override:  c.readOverride(w, obj.meta.Annotations),
-		History:   autoscaler.History{LastClassChange: st.LastClassChange, ScaleEvents: st.ScaleEvents, PerJob: st.PerJob},
-		ManagedBy: c.otherAutoscaler(ctx, w.Target),
+		Paused:   obj.meta.Annotations[PausedAnnotation] == "true",
+		Override: c.readOverride(w, obj.meta.Annotations),
+		History:  autoscaler.History{LastClassChange: st.LastClassChange, ScaleEvents: st.ScaleEvents, PerJob: st.PerJob},
+		Owners: autoscaler.Owners{
+			Horizontal: c.hpaOwner(ctx, w.Target),
+			Vertical:   c.vpaOwner(ctx, w.Target, container.Name),
+		},
 	}
 	return cur, nil
 }
@@ -201,9 +221,10 @@ type hpaList struct {
 // hpaCacheFor is how long a namespace's HPAs are reused.
 const hpaCacheFor = 5 * time.Second
 
-// otherAutoscaler names an HPA whose scale target is t (KEDA's ScaledObjects create one),
-// or "". When HPAs cannot be listed (RBAC) it says so in the log and reports none.
-func (c *Client) otherAutoscaler(ctx context.Context, t rules.Target) string {
+// hpaOwner names an HPA whose scale target is t (KEDA's ScaledObjects create one), or "":
+// it owns the replicas. When HPAs cannot be listed (RBAC) it says so in the log and
+// reports none.
+func (c *Client) hpaOwner(ctx context.Context, t rules.Target) string {
 	items, err := c.hpasOf(ctx, t.Namespace)
 	if err != nil {
 		c.log.Warn("cannot list HorizontalPodAutoscalers; another autoscaler on the same workload would go unnoticed", "namespace", t.Namespace, "error", err)

@@ -566,8 +566,8 @@ func TestAnotherAutoscalerIsNoticed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cur.ManagedBy != "HorizontalPodAutoscaler default/keda-hpa-render (KEDA ScaledObject render)" {
-		t.Errorf("ManagedBy = %q", cur.ManagedBy)
+	if cur.Owners.Horizontal != "HorizontalPodAutoscaler default/keda-hpa-render (KEDA ScaledObject render)" || cur.Owners.Vertical != "" {
+		t.Errorf("Owners = %+v", cur.Owners)
 	}
 }
 

@@ -2,7 +2,9 @@
 # Installs what the integration tests need, each piece only when it is missing:
 #   - prometheus and promtool from Debian's packages;
 #   - etcd, kube-apiserver and VictoriaMetrics' single-node server, built from the Go module
-#     proxy and cached outside the repository, keyed by version, so a second run costs nothing.
+#     proxy and cached outside the repository, keyed by version, so a second run costs nothing;
+#   - the VerticalPodAutoscaler module, into the Go module cache, for its CRD (the tests read
+#     it from there; nothing of it is copied into the repository).
 # Prints nothing but progress; the test harness (internal/testenv) finds the binaries
 # through the same cache directory (see `hack/install-testenv.sh --print-dir`).
 set -euo pipefail
@@ -16,6 +18,7 @@ if [[ -z "${KUBE_VERSION:-}" ]]; then
 fi
 ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
 VICTORIA_METRICS_VERSION="${VICTORIA_METRICS_VERSION:-v1.151.0}"
+VPA_VERSION="${VPA_VERSION:-v1.8.1}"
 CACHE_ROOT="${WORKERSCALE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/workerscale}"
 BIN_DIR="$CACHE_ROOT/bin"
 
@@ -137,7 +140,13 @@ GO
   mv "$out.tmp" "$out"
 }
 
+# fetch_vpa_crd: the VerticalPodAutoscaler's module holds its CRD; testenv.VPACRD reads it.
+fetch_vpa_crd() {
+  go mod download "k8s.io/autoscaler/vertical-pod-autoscaler@$VPA_VERSION" >/dev/null
+}
+
 install_prometheus
+fetch_vpa_crd
 build_etcd
 build_victoria_metrics
 build_kube kube-apiserver

@@ -140,6 +140,7 @@ func TestVersionsMatchInstallScript(t *testing.T) {
 	for _, tc := range []struct{ variable, version string }{
 		{"ETCD_VERSION", testenv.EtcdVersion},
 		{"VICTORIA_METRICS_VERSION", testenv.VictoriaMetricsVersion},
+		{"VPA_VERSION", testenv.VPAVersion},
 	} {
 		want := tc.variable + `="${` + tc.variable + `:-` + tc.version + `}"`
 		if !strings.Contains(string(script), want) {

@@ -30,7 +30,7 @@ TRACES := $(if $(wildcard ../shared/traces/*.csv),--trace ../shared/traces --mea
 # Go benchmarks (speed and memory), then the policy benchmark: every built-in scenario and
 # every recorded trace, for every policy, on the seed examples' rules (docs/benchmark.md).
 bench: build testenv
-	WORKERSCALE_TESTENV=required $(GO) test -run '^$$' -bench . -benchmem ./...
+	WORKERSCALE_TESTENV=required $(GO) test -run '^$$' -bench . -benchmem -timeout 60m ./...
 	@echo
 	./$(BIN) simulate --rules rules/examples/luneo-render.yaml --workload render --scenario all $(TRACES)
 	@echo
@@ -43,8 +43,9 @@ demo: build testenv
 	@WORKERSCALE_BIN=$(CURDIR)/$(BIN) WORKERSCALE_TESTENV=required $(GO) test -count=1 -run '^TestDemo$$' -v ./internal/demo \
 		| grep -v -E '^(=== RUN|--- PASS|PASS$$|ok )'
 
-# Regenerates dashboards/ and deploy/prometheus/ from the example rules (a test fails
-# when they differ from what render writes).
+# Regenerates dashboards/, deploy/prometheus/ and deploy/alertmanager/ from the example rules,
+# and deploy/components/kube-prometheus-stack/generated/ from deploy/base/rules.yaml (a test
+# fails when they differ from what render writes).
 generate:
 	$(GO) test ./internal/render -run TestCheckedInFilesAreGenerated -update
 

@@ -7,12 +7,40 @@ import (
 	"github.com/workerscale/workerscale/rules"
 )
 
-// pruneRecommendations drops recommendations older than both stabilization windows.
+// pruneRecommendations drops recommendations older than both stabilization windows, and
+// those no window can need: one followed by a recommendation at least as high and one at
+// least as low. The windows are read for their lowest and highest recommendations and
+// all end now, so a window that holds the dropped one holds both later ones too, and its
+// lowest and highest do not change. Without this a steady workload kept one
+// recommendation per cycle for the whole window: 300 per workload at `interval: 1s`
+// (BenchmarkResidentMemory). Where the list is not in time order (a history built by
+// hand), the part before the disorder is kept as it is.
 func (p *plan) pruneRecommendations() []Recommendation {
 	keep := max(p.w.Behavior.ScaleUp.StabilizationWindow.D(), p.w.Behavior.ScaleDown.StabilizationWindow.D())
-	out := p.hist.Recommendations[:0:0]
-	for _, r := range p.hist.Recommendations {
-		if p.now.Sub(r.Time) <= keep {
+	recs := p.hist.Recommendations
+	kept := make([]bool, len(recs))
+	n := 0
+	var hi, lo int32 // of the recommendations after the one looked at
+	ordered := true
+	for i := len(recs) - 1; i >= 0; i-- {
+		r := recs[i]
+		if i+1 < len(recs) && r.Time.After(recs[i+1].Time) {
+			ordered = false
+		}
+		dominated := ordered && i+1 < len(recs) && r.Replicas <= hi && r.Replicas >= lo
+		if p.now.Sub(r.Time) <= keep && !dominated {
+			kept[i] = true
+			n++
+		}
+		if i+1 == len(recs) {
+			hi, lo = r.Replicas, r.Replicas
+		} else {
+			hi, lo = max(hi, r.Replicas), min(lo, r.Replicas)
+		}
+	}
+	out := make([]Recommendation, 0, n)
+	for i, r := range recs {
+		if kept[i] {
 			out = append(out, r)
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -160,6 +161,15 @@ func (l *Loop) RunOnce(ctx context.Context) error {
 		slots <- struct{}{}
 		go func() {
 			defer func() { <-slots; wg.Done() }()
+			// A panic in a write (a bug) fails that write, not the process: an
+			// unrecovered panic in a goroutine exits with 2, which a script reads as a
+			// usage error. Each write is one request, so nothing is left half written.
+			defer func() {
+				if p := recover(); p != nil {
+					applyErrs[i] = fmt.Errorf("internal error writing workload %s: %v", inputs[i].Workload.Name, p)
+					log.Error("a write panicked", "workload", inputs[i].Workload.Name, "panic", p, "stack", string(debug.Stack()))
+				}
+			}()
 			applyErrs[i] = l.Cluster.Apply(ctx, r, inputs[i].Workload, d, start)
 		}()
 	}

@@ -23,6 +23,7 @@ type fakeCluster struct {
 	events   []string
 	messages []string
 	applyErr error
+	panics   bool
 }
 
 func (f *fakeCluster) Read(context.Context, *rules.Rules, *rules.Workload) (Current, error) {
@@ -30,6 +31,9 @@ func (f *fakeCluster) Read(context.Context, *rules.Rules, *rules.Workload) (Curr
 }
 
 func (f *fakeCluster) Apply(_ context.Context, _ *rules.Rules, _ *rules.Workload, d Decision, _ time.Time) error {
+	if f.panics {
+		panic("a bug in a write")
+	}
 	if f.applyErr != nil {
 		return f.applyErr
 	}
@@ -155,6 +159,20 @@ func TestLoopReportsAFailedWrite(t *testing.T) {
 	}
 	if n := testutil.ToFloat64(l.Metrics.cycles.WithLabelValues("error")); n != 1 {
 		t.Errorf("failed cycles = %v", n)
+	}
+}
+
+// A write that panics fails that workload's write, reported like any failed write; the
+// cycle and the process go on.
+func TestLoopSurvivesAPanickingWrite(t *testing.T) {
+	l, fc, _ := newLoop(t, fresh(map[string]float64{rules.QueueDepth: 5000}), state(2, "medium", 5, 2))
+	fc.panics = true
+	err := l.RunOnce(t.Context())
+	if err == nil || !strings.Contains(err.Error(), "internal error writing workload") {
+		t.Errorf("RunOnce = %v, want the panic as the write's error", err)
+	}
+	if !strings.Contains(strings.Join(fc.events, " "), "FailedRescale") {
+		t.Errorf("events %v, want FailedRescale", fc.events)
 	}
 }
 

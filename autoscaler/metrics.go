@@ -1,6 +1,8 @@
 package autoscaler
 
 import (
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -10,27 +12,41 @@ import (
 // LoopMetrics are the control loop's own metrics. Known label values start at 0, so a
 // rate or an alert sees a series before the first event.
 type LoopMetrics struct {
-	mu      sync.Mutex
-	seen    map[string]bool      // workloads whose series exist
-	classes map[string][2]string // the current and desired class each workload was shown in
+	mu sync.Mutex
+	// workloads are the series of each workload seen, kept as numbers (workloadSeries).
+	workloads map[string]*workloadSeries
 
 	cycleSeconds prometheus.Histogram
 	cycles       *prometheus.CounterVec
-	decisions    *prometheus.CounterVec
-	current      *prometheus.GaugeVec
-	desired      *prometheus.GaugeVec
 	class        *prometheus.GaugeVec
-	concurrency  *prometheus.GaugeVec
-	curConc      *prometheus.GaugeVec
-	ready        *prometheus.GaugeVec
-	limits       *prometheus.CounterVec
 	errors       *prometheus.CounterVec
 	missing      *prometheus.GaugeVec
+}
+
+// workloadSeries are one workload's values of workerscale_decisions_total,
+// workerscale_limits_total and the replica and concurrency gauges, which workloadCollector
+// exposes. A workload has 23 such series, and a series of client_golang's vectors costs
+// some 600 bytes (its labels as protobuf pairs, a created timestamp, its map entry): at
+// 1,000 workloads they were the largest part of the heap (BenchmarkResidentMemory). Here
+// they are a few hundred bytes a workload; the series are built when scraped.
+type workloadSeries struct {
+	created   time.Time                      // when the counters were created, their created timestamp
+	decisions [len(decisionKinds)][2]float64 // by kind, then applied false and true
+	limits    []float64                      // by limitNames
+	// extraLimits counts a limit not in limitNames, should a decision name one.
+	extraLimits map[string]float64
+	current     float64
+	desired     float64
+	concurrency float64
+	curConc     float64
+	ready       float64
+	class       [2]string // the current and desired class it was shown in
 }
 
 // NewLoopMetrics creates the loop's metrics and registers them with reg.
 func NewLoopMetrics(reg prometheus.Registerer) *LoopMetrics {
 	m := &LoopMetrics{
+		workloads: map[string]*workloadSeries{},
 		cycleSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "workerscale_cycle_duration_seconds", Help: "Time one control-loop cycle took.",
 			Buckets: prometheus.ExponentialBuckets(0.01, 2, 12),
@@ -38,30 +54,9 @@ func NewLoopMetrics(reg prometheus.Registerer) *LoopMetrics {
 		cycles: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "workerscale_cycles_total", Help: "Control-loop cycles, by result (ok or error).",
 		}, []string{"result"}),
-		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "workerscale_decisions_total", Help: "Decisions by workload and kind: scale_out, scale_in, class_change, hold; and whether applied.",
-		}, []string{"workload", "kind", "applied"}),
-		current: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "workerscale_current_replicas", Help: "Replicas a workload runs.",
-		}, []string{"workload"}),
-		desired: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "workerscale_desired_replicas", Help: "Replicas the last decision wants.",
-		}, []string{"workload"}),
 		class: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "workerscale_workload_class", Help: "1 for the class a workload runs (state=current) and the one the last decision wants (state=desired).",
 		}, []string{"workload", "class", "state"}),
-		concurrency: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "workerscale_desired_concurrency", Help: "Concurrency the last decision wants.",
-		}, []string{"workload"}),
-		curConc: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "workerscale_current_concurrency", Help: "Concurrency (WORKER_CONCURRENCY) a workload runs with.",
-		}, []string{"workload"}),
-		ready: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "workerscale_ready_replicas", Help: "Ready replicas of a workload.",
-		}, []string{"workload"}),
-		limits: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "workerscale_limits_total", Help: "Decisions bounded by each limit.",
-		}, []string{"workload", "limit"}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "workerscale_errors_total", Help: "Errors by stage: read, apply, cycle.",
 		}, []string{"stage"}),
@@ -70,7 +65,7 @@ func NewLoopMetrics(reg prometheus.Registerer) *LoopMetrics {
 		}, []string{"workload"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.cycleSeconds, m.cycles, m.decisions, m.current, m.desired, m.class, m.concurrency, m.curConc, m.ready, m.limits, m.errors, m.missing)
+		reg.MustRegister(m.cycleSeconds, m.cycles, m.class, m.errors, m.missing, newWorkloadCollector(m))
 	}
 	for _, r := range []string{"ok", "error"} {
 		m.cycles.WithLabelValues(r).Add(0)
@@ -78,33 +73,100 @@ func NewLoopMetrics(reg prometheus.Registerer) *LoopMetrics {
 	for _, s := range []string{"read", "apply", "cycle"} {
 		m.errors.WithLabelValues(s).Add(0)
 	}
-	m.seen = map[string]bool{}
-	m.classes = map[string][2]string{}
 	return m
 }
 
+// workloadCollector exposes the workloads' series of workloadSeries, as the vectors that
+// held them did: the same names, help, labels, values and created timestamps.
+type workloadCollector struct {
+	m                                                                *LoopMetrics
+	decisions, limits, current, desired, concurrency, curConc, ready *prometheus.Desc
+}
+
+// newWorkloadCollector describes m's per-workload series with the names, help and labels
+// they had as vectors.
+func newWorkloadCollector(m *LoopMetrics) *workloadCollector {
+	workload := []string{"workload"}
+	return &workloadCollector{
+		m:           m,
+		decisions:   prometheus.NewDesc("workerscale_decisions_total", "Decisions by workload and kind: scale_out, scale_in, class_change, hold; and whether applied.", []string{"workload", "kind", "applied"}, nil),
+		limits:      prometheus.NewDesc("workerscale_limits_total", "Decisions bounded by each limit.", []string{"workload", "limit"}, nil),
+		current:     prometheus.NewDesc("workerscale_current_replicas", "Replicas a workload runs.", workload, nil),
+		desired:     prometheus.NewDesc("workerscale_desired_replicas", "Replicas the last decision wants.", workload, nil),
+		concurrency: prometheus.NewDesc("workerscale_desired_concurrency", "Concurrency the last decision wants.", workload, nil),
+		curConc:     prometheus.NewDesc("workerscale_current_concurrency", "Concurrency (WORKER_CONCURRENCY) a workload runs with.", workload, nil),
+		ready:       prometheus.NewDesc("workerscale_ready_replicas", "Ready replicas of a workload.", workload, nil),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *workloadCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.decisions, c.limits, c.current, c.desired, c.concurrency, c.curConc, c.ready} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector: the series of a copy of the values, so that
+// the loop does not wait for a scrape.
+func (c *workloadCollector) Collect(ch chan<- prometheus.Metric) {
+	type named struct {
+		name string
+		s    workloadSeries
+	}
+	c.m.mu.Lock()
+	all := make([]named, 0, len(c.m.workloads))
+	for name, s := range c.m.workloads {
+		cp := *s
+		cp.limits = slices.Clone(s.limits)
+		cp.extraLimits = maps.Clone(s.extraLimits)
+		all = append(all, named{name, cp})
+	}
+	c.m.mu.Unlock()
+	applied := [2]string{"false", "true"}
+	for _, w := range all {
+		for k, kind := range decisionKinds {
+			for a := range applied {
+				ch <- prometheus.MustNewConstMetricWithCreatedTimestamp(c.decisions, prometheus.CounterValue, w.s.decisions[k][a], w.s.created, w.name, kind, applied[a])
+			}
+		}
+		for i, l := range limitNames {
+			ch <- prometheus.MustNewConstMetricWithCreatedTimestamp(c.limits, prometheus.CounterValue, w.s.limits[i], w.s.created, w.name, l)
+		}
+		for l, v := range w.s.extraLimits {
+			ch <- prometheus.MustNewConstMetricWithCreatedTimestamp(c.limits, prometheus.CounterValue, v, w.s.created, w.name, l)
+		}
+		for _, g := range []struct {
+			d *prometheus.Desc
+			v float64
+		}{{c.current, w.s.current}, {c.desired, w.s.desired}, {c.concurrency, w.s.concurrency}, {c.curConc, w.s.curConc}, {c.ready, w.s.ready}} {
+			ch <- prometheus.MustNewConstMetric(g.d, prometheus.GaugeValue, g.v, w.name)
+		}
+	}
+}
+
+// The kinds of workerscale_decisions_total, as indexes of decisionKinds.
+const (
+	kindScaleOut = iota
+	kindScaleIn
+	kindClassChange
+	kindHold
+)
+
 // decisionKinds are the kinds of workerscale_decisions_total.
-var decisionKinds = []string{"scale_out", "scale_in", "class_change", "hold"}
+var decisionKinds = [...]string{kindScaleOut: "scale_out", kindScaleIn: "scale_in", kindClassChange: "class_change", kindHold: "hold"}
 
 // limitNames are the limits a decision can name.
 var limitNames = []string{LimitMinReplicas, LimitMaxReplicas, LimitClassMax, LimitRateBudget, LimitBehavior, LimitCooldown, LimitSettling, LimitCircuitBreaker, LimitMissingMetrics, LimitCriticalBacklog}
 
-// start creates a workload's counters at 0 the first time it is seen.
-func (m *LoopMetrics) start(workload string) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.seen[workload] {
-		return
+// series returns a workload's series, created with its counters at 0 the first time it is
+// seen. m.mu must be held.
+func (m *LoopMetrics) series(workload string) *workloadSeries {
+	s, ok := m.workloads[workload]
+	if !ok {
+		s = &workloadSeries{created: time.Now(), limits: make([]float64, len(limitNames))}
+		m.workloads[workload] = s
 	}
-	m.seen[workload] = true
-	for _, k := range decisionKinds {
-		for _, a := range []string{"true", "false"} {
-			m.decisions.WithLabelValues(workload, k, a).Add(0)
-		}
-	}
-	for _, l := range limitNames {
-		m.limits.WithLabelValues(workload, l).Add(0)
-	}
+	return s
 }
 
 func (m *LoopMetrics) cycle(d time.Duration, err error) {
@@ -130,34 +192,42 @@ func (m *LoopMetrics) decision(workload string, r Report, ready int32) {
 	if m == nil {
 		return
 	}
-	m.start(workload)
 	d := r.Decision
-	kind := "hold"
+	kind := kindHold
 	switch {
 	case d.From.Class != d.To.Class:
-		kind = "class_change"
+		kind = kindClassChange
 	case d.To.Replicas > d.From.Replicas:
-		kind = "scale_out"
+		kind = kindScaleOut
 	case d.To.Replicas < d.From.Replicas:
-		kind = "scale_in"
+		kind = kindScaleIn
 	case d.From.Concurrency != d.To.Concurrency:
-		kind = "class_change"
+		kind = kindClassChange
 	}
-	applied := "false"
+	applied := 0
 	if r.Applied {
-		applied = "true"
+		applied = 1
 	}
-	m.decisions.WithLabelValues(workload, kind, applied).Inc()
-	m.current.WithLabelValues(workload).Set(float64(d.From.Replicas))
-	m.desired.WithLabelValues(workload).Set(float64(d.To.Replicas))
-	m.concurrency.WithLabelValues(workload).Set(float64(d.To.Concurrency))
-	m.curConc.WithLabelValues(workload).Set(float64(d.From.Concurrency))
-	m.ready.WithLabelValues(workload).Set(float64(ready))
 	m.missing.WithLabelValues(workload).Set(float64(len(d.Missing)))
-	// The classes it was shown in last go; a partial-match delete would scan every series.
 	m.mu.Lock()
-	last := m.classes[workload]
-	m.classes[workload] = [2]string{d.From.Class, d.To.Class}
+	s := m.series(workload)
+	s.decisions[kind][applied]++
+	s.current, s.desired = float64(d.From.Replicas), float64(d.To.Replicas)
+	s.concurrency, s.curConc = float64(d.To.Concurrency), float64(d.From.Concurrency)
+	s.ready = float64(ready)
+	for _, l := range d.LimitedBy {
+		if i := slices.Index(limitNames, l); i >= 0 {
+			s.limits[i]++
+			continue
+		}
+		if s.extraLimits == nil {
+			s.extraLimits = map[string]float64{}
+		}
+		s.extraLimits[l]++
+	}
+	// The classes it was shown in last go; a partial-match delete would scan every series.
+	last := s.class
+	s.class = [2]string{d.From.Class, d.To.Class}
 	m.mu.Unlock()
 	if last != [2]string{d.From.Class, d.To.Class} {
 		m.class.DeleteLabelValues(workload, last[0], "current")
@@ -165,7 +235,4 @@ func (m *LoopMetrics) decision(workload string, r Report, ready int32) {
 	}
 	m.class.WithLabelValues(workload, d.From.Class, "current").Set(1)
 	m.class.WithLabelValues(workload, d.To.Class, "desired").Set(1)
-	for _, l := range d.LimitedBy {
-		m.limits.WithLabelValues(workload, l).Inc()
-	}
 }

@@ -73,12 +73,24 @@ func (p *plan) observe() {
 	}
 }
 
+// activeJobsPerWindow bounds the active-jobs samples kept over the rate window: the
+// window is cut into this many slots (5 s each of the default 5m), and a slot keeps the
+// latest of its cycles' samples. Cycles a second apart otherwise kept 300 samples per
+// workload, a list that grew for the whole window (BenchmarkResidentMemory); cycles at
+// least a slot apart (the usual 15 s) each keep their own, as before. The gauge behind
+// the samples changes once a scrape, rarely more often than a slot.
+const activeJobsPerWindow = 60
+
 // averageInFlight keeps this cycle's active jobs with those seen within the rate window
 // and sets meanActive to their mean: the jobs in flight over the window that the
 // throughput is a rate() over (Prometheus' avg_over_time beside rate()).
 func (p *plan) averageInFlight() {
-	cutoff := p.now.Add(-p.r.Queries.RateWindow.D())
-	kept := p.hist.ActiveJobs[:0:0]
+	window := p.r.Queries.RateWindow.D()
+	cutoff := p.now.Add(-window)
+	slot := window / activeJobsPerWindow
+	// Sized to fit, not grown by append: the list is kept until the next cycle, and
+	// append's spare capacity would be kept with it.
+	kept := make([]Sample, 0, len(p.hist.ActiveJobs)+1)
 	for _, s := range p.hist.ActiveJobs {
 		if s.Time.After(cutoff) && s.Time.Before(p.now) {
 			kept = append(kept, s)
@@ -86,7 +98,12 @@ func (p *plan) averageInFlight() {
 	}
 	a, ok := p.value(rules.ActiveJobs)
 	if ok {
-		kept = append(kept, Sample{Time: p.now, Value: a})
+		s := Sample{Time: p.now, Value: a}
+		if n := len(kept); n > 0 && slot > 0 && kept[n-1].Time.Truncate(slot).Equal(p.now.Truncate(slot)) {
+			kept[n-1] = s // the slot's latest
+		} else {
+			kept = append(kept, s)
+		}
 	}
 	p.hist.ActiveJobs = kept
 	p.meanActive = 0

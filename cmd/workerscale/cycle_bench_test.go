@@ -52,13 +52,27 @@ func BenchmarkCycle(b *testing.B) {
 	}
 }
 
-func benchmarkCycle(b *testing.B, n int) {
+// benchWorld is the world of the cycle benchmarks: a fixture exporter with n queues and
+// their workloads' pod metrics, a real Prometheus scraping it, and a real kube-apiserver
+// holding n worker Deployments in 10 namespaces (team-0 to team-9).
+type benchWorld struct {
+	cluster *testenv.Cluster
+	// rules is the rules file that names every workload, and parsed what it parses to.
+	rules  []byte
+	parsed *rules.Rules
+	n      int
+}
+
+// newBenchWorld starts the components and creates the namespaces and the n Deployments;
+// interval is the rules' interval (such as 15s).
+func newBenchWorld(b *testing.B, n int, interval string) *benchWorld {
+	b.Helper()
 	fleet := testenv.NewFleet(b)
 	p := testenv.StartPrometheus(b, testenv.PrometheusOptions{Targets: []string{fleet.Addr()}})
 	cluster := testenv.StartCluster(b)
 	ctx := b.Context()
 	var rb strings.Builder
-	fmt.Fprintf(&rb, "prometheus: {url: %q}\ninterval: 15s\nqueries: {preset: bullmq}\nclasses:\n  - {name: medium, cpu: \"2\", memory: 4Gi, concurrency: 5, tenantConcurrency: 2, maxReplicas: 20}\nworkloads:\n", p.URL)
+	fmt.Fprintf(&rb, "prometheus: {url: %q}\ninterval: %s\nqueries: {preset: bullmq}\nclasses:\n  - {name: medium, cpu: \"2\", memory: 4Gi, concurrency: 5, tenantConcurrency: 2, maxReplicas: 20}\nworkloads:\n", p.URL, interval)
 	for ns := range 10 {
 		if _, err := cluster.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("team-%d", ns)}}, metav1.CreateOptions{}); err != nil {
 			b.Fatal(err)
@@ -87,6 +101,29 @@ func benchmarkCycle(b *testing.B, n int) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	return &benchWorld{cluster: cluster, rules: []byte(rb.String()), parsed: r, n: n}
+}
+
+// waitForSeries waits until Prometheus has every queue's series: the last workload's queue
+// depth is fresh through source.
+func (w *benchWorld) waitForSeries(b *testing.B, source *prom.Source) {
+	b.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		c := source.Observe(b.Context(), w.parsed, time.Now())
+		if o := c.Observations[fmt.Sprintf("w%d", w.n-1)][rules.QueueDepth]; o.Status == autoscaler.Fresh {
+			return
+		}
+		if time.Now().After(deadline) {
+			b.Fatal("Prometheus has no fresh queue depth for the last workload after 2m")
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+func benchmarkCycle(b *testing.B, n int) {
+	w := newBenchWorld(b, n, "15s")
+	cluster, r, ctx := w.cluster, w.parsed, b.Context()
 	counter := &countRequests{}
 	cfg := rest.CopyConfig(cluster.Config)
 	cfg.QPS, cfg.Burst = 20, 30 // run's defaults
@@ -114,17 +151,7 @@ func benchmarkCycle(b *testing.B, n int) {
 		Cluster: kc, Metrics: autoscaler.NewLoopMetrics(reg), DryRun: true,
 	}
 	// Wait until Prometheus has every queue's series, then a first cycle fills the caches.
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		c := source.Observe(ctx, r, time.Now())
-		if o := c.Observations[fmt.Sprintf("w%d", n-1)][rules.QueueDepth]; o.Status == autoscaler.Fresh {
-			break
-		}
-		if time.Now().After(deadline) {
-			b.Fatal("Prometheus has no fresh queue depth for the last workload after 2m")
-		}
-		time.Sleep(time.Second)
-	}
+	w.waitForSeries(b, source)
 	if err := loop.RunOnce(ctx); err != nil {
 		b.Logf("first cycle: %v", err)
 	}

@@ -96,6 +96,9 @@ type plan struct {
 	classRule string
 	// breaker says why the circuit breaker is open; "" while it is closed.
 	breaker string
+	// asleep is set when scale to zero leaves the fleet at 0 replicas (activate): then no
+	// class change starts it either.
+	asleep bool
 }
 
 func newPlan(now time.Time, r *rules.Rules, in *Input) *plan {
@@ -169,7 +172,7 @@ func (p *plan) decide() {
 		p.need = floor
 	}
 	to := p.class
-	if p.templateOurs() {
+	if p.templateOurs() && !p.asleep {
 		to = p.chooseClass()
 	}
 	if p.class == nil || to == p.class {

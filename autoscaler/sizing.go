@@ -14,11 +14,18 @@ type term struct {
 	why   string
 }
 
-// sizeWork computes the concurrency slots the work needs from fresh metrics only: with
+// sizeWork computes the concurrency slots the work needs from fresh metrics only (sizeTerms),
+// then applies scale to zero to them (activate).
+func (p *plan) sizeWork() {
+	p.sizeTerms()
+	p.activate()
+}
+
+// sizeTerms computes the concurrency slots the work needs from fresh metrics only: with
 // the drain sizing, the jobs in flight and the slots that drain the backlog within the
 // target wait; with the seed's, the largest of the queue term, the throughput floor and
 // the wait term (the drain sizing falls back to those while the job duration is unknown).
-func (p *plan) sizeWork() {
+func (p *plan) sizeTerms() {
 	var terms []term
 	if t, ok := p.drainTerm(); ok {
 		terms = []term{t}
@@ -41,6 +48,46 @@ func (p *plan) sizeWork() {
 	if len(terms) > 1 {
 		p.reasonf("the largest requirement is the %s term", strings.SplitN(terms[best].why, ":", 2)[0])
 	}
+}
+
+// activate applies scale to zero (minReplicas 0) to the requirement, as KEDA's activation
+// decides 0 <-> 1: a fleet at 0 replicas starts, to at least one replica, only once the
+// queue depth is above horizontal.activationQueueDepth, whatever else the metrics say; a
+// running fleet keeps one replica while any job is queued or active. So its recommendation
+// is 0 only with an empty queue and no active job, and the scale-down window takes it to 0
+// once that has lasted the whole window (docs/policy.md, "Scale to zero").
+func (p *plan) activate() {
+	if *p.w.MinReplicas != 0 {
+		return
+	}
+	threshold := 0.0
+	if a := p.w.Horizontal.ActivationQueueDepth; a != nil {
+		threshold = *a
+	}
+	q, okQ := p.value(rules.QueueDepth)
+	if p.in.State.Replicas == 0 {
+		switch {
+		case !okQ:
+			p.need, p.hasNeed = 0, true
+			p.reasonf("scale to zero: the queue depth is not known, so the fleet is not started from 0 replicas")
+		case q <= threshold:
+			p.need, p.hasNeed = 0, true
+			p.reasonf("scale to zero: %s queued is not above the activation threshold of %s (horizontal.activationQueueDepth); the fleet stays at 0 replicas", num(q), num(threshold))
+		default:
+			p.need, p.hasNeed = max(p.need, 1), true
+			p.reasonf("activation: %s queued is above the activation threshold of %s (horizontal.activationQueueDepth); the fleet starts from 0 replicas", num(q), num(threshold))
+		}
+		return
+	}
+	if !p.hasNeed || ceilInt(p.need/float64(p.conc)) > 0 || !okQ {
+		return // a missing queue depth holds the fleet (the guard)
+	}
+	if a, okA := p.value(rules.ActiveJobs); q > 0 || (okA && a > 0) {
+		p.need = max(p.need, 1)
+		p.reasonf("scale to zero: %s queued and %s active, so the fleet keeps 1 replica until the queue is empty and no job is active", num(q), num(a))
+		return
+	}
+	p.reasonf("scale to zero: the queue is empty and no job is active; 0 replicas once that has lasted the scale-down window (%s)", p.w.Behavior.ScaleDown.StabilizationWindow)
 }
 
 // drainTerm is the drain sizing: slots = (arrivals x duration + backlog x min(1, duration

@@ -19,6 +19,7 @@ fi
 ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
 VICTORIA_METRICS_VERSION="${VICTORIA_METRICS_VERSION:-v1.151.0}"
 VPA_VERSION="${VPA_VERSION:-v1.8.1}"
+PROMETHEUS_OPERATOR_VERSION="${PROMETHEUS_OPERATOR_VERSION:-v0.85.0}"
 CACHE_ROOT="${WORKERSCALE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/workerscale}"
 BIN_DIR="$CACHE_ROOT/bin"
 
@@ -145,8 +146,15 @@ fetch_vpa_crd() {
   go mod download "k8s.io/autoscaler/vertical-pod-autoscaler@$VPA_VERSION" >/dev/null
 }
 
+# fetch_monitoring_crds: the prometheus-operator's module holds its CRDs (ServiceMonitor,
+# PrometheusRule); testenv.MonitoringCRD reads them.
+fetch_monitoring_crds() {
+  go mod download "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION" >/dev/null
+}
+
 install_prometheus
 fetch_vpa_crd
+fetch_monitoring_crds
 build_etcd
 build_victoria_metrics
 build_kube kube-apiserver

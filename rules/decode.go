@@ -367,7 +367,7 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 				rest = append(rest, k, val)
 				continue
 			}
-			d.errorf(k, p, "unknown field %q%s", k.Value, suggest(k.Value, slices.Collect(maps.Keys(fields))))
+			d.errorf(k, p, "unknown field %q%s", k.Value, suggestField(v.Type(), k.Value))
 			continue
 		}
 		d.pos[p] = posOf(k)
@@ -552,6 +552,73 @@ func shapeOf(t reflect.Type, shapes map[reflect.Type]*shape) *shape {
 		}
 	}
 	return s
+}
+
+// foreignKeys are keys of KEDA's ScaledObject and of the HPA that users bring along, by
+// the rules type they are written in, with where the rules take that setting. The HPA's
+// names that mean the same here (stabilizationWindowSeconds, periodSeconds, selectPolicy,
+// policies, type, value, minReplicas, maxReplicas) are accepted, not listed.
+var foreignKeys = map[reflect.Type]map[string]string{
+	reflect.TypeFor[Rules](): {
+		"pollingInterval": `did you mean "interval"? pollingInterval is KEDA's name for it`,
+		"cooldownPeriod":  `KEDA's cooldownPeriod, the wait before scaling to zero, is a workload's behavior.scaleDown.stabilizationWindow here`,
+		"triggers":        `the metrics are read by "queries", a preset and templates, not by KEDA's triggers`,
+	},
+	reflect.TypeFor[Workload](): {
+		"pollingInterval":                `did you mean the top level's "interval"? KEDA's pollingInterval is one interval for every workload here`,
+		"cooldownPeriod":                 `did you mean "behavior.scaleDown.stabilizationWindow"? KEDA's cooldownPeriod, the wait before scaling to zero, is the scale-down window here`,
+		"minReplicaCount":                `did you mean "minReplicas"? minReplicaCount is KEDA's name for it`,
+		"maxReplicaCount":                `did you mean "maxReplicas"? maxReplicaCount is KEDA's name for it`,
+		"idleReplicaCount":               `KEDA's idleReplicaCount has no equivalent: minReplicas 0 with horizontal.activationQueueDepth scales to zero`,
+		"activationThreshold":            `did you mean "horizontal.activationQueueDepth"? it is KEDA's activationThreshold on the queue depth`,
+		"scaleTargetRef":                 `did you mean "target"? scaleTargetRef is the HPA's and KEDA's name for it`,
+		"advanced":                       `KEDA's advanced block: put the behavior block of its horizontalPodAutoscalerConfig under the workload's "behavior"`,
+		"horizontalPodAutoscalerConfig":  `put its behavior block under the workload's "behavior"`,
+		"fallback":                       `did you mean "fallbackReplicas"? it is KEDA's fallback.replicas, which applies while metrics are missing`,
+		"triggers":                       `the metrics are read by the workload's "queries" or the file's queries.templates, not by KEDA's triggers`,
+		"metrics":                        `the metrics are read by the workload's "queries" or the file's queries.templates, not by the HPA's metrics`,
+		"targetCPUUtilizationPercentage": `did you mean "thresholds.cpu.target"? a fraction of the request (80 % is 0.8 or 80%)`,
+	},
+	reflect.TypeFor[Horizontal](): {
+		"activationThreshold": `did you mean "activationQueueDepth"? it is KEDA's activationThreshold on the queue depth`,
+	},
+	reflect.TypeFor[ScalingRules](): {
+		"tolerance": `did you mean the workload's "horizontal.tolerance"? one tolerance applies both ways here`,
+	},
+}
+
+// suggestField says where the rules take an unknown key of struct type t: KEDA's or the
+// HPA's name for a setting, a typo of a key of t, or a key of one of t's objects written a
+// level too high (`utilization` for `horizontal.utilization`).
+func suggestField(t reflect.Type, key string) string {
+	if hint, ok := foreignKeys[t][key]; ok {
+		return " (" + hint + ")"
+	}
+	fields, _ := structFields(t)
+	if s := suggest(key, slices.Collect(maps.Keys(fields))); s != "" {
+		return s
+	}
+	var nested []string
+	for name, f := range fields {
+		ft := t.FieldByIndex(f.index).Type
+		for ft.Kind() == reflect.Pointer {
+			ft = ft.Elem()
+		}
+		if ft.Kind() != reflect.Struct || reflect.PointerTo(ft).Implements(scalarDecoderType) {
+			continue
+		}
+		sub, _ := structFields(ft)
+		for subName := range sub {
+			if strings.EqualFold(subName, key) {
+				nested = append(nested, strconv.Quote(name+"."+subName))
+			}
+		}
+	}
+	if len(nested) == 0 {
+		return ""
+	}
+	slices.Sort(nested)
+	return " (did you mean " + strings.Join(nested, " or ") + "?)"
 }
 
 // suggest names the closest known key when the unknown one looks like a typo of it.

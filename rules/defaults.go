@@ -195,6 +195,7 @@ func (r *Rules) applyDefaults() {
 		if w.Horizontal.Sizing == "" {
 			w.Horizontal.Sizing = SizingDrain
 		}
+		setFloat(&w.Horizontal.ActivationQueueDepth, 0)
 		if w.Vertical.Enabled == nil {
 			on := true
 			w.Vertical.Enabled = &on
@@ -229,7 +230,18 @@ func mergeQueries(base, over map[string]Query) map[string]Query {
 	return out
 }
 
+// fillScalingRules completes one direction's rules: the HPA's field names
+// (stabilizationWindowSeconds, periodSeconds) become the rules' own where the rules' own
+// are left out (validation reports both given at once), then the defaults fill the rest.
 func fillScalingRules(s *ScalingRules, def ScalingRules) {
+	if s.StabilizationWindow == nil && s.StabilizationWindowSeconds != nil {
+		s.StabilizationWindow = seconds(*s.StabilizationWindowSeconds)
+	}
+	for i := range s.Policies {
+		if p := &s.Policies[i]; p.Period == nil && p.PeriodSeconds != nil {
+			p.Period = seconds(*p.PeriodSeconds)
+		}
+	}
 	if s.StabilizationWindow == nil {
 		s.StabilizationWindow = def.StabilizationWindow
 	}
@@ -278,6 +290,12 @@ func mergeThresholds(base, over map[string]Threshold) map[string]Threshold {
 		out[k] = t
 	}
 	return out
+}
+
+// seconds is a whole number of seconds, as the HPA writes durations, as a Duration.
+func seconds(n int32) *Duration {
+	d := Duration(time.Duration(n) * time.Second)
+	return &d
 }
 
 func setDur(p **Duration, v time.Duration) {

@@ -3,6 +3,7 @@ package rules_test
 import (
 	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -209,6 +210,9 @@ func TestDefaults(t *testing.T) {
 	if *w.Env.RateLimitMax != "" || *w.Env.RateLimitDuration != "" {
 		t.Errorf("rate limiter env %q/%q, want not managed by default", *w.Env.RateLimitMax, *w.Env.RateLimitDuration)
 	}
+	if *w.Horizontal.ActivationQueueDepth != 0 {
+		t.Errorf("activationQueueDepth = %v, want 0: one queued job starts a fleet at 0", *w.Horizontal.ActivationQueueDepth)
+	}
 	up, down := w.Behavior.ScaleUp, w.Behavior.ScaleDown
 	if up.StabilizationWindow.D() != 0 || len(up.Policies) != 2 || up.Policies[0].Value != 4 || up.Policies[1].Value != 100 || up.SelectPolicy != "Max" {
 		t.Errorf("scaleUp = %+v, want the HPA's default", up)
@@ -391,4 +395,64 @@ func mustLoad(t *testing.T, file string) *rules.Rules {
 		t.Fatalf("Load(%s):\n%v", file, err)
 	}
 	return r
+}
+
+// TestHPANamesMeanTheSame: a behavior block in the HPA's names (as KEDA's
+// advanced.horizontalPodAutoscalerConfig.behavior writes it) loads as the same block in
+// the rules' own names.
+func TestHPANamesMeanTheSame(t *testing.T) {
+	const head = "prometheus: {url: 'http://p:9090'}\nqueries: {preset: bullmq}\nclasses: [{name: s, cpu: '1', memory: 2Gi}]\nworkloads:\n  - name: w\n    maxReplicas: 10\n    behavior:\n"
+	for _, tc := range []struct{ name, hpa, own string }{
+		{"a scale-down window and policy",
+			"      scaleDown:\n        stabilizationWindowSeconds: 600\n        policies: [{type: Percent, value: 50, periodSeconds: 60}]\n",
+			"      scaleDown:\n        stabilizationWindow: 10m\n        policies: [{type: Percent, value: 50, period: 1m}]\n"},
+		{"no scale-up window, two policies",
+			"      scaleUp:\n        stabilizationWindowSeconds: 0\n        selectPolicy: Min\n        policies: [{type: Pods, value: 2, periodSeconds: 15}, {type: Percent, value: 10, periodSeconds: 1800}]\n",
+			"      scaleUp:\n        stabilizationWindow: 0s\n        selectPolicy: Min\n        policies: [{type: Pods, value: 2, period: 15s}, {type: Percent, value: 10, period: 30m}]\n"},
+		{"a mix of both", // each field in one name only
+			"      scaleDown:\n        stabilizationWindow: 1m\n        policies: [{type: Pods, value: 1, periodSeconds: 30}]\n",
+			"      scaleDown:\n        stabilizationWindow: 1m\n        policies: [{type: Pods, value: 1, period: 30s}]\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			hpa, err := rules.Parse("hpa.yaml", []byte(head+tc.hpa))
+			if err != nil {
+				t.Fatal(err)
+			}
+			own, err := rules.Parse("own.yaml", []byte(head+tc.own))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, dir := range []struct {
+				name      string
+				got, want rules.ScalingRules
+			}{
+				{"scaleUp", hpa.Workloads[0].Behavior.ScaleUp, own.Workloads[0].Behavior.ScaleUp},
+				{"scaleDown", hpa.Workloads[0].Behavior.ScaleDown, own.Workloads[0].Behavior.ScaleDown},
+			} {
+				if describe(dir.got) != describe(dir.want) {
+					t.Errorf("%s = %s, want %s", dir.name, describe(dir.got), describe(dir.want))
+				}
+			}
+		})
+	}
+	r := mustLoad(t, "testdata/good/hpa-behavior.yaml")
+	w := r.Workloads[0]
+	if got := describe(w.Behavior.ScaleDown); got != "600s Max [Percent 50/60s]" {
+		t.Errorf("scaleDown = %s", got)
+	}
+	if *w.MinReplicas != 0 || *w.Horizontal.ActivationQueueDepth != 5 {
+		t.Errorf("minReplicas %d, activationQueueDepth %v, want 0 and 5", *w.MinReplicas, *w.Horizontal.ActivationQueueDepth)
+	}
+}
+
+// describe writes one direction's rules in the units the engine reads them.
+func describe(s rules.ScalingRules) string {
+	out := fmt.Sprintf("%gs %s [", s.StabilizationWindow.D().Seconds(), s.SelectPolicy)
+	for i, p := range s.Policies {
+		if i > 0 {
+			out += " "
+		}
+		out += fmt.Sprintf("%s %d/%gs", p.Type, p.Value, p.Period.D().Seconds())
+	}
+	return out + "]"
 }

@@ -12,13 +12,20 @@ import (
 // Rules is one rules file: everything the worker fleets of a cluster need. After Load it
 // is complete: every default is filled in, so readers never check for a missing field.
 type Rules struct {
-	Prometheus  Prometheus           `yaml:"prometheus"`
-	Interval    *Duration            `yaml:"interval"`
-	Classes     []Class              `yaml:"classes"`
-	Thresholds  map[string]Threshold `yaml:"thresholds"`
-	Queries     Queries              `yaml:"queries"`
-	RateBudgets []RateBudget         `yaml:"rateBudgets"`
-	Workloads   []Workload           `yaml:"workloads"`
+	// Prometheus says where and how to query Prometheus.
+	Prometheus Prometheus `yaml:"prometheus"`
+	// Interval is the control loop's period (15s by default, at least 1s).
+	Interval *Duration `yaml:"interval"`
+	// Classes are the instance classes, smallest first.
+	Classes []Class `yaml:"classes"`
+	// Thresholds map a metric name to its levels; the seed's table by default.
+	Thresholds map[string]Threshold `yaml:"thresholds"`
+	// Queries say how each metric is read: a preset, templates, or both.
+	Queries Queries `yaml:"queries"`
+	// RateBudgets are the pools of upstream API keys that workloads share.
+	RateBudgets []RateBudget `yaml:"rateBudgets"`
+	// Workloads are the worker fleets.
+	Workloads []Workload `yaml:"workloads"`
 
 	// File is the path the rules were loaded from.
 	File string `yaml:"-"`
@@ -28,11 +35,15 @@ type Rules struct {
 // HTTP client settings (authorization, basic_auth, tls_config, proxy_url, ...) is accepted
 // beside url and timeout, so existing Prometheus client settings carry over.
 type Prometheus struct {
-	URL     string    `yaml:"url"`
+	// URL is Prometheus's base URL, http:// or https://.
+	URL string `yaml:"url"`
+	// Timeout bounds each query (10s by default).
 	Timeout *Duration `yaml:"timeout"`
 	// Staleness is the age past which a sample counts as stale rather than current.
 	Staleness *Duration `yaml:"staleness"`
 
+	// HTTP are prometheus/common's HTTP client settings, as in Prometheus's http_config,
+	// written beside url.
 	HTTP config.HTTPClientConfig `yaml:",inline"`
 }
 
@@ -40,8 +51,11 @@ type Prometheus struct {
 // it runs with. Classes are listed from smallest to largest; vertical moves follow that
 // order (see docs/policy.md).
 type Class struct {
-	Name   string    `yaml:"name"`
-	CPU    *Quantity `yaml:"cpu"`
+	// Name is a DNS label, unique among the classes.
+	Name string `yaml:"name"`
+	// CPU is the CPU request of one worker.
+	CPU *Quantity `yaml:"cpu"`
+	// Memory is the memory request of one worker.
 	Memory *Quantity `yaml:"memory"`
 	// Limits are the container limits; when left out the limits equal the requests.
 	Limits *ResourceLimits `yaml:"limits"`
@@ -51,7 +65,8 @@ type Class struct {
 	// TenantConcurrency is DEFAULT_TENANT_CONCURRENCY, derived like Concurrency.
 	TenantConcurrency *int `yaml:"tenantConcurrency"`
 	// MaxReplicas is the seed's "Max Workers" for the class; 0 means no class limit.
-	MaxReplicas int32   `yaml:"maxReplicas"`
+	MaxReplicas int32 `yaml:"maxReplicas"`
+	// CostPerHour is the cost of one worker of the class per hour.
 	CostPerHour float64 `yaml:"costPerHour"`
 	// NodeSelector is set on the pod template when a workload moves to this class.
 	NodeSelector map[string]string `yaml:"nodeSelector"`
@@ -69,7 +84,9 @@ const (
 
 // ResourceLimits are container limits.
 type ResourceLimits struct {
-	CPU    *Quantity `yaml:"cpu"`
+	// CPU is the CPU limit; the request when left out.
+	CPU *Quantity `yaml:"cpu"`
+	// Memory is the memory limit; the request when left out.
 	Memory *Quantity `yaml:"memory"`
 }
 
@@ -86,9 +103,14 @@ const (
 // Warning and critical above Critical; LowerIsWorse mirrors that (warning at or below
 // Warning, critical below Critical). Target is the level the engine steers towards.
 type Threshold struct {
-	Target    *float64  `yaml:"target"`
-	Warning   *float64  `yaml:"warning"`
-	Critical  *float64  `yaml:"critical"`
+	// Target is the level the engine plans to; warning when left out.
+	Target *float64 `yaml:"target"`
+	// Warning is the level at or beyond which the metric grades warning.
+	Warning *float64 `yaml:"warning"`
+	// Critical is the level beyond which the metric grades critical.
+	Critical *float64 `yaml:"critical"`
+	// Direction is which way the metric gets worse: higherIsWorse (the default) or
+	// lowerIsWorse.
 	Direction Direction `yaml:"direction"`
 	// For is how long a level must hold before an alert fires.
 	For *Duration `yaml:"for"`
@@ -97,6 +119,7 @@ type Threshold struct {
 // Queries says how each metric is read from Prometheus: a preset, and templates that
 // replace or add to the preset's.
 type Queries struct {
+	// Preset is a set of templates for a known exporter.
 	Preset string `yaml:"preset"`
 	// RateWindow is the range of rate() in the presets' queries ({{.RateWindow}}).
 	RateWindow *Duration `yaml:"rateWindow"`
@@ -109,7 +132,10 @@ type Queries struct {
 // against the workload's queues; `target` matches the labels `namespace` and `workload`
 // against the workload's target.
 type Query struct {
+	// Query is the PromQL, a Go template ({{.Queues}}, {{.Namespaces}}, {{.Workloads}},
+	// {{.RateWindow}}).
 	Query string `yaml:"query"`
+	// Match says how series are matched to workloads: queue (the default) or target.
 	Match string `yaml:"match"`
 	// Freshness is an optional template giving, per the same labels, the Unix time of the
 	// oldest newest-sample behind the value (`min by (queue) (timestamp(selector))`). An
@@ -126,8 +152,10 @@ const (
 
 // RateBudget is a pool of upstream API keys shared by the workloads that name it.
 type RateBudget struct {
+	// Name is a DNS label, unique among the rate budgets.
 	Name string `yaml:"name"`
-	Keys int    `yaml:"keys"`
+	// Keys is the number of API keys in the pool.
+	Keys int `yaml:"keys"`
 	// OfficialRPS is the upstream's documented limit per key.
 	OfficialRPS float64 `yaml:"officialRequestsPerSecond"`
 	// SafeRPS is what one key can be driven at in practice (the seed's 70 of 100).
@@ -143,35 +171,53 @@ type RateBudget struct {
 
 // Workload is one fleet of queue workers.
 type Workload struct {
-	Name   string `yaml:"name"`
+	// Name is a DNS label, unique among the workloads.
+	Name string `yaml:"name"`
+	// Target is the object scaled; by default the Deployment of the workload's name in
+	// the namespace default.
 	Target Target `yaml:"target"`
 	// Queues are the values of the queue label that belong to this workload.
 	Queues []string `yaml:"queues"`
 	// Classes are the classes this workload may use, smallest first; empty means all.
-	Classes     []string `yaml:"classes"`
-	MinReplicas *int32   `yaml:"minReplicas"`
-	MaxReplicas int32    `yaml:"maxReplicas"`
+	Classes []string `yaml:"classes"`
+	// MinReplicas is the lower bound (1 by default); 0 lets the fleet scale to zero (see
+	// horizontal.activationQueueDepth).
+	MinReplicas *int32 `yaml:"minReplicas"`
+	// MaxReplicas is the upper bound; required.
+	MaxReplicas int32 `yaml:"maxReplicas"`
 	// FallbackReplicas is a floor that applies while metrics are missing.
-	FallbackReplicas *int32      `yaml:"fallbackReplicas"`
-	Concurrency      Concurrency `yaml:"concurrency"`
-	Env              EnvNames    `yaml:"env"`
-	RateBudget       string      `yaml:"rateBudget"`
-	RequestsPerJob   *float64    `yaml:"requestsPerJob"`
-	Horizontal       Horizontal  `yaml:"horizontal"`
-	Vertical         Vertical    `yaml:"vertical"`
-	Behavior         Behavior    `yaml:"behavior"`
+	FallbackReplicas *int32 `yaml:"fallbackReplicas"`
+	// Concurrency overrides and bounds the class's concurrency for this workload.
+	Concurrency Concurrency `yaml:"concurrency"`
+	// Env names the env vars that carry concurrency and the rate limiter.
+	Env EnvNames `yaml:"env"`
+	// RateBudget is the rate budget this workload draws on.
+	RateBudget string `yaml:"rateBudget"`
+	// RequestsPerJob is the upstream requests one job makes; required with rateBudget.
+	RequestsPerJob *float64 `yaml:"requestsPerJob"`
+	// Horizontal are the parameters of the replica count.
+	Horizontal Horizontal `yaml:"horizontal"`
+	// Vertical are the parameters of class changes.
+	Vertical Vertical `yaml:"vertical"`
+	// Behavior is the HPA's spec.behavior: stabilization windows and rate policies; the
+	// HPA's defaults when left out.
+	Behavior Behavior `yaml:"behavior"`
 	// Thresholds override the file's thresholds for this workload, key by key.
 	Thresholds map[string]Threshold `yaml:"thresholds"`
 	// Queries override the file's query templates for this workload, metric by metric.
 	Queries map[string]Query `yaml:"queries"`
-	DryRun  bool             `yaml:"dryRun"`
+	// DryRun says to decide and report but never write, for this workload.
+	DryRun bool `yaml:"dryRun"`
 }
 
 // Target is the Kubernetes object a workload scales.
 type Target struct {
-	Kind      string `yaml:"kind"`
+	// Kind is Deployment (the default) or StatefulSet.
+	Kind string `yaml:"kind"`
+	// Namespace is the object's namespace (default by default).
 	Namespace string `yaml:"namespace"`
-	Name      string `yaml:"name"`
+	// Name is the object's name; the workload's name when left out.
+	Name string `yaml:"name"`
 	// Container is the container whose resources and env vars are managed; empty means
 	// the pod's first container.
 	Container string `yaml:"container"`
@@ -180,16 +226,23 @@ type Target struct {
 // Concurrency overrides the class's concurrency for one workload and bounds what the
 // engine may set (for example when a rate budget or 429s call for less).
 type Concurrency struct {
+	// Global replaces the class's concurrency (WORKER_CONCURRENCY).
 	Global *int `yaml:"global"`
+	// Tenant replaces the class's tenant concurrency (DEFAULT_TENANT_CONCURRENCY).
 	Tenant *int `yaml:"tenant"`
-	Min    *int `yaml:"min"`
-	Max    *int `yaml:"max"`
+	// Min is the least concurrency the engine may set.
+	Min *int `yaml:"min"`
+	// Max is the most concurrency the engine may set, raising it past the class's.
+	Max *int `yaml:"max"`
 }
 
 // EnvNames are the env vars that carry concurrency and the rate limiter. An empty name
 // means the workload has no such variable and it is never written.
 type EnvNames struct {
-	Concurrency       *string `yaml:"concurrency"`
+	// Concurrency carries the concurrency (WORKER_CONCURRENCY by default).
+	Concurrency *string `yaml:"concurrency"`
+	// TenantConcurrency carries the tenant concurrency (DEFAULT_TENANT_CONCURRENCY by
+	// default).
 	TenantConcurrency *string `yaml:"tenantConcurrency"`
 	// RateLimitMax carries the jobs the workload may start per limiter window (the first
 	// seed's RATE_LIMIT_MAX), set from its share of its rate budget; "" (the default): not
@@ -215,6 +268,11 @@ type Horizontal struct {
 	// Sizing is how the slots are counted: SizingDrain (the default) or SizingSeed
 	// (docs/policy.md, "Horizontal").
 	Sizing string `yaml:"sizing"`
+	// ActivationQueueDepth is, with minReplicas 0, the queue depth a fleet at 0 replicas
+	// must exceed to be started (KEDA's activationThreshold); 0, the default, starts it for
+	// one queued job. A running fleet goes back to 0 only after the scale-down window with
+	// an empty queue and no active job (docs/policy.md, "Scale to zero").
+	ActivationQueueDepth *float64 `yaml:"activationQueueDepth"`
 }
 
 // The sizings.
@@ -229,6 +287,7 @@ const (
 
 // Vertical are the parameters of class changes.
 type Vertical struct {
+	// Enabled allows class changes (true by default).
 	Enabled *bool `yaml:"enabled"`
 	// SustainFor is how long pressure must last (the seed's "consistently") before a step.
 	SustainFor *Duration `yaml:"sustainFor"`
@@ -241,15 +300,28 @@ type Vertical struct {
 
 // Behavior mirrors the HPA's spec.behavior: stabilization windows and rate policies.
 type Behavior struct {
-	ScaleUp   ScalingRules `yaml:"scaleUp"`
+	// ScaleUp are the rules of scaling up: by default no window, and at most max(4 pods,
+	// 100 %) per 15s.
+	ScaleUp ScalingRules `yaml:"scaleUp"`
+	// ScaleDown are the rules of scaling down: by default a 300s window, and at most
+	// 100 % per 15s.
 	ScaleDown ScalingRules `yaml:"scaleDown"`
 }
 
 // ScalingRules are one direction's rules, with the HPA's semantics.
 type ScalingRules struct {
-	StabilizationWindow *Duration       `yaml:"stabilizationWindow"`
-	SelectPolicy        string          `yaml:"selectPolicy"`
-	Policies            []ScalingPolicy `yaml:"policies"`
+	// StabilizationWindow is how far back the recommendations are looked at: a scale-up
+	// goes no higher than the lowest of them, a scale-down no lower than the highest.
+	StabilizationWindow *Duration `yaml:"stabilizationWindow"`
+	// StabilizationWindowSeconds is the HPA's name for StabilizationWindow, in whole
+	// seconds (as KEDA's advanced.horizontalPodAutoscalerConfig.behavior writes it); give
+	// one of the two.
+	StabilizationWindowSeconds *int32 `yaml:"stabilizationWindowSeconds"`
+	// SelectPolicy chooses among the policies: Max the one allowing the most change, Min
+	// the least, Disabled no change in this direction.
+	SelectPolicy string `yaml:"selectPolicy"`
+	// Policies bound how fast the count changes.
+	Policies []ScalingPolicy `yaml:"policies"`
 }
 
 // The HPA's select policies.
@@ -262,9 +334,14 @@ const (
 // ScalingPolicy allows at most Value pods (Type Pods) or Value percent of the current
 // count (Type Percent) to be added or removed within Period.
 type ScalingPolicy struct {
-	Type   string    `yaml:"type"`
-	Value  int32     `yaml:"value"`
+	// Type is Pods or Percent.
+	Type string `yaml:"type"`
+	// Value is the pods, or the percent of the current count, allowed per period.
+	Value int32 `yaml:"value"`
+	// Period is the window the policy counts changes over, up to 30m.
 	Period *Duration `yaml:"period"`
+	// PeriodSeconds is the HPA's name for Period, in whole seconds; give one of the two.
+	PeriodSeconds *int32 `yaml:"periodSeconds"`
 }
 
 // The HPA's policy types.

@@ -427,6 +427,7 @@ func (v *validator) workloads(r *Rules, classes, budgets map[string]int) {
 			v.errorf(path+".requestsPerJob", "must be positive, got %g", *w.RequestsPerJob)
 		}
 		v.horizontal(path+".horizontal", w.Horizontal)
+		v.scaleToZero(r, path, w)
 		v.vertical(path+".vertical", w.Vertical)
 		v.scalingRules(path+".behavior.scaleUp", w.Behavior.ScaleUp)
 		v.scalingRules(path+".behavior.scaleDown", w.Behavior.ScaleDown)
@@ -630,6 +631,29 @@ func (v *validator) horizontal(path string, h Horizontal) {
 	if h.JobDuration != nil && h.JobDuration.D() <= 0 {
 		v.errorf(path+".jobDuration", "must be positive, got %s", h.JobDuration)
 	}
+	if a := h.ActivationQueueDepth; a != nil && *a < 0 {
+		v.errorf(path+".activationQueueDepth", "must not be negative, got %g", *a)
+	}
+}
+
+// scaleToZero checks what a fleet that may sleep at 0 replicas needs: a queue depth to wake
+// it by (nothing else shows work while no worker runs), and an activation threshold only
+// where it can apply.
+func (v *validator) scaleToZero(r *Rules, path string, w *Workload) {
+	activation := path + ".horizontal.activationQueueDepth"
+	if lo := *w.MinReplicas; lo != 0 {
+		if lo > 0 && v.written(activation) {
+			v.errorf(activation, "applies only with minReplicas: 0, to a fleet at 0 replicas; minReplicas is %d, so the fleet never stops", lo)
+		}
+		return
+	}
+	if (r.Queries.Preset != "" && !slices.Contains(PresetNames(), r.Queries.Preset)) || v.failedUnder["queries"] || v.failedUnder[path+".queries"] {
+		return // the unknown preset, or the queries that could not be read, are reported
+	}
+	sizes := slices.ContainsFunc(SizingMetrics(), func(m string) bool { _, ok := w.Queries[m]; return ok })
+	if _, ok := w.Queries[QueueDepth]; !ok && sizes {
+		v.errorf(path+".minReplicas", "0 needs a queueDepth query: at 0 replicas only the queue shows there is work to start the fleet for; add queries.templates.queueDepth (or a preset)")
+	}
 }
 
 func (v *validator) vertical(path string, vt Vertical) {
@@ -650,8 +674,32 @@ const (
 	maxPolicyPeriod        = 30 * time.Minute
 )
 
+// written says whether the file gave the field at path.
+func (v *validator) written(path string) bool {
+	_, ok := v.pos[path]
+	return ok
+}
+
+// alias checks a field the file may give under the HPA's name instead (seconds, an
+// integer): not both at once, and the HPA's bounds in the HPA's unit. It reports whether
+// the value came from the HPA's name, so that the rules' own field is not checked again.
+func (v *validator) alias(path, own, hpa string, secs *int32, lo, hi int32) bool {
+	if secs == nil {
+		return false
+	}
+	if v.written(path + "." + own) {
+		v.errorf(path+"."+hpa, "give %s or %s (the HPA's name, in seconds), not both", own, hpa)
+		return true
+	}
+	if *secs < lo || *secs > hi {
+		v.errorf(path+"."+hpa, "must be between %d and %d seconds, got %d", lo, hi, *secs)
+	}
+	return true
+}
+
 func (v *validator) scalingRules(path string, s ScalingRules) {
-	if w := s.StabilizationWindow.D(); w < 0 || w > maxStabilizationWindow {
+	fromHPA := v.alias(path, "stabilizationWindow", "stabilizationWindowSeconds", s.StabilizationWindowSeconds, 0, int32(maxStabilizationWindow/time.Second))
+	if w := s.StabilizationWindow.D(); !fromHPA && (w < 0 || w > maxStabilizationWindow) {
 		v.errorf(path+".stabilizationWindow", "must be between 0s and 1h, got %s", s.StabilizationWindow)
 	}
 	switch s.SelectPolicy {
@@ -670,9 +718,12 @@ func (v *validator) scalingRules(path string, s ScalingRules) {
 		if p.Value < 1 {
 			v.errorf(pp+".value", "must be at least 1, got %d", p.Value)
 		}
-		if p.Period == nil {
-			v.errorf(pp+".period", "is required")
-		} else if d := p.Period.D(); d <= 0 || d > maxPolicyPeriod {
+		fromHPA := v.alias(pp, "period", "periodSeconds", p.PeriodSeconds, 1, int32(maxPolicyPeriod/time.Second))
+		switch {
+		case fromHPA:
+		case p.Period == nil:
+			v.errorf(pp+".period", "is required (period: 15s, or the HPA's periodSeconds: 15)")
+		case p.Period.D() <= 0 || p.Period.D() > maxPolicyPeriod:
 			v.errorf(pp+".period", "must be between 1s and 30m, got %s", p.Period)
 		}
 	}

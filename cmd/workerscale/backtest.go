@@ -2,12 +2,9 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"maps"
 	"slices"
 	"strconv"
@@ -15,9 +12,11 @@ import (
 	"time"
 
 	"github.com/prometheus/common/model"
+	"github.com/spf13/cobra"
 
 	"github.com/workerscale/workerscale/autoscaler"
 	"github.com/workerscale/workerscale/internal/prom"
+	"github.com/workerscale/workerscale/internal/selector"
 	"github.com/workerscale/workerscale/internal/sim"
 	"github.com/workerscale/workerscale/rules"
 )
@@ -26,132 +25,135 @@ import (
 // 11,000 points per series.
 const backtestChunk = 10_000
 
-func backtestCommand() command {
-	return command{
-		name:    "backtest",
-		summary: "Replay Prometheus's recorded metrics through the decision engine and show what it would have decided, when and why",
-		usage:   "--rules FILE --from T [--to T] [--step D] [--workload NAME] [--replicas N] [--class C] [--concurrency N] [-o text|json]",
-		example: "workerscale backtest --rules rules/examples/luneo-render.yaml --from -6h --to now\n" +
-			"workerscale backtest --rules rules/examples/luneo-render.yaml --from 2026-03-01T08:00:00Z --to 2026-03-01T20:00:00Z \\\n" +
-			"    --workload render --replicas 2 --class medium -o json\n" +
-			"# At each step the metrics are what a cycle at that time would have read (no value at a\n" +
-			"# step is missing, never 0). Each change is taken as applied at once: the next step starts\n" +
-			"# from its shape, with the history the control loop keeps. The recorded metrics are what\n" +
-			"# really ran; they do not respond to the decisions replayed, so a job's CPU and memory are\n" +
-			"# measured only on the recorded pods, before the first change. Nothing is written.",
-		flags: func(fs *flag.FlagSet) func(context.Context, *env) error {
-			file := fs.String("rules", "", "the rules YAML (required); its prometheus section says which Prometheus to read")
-			from := fs.String("from", "", "the start: RFC3339 (2026-03-01T08:00:00Z), Unix seconds, now, or now-D / -D with D a Prometheus duration (90m, 6h, 2d) (required)")
-			to := fs.String("to", "now", "the end, in the same forms as --from")
-			var step time.Duration
-			fs.Func("step", "the time between two decisions, a Prometheus `duration` such as 15s or 1m (default: the rules' interval)", func(s string) error {
-				d, err := model.ParseDuration(s)
-				if err != nil || d <= 0 {
-					return fmt.Errorf("want a positive duration such as 15s or 1m, got %q", s)
-				}
-				step = time.Duration(d)
-				return nil
-			})
-			name := fs.String("workload", "", "show this workload only; --replicas, --class and --concurrency then apply to it alone (default: every workload; all are replayed, as they may share rate budgets)")
-			replicas := backtestIntFlag(fs, "replicas", "the starting replica `count` (default: kube_deployment_spec_replicas, or kube_statefulset_replicas, at --from)")
-			class := fs.String("class", "", "the starting class, or custom (default: the class whose CPU and memory equal the target container's kube_pod_container_resource_requests at --from)")
-			conc := backtestIntFlag(fs, "concurrency", "the starting WORKER_CONCURRENCY, a `number` (default: the class's, or the workload's override; Prometheus does not record it)")
-			tenant := backtestIntFlag(fs, "tenant-concurrency", "the starting DEFAULT_TENANT_CONCURRENCY, a `number` (default: as --concurrency)")
-			output := fs.String("o", "text", "output format: text, or json (a list of explain's decisions, each with its time)")
-			fs.StringVar(output, "output", "text", "output format: text or json")
-			return func(ctx context.Context, e *env) error {
-				switch {
-				case *file == "":
-					return usagef("--rules is required")
-				case *from == "":
-					return usagef("--from is required")
-				case *output != "text" && *output != "json":
-					return usagef("-o must be text or json, got %q", *output)
-				}
-				now := time.Now()
-				start, err := parseBacktestTime("--from", *from, now)
-				if err != nil {
-					return err
-				}
-				end, err := parseBacktestTime("--to", *to, now)
-				if err != nil {
-					return err
-				}
-				if end.Before(start) {
-					return usagef("--to %s is before --from %s", end.Format(time.RFC3339), start.Format(time.RFC3339))
-				}
-				r, err := rules.Load(*file)
-				if err != nil {
-					return err
-				}
-				if *name != "" && r.Workload(*name) == nil {
-					return usagef("--workload: no workload %q in %s (%s)", *name, *file, strings.Join(workloadNames(r), ", "))
-				}
-				if step == 0 {
-					step = r.Interval.D()
-				}
-				steps, err := sim.BacktestSteps(start, end, step)
-				if err != nil {
-					return usagef("--step: %v", err)
-				}
-				src, err := prom.New(r.Prometheus, prom.Options{Logger: slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
-				if err != nil {
-					return err
-				}
-				defer src.Close()
-				flags := startFlags{workload: *name, replicas: *replicas, class: *class, conc: max(*conc, 0), tenant: max(*tenant, 0)}
-				shapes, err := flags.shapes(ctx, src, r, start, step)
-				if err != nil {
-					return err
-				}
-				values, errs := backtestRanges(ctx, src, r, start, steps, step, backtestChunk)
-				fresh, freshErrs := backtestRanges(ctx, src, sim.BacktestFreshnessRules(r), start, steps, step, backtestChunk)
-				errs = append(errs, freshErrs...)
-				if ctx.Err() != nil {
-					return ctx.Err()
-				}
-				res, err := sim.Backtest{Rules: r, From: start, To: end, Step: step, Values: values, Freshness: fresh, Start: shapes}.Replay()
-				if err != nil {
-					return err
-				}
-				changes := slices.DeleteFunc(res.Changes, func(c sim.BacktestChange) bool { return *name != "" && c.Workload != *name })
-				if *output == "json" {
-					if changes == nil {
-						changes = []sim.BacktestChange{}
-					}
-					enc := json.NewEncoder(e.stdout)
-					enc.SetIndent("", "  ")
-					if err := enc.Encode(changes); err != nil {
-						return err
-					}
-				} else {
-					printBacktest(e.stdout, r, *name, res, changes, shapes, start, end, step)
-				}
-				if len(errs) > 0 {
-					lines := make([]string, len(errs))
-					for i, err := range errs {
-						lines[i] = err.Error()
-					}
-					return fmt.Errorf("%d range queries failed; their metrics count as missing in the replay:\n  %s", len(errs), strings.Join(lines, "\n  "))
-				}
-				return nil
+func newBacktestCommand(e *env) *cobra.Command {
+	var (
+		file, from, to, class, output string
+		step                          time.Duration
+		sel                           selector.Selector
+		replicas, conc, tenant        int
+		logs                          logOptions
+	)
+	c := &cobra.Command{
+		Use:   "backtest --rules FILE --from T [--to T]",
+		Short: "Replay Prometheus's recorded metrics through the decision engine and show what it would have decided, when and why",
+		Long: `Replay Prometheus's recorded metrics through the decision engine and show what it would
+have decided, when and why. At each step the metrics are what a cycle at that time would
+have read (no value at a step is missing, never 0). Each change is taken as applied at
+once: the next step starts from its shape, with the history the control loop keeps. The
+recorded metrics are what really ran; they do not respond to the decisions replayed, so a
+job's CPU and memory are measured only on the recorded pods, before the first change.
+Every workload is replayed (they may share rate budgets); -n and --workload narrow what is
+shown, and what --replicas, --class and --concurrency apply to. Nothing is written.`,
+		Example: `workerscale backtest --rules rules/examples/luneo-render.yaml --from -6h --to now
+workerscale backtest --rules rules/examples/luneo-render.yaml --from 2026-03-01T08:00:00Z --to 2026-03-01T20:00:00Z \
+    --workload render --replicas 2 --class medium -o json`,
+		RunE: func(c *cobra.Command, _ []string) error {
+			switch {
+			case file == "":
+				return usagef("--rules is required")
+			case from == "":
+				return usagef("--from is required")
 			}
+			// An int flag not given is -1: read from Prometheus.
+			for _, f := range []struct {
+				name string
+				p    *int
+			}{{"replicas", &replicas}, {"concurrency", &conc}, {"tenant-concurrency", &tenant}} {
+				switch {
+				case !c.Flags().Changed(f.name):
+					*f.p = -1
+				case *f.p < 0:
+					return usagef("--%s must not be negative", f.name)
+				}
+			}
+			now := time.Now()
+			start, err := parseBacktestTime("--from", from, now)
+			if err != nil {
+				return err
+			}
+			end, err := parseBacktestTime("--to", to, now)
+			if err != nil {
+				return err
+			}
+			if end.Before(start) {
+				return usagef("--to %s is before --from %s", end.Format(time.RFC3339), start.Format(time.RFC3339))
+			}
+			r, err := rules.Load(file)
+			if err != nil {
+				return err
+			}
+			if err := sel.Check(r); err != nil {
+				return selectionError(err)
+			}
+			if step == 0 {
+				step = r.Interval.D()
+			}
+			steps, err := sim.BacktestSteps(start, end, step)
+			if err != nil {
+				return usagef("--step: %v", err)
+			}
+			src, err := prom.New(r.Prometheus, prom.Options{Logger: logs.logger(e.stderr)})
+			if err != nil {
+				return err
+			}
+			defer src.Close()
+			ctx := c.Context()
+			flags := startFlags{sel: sel, replicas: replicas, class: class, conc: max(conc, 0), tenant: max(tenant, 0)}
+			shapes, err := flags.shapes(ctx, src, r, start, step)
+			if err != nil {
+				return err
+			}
+			values, errs := backtestRanges(ctx, src, r, start, steps, step, backtestChunk)
+			fresh, freshErrs := backtestRanges(ctx, src, sim.BacktestFreshnessRules(r), start, steps, step, backtestChunk)
+			errs = append(errs, freshErrs...)
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			res, err := sim.Backtest{Rules: r, From: start, To: end, Step: step, Values: values, Freshness: fresh, Start: shapes}.Replay()
+			if err != nil {
+				return err
+			}
+			changes := slices.DeleteFunc(res.Changes, func(c sim.BacktestChange) bool { return !sel.Matches(r.Workload(c.Workload)) })
+			if output != formatText {
+				if changes == nil {
+					changes = []sim.BacktestChange{}
+				}
+				if err := writeObject(e.stdout, output, changes); err != nil {
+					return err
+				}
+			} else {
+				printBacktest(e.stdout, r, sel, res, changes, shapes, start, end, step)
+			}
+			if len(errs) > 0 {
+				lines := make([]string, len(errs))
+				for i, err := range errs {
+					lines[i] = err.Error()
+				}
+				return fmt.Errorf("%d range queries failed; their metrics count as missing in the replay:\n  %s", len(errs), strings.Join(lines, "\n  "))
+			}
+			return nil
 		},
 	}
-}
-
-// backtestIntFlag is an optional non-negative integer flag; -1 when not given.
-func backtestIntFlag(fs *flag.FlagSet, name, usage string) *int {
-	v := -1
-	fs.Func(name, usage, func(s string) error {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 0 {
-			return fmt.Errorf("want a whole number, 0 or more, got %q", s)
+	fs := c.Flags()
+	rulesFlag(c, &file, "the rules YAML (required); its prometheus section says which Prometheus to read")
+	fs.StringVar(&from, "from", "", "the start: RFC3339 (2026-03-01T08:00:00Z), Unix seconds, now, or now-D / -D with D a Prometheus duration (90m, 6h, 2d) (required)")
+	fs.StringVar(&to, "to", "now", "the end, in the same forms as --from")
+	fs.Func("step", "the time between two decisions, a Prometheus `duration` such as 15s or 1m (default: the rules' interval)", func(s string) error {
+		d, err := model.ParseDuration(s)
+		if err != nil || d <= 0 {
+			return fmt.Errorf("want a positive duration such as 15s or 1m, got %q", s)
 		}
-		v = n
+		step = time.Duration(d)
 		return nil
 	})
-	return &v
+	selectorFlags(c, e, &sel, "shown, and given the starting flags; every workload is replayed, as they may share rate budgets")
+	fs.IntVar(&replicas, "replicas", 0, "the starting replica count (default: kube_deployment_spec_replicas, or kube_statefulset_replicas, at --from)")
+	fs.StringVar(&class, "class", "", "the starting class, or custom (default: the class whose CPU and memory equal the target container's kube_pod_container_resource_requests at --from)")
+	fs.IntVar(&conc, "concurrency", 0, "the starting WORKER_CONCURRENCY (default: the class's, or the workload's override; Prometheus does not record it)")
+	fs.IntVar(&tenant, "tenant-concurrency", 0, "the starting DEFAULT_TENANT_CONCURRENCY (default: as --concurrency)")
+	outputFlag(c, e, &output, "output format: text, json or yaml (a list of explain's decisions, each with its time)", formatText, formatJSON, formatYAML)
+	logs.flags(c, e, "warn", "debug", "info", "error")
+	return c
 }
 
 // parseBacktestTime reads a --from or --to: RFC3339, Unix seconds, now, or now-D / -D.
@@ -204,10 +206,9 @@ func backtestRanges(ctx context.Context, src *prom.Source, r *rules.Rules, start
 	return out, errs
 }
 
-// startFlags are the starting-shape flags; workload names the one they apply to, or ""
-// for all.
+// startFlags are the starting-shape flags, which apply to the workloads sel selects.
 type startFlags struct {
-	workload     string
+	sel          selector.Selector
 	replicas     int
 	class        string
 	conc, tenant int
@@ -223,7 +224,7 @@ func (f *startFlags) shapes(ctx context.Context, src *prom.Source, r *rules.Rule
 	out := map[string]autoscaler.Shape{}
 	for i := range r.Workloads {
 		w := &r.Workloads[i]
-		mine := f.workload == "" || f.workload == w.Name
+		mine := f.sel.Matches(w)
 		replicas, class, conc, tenant := -1, "", 0, 0
 		if mine {
 			replicas, class, conc, tenant = f.replicas, f.class, f.conc, f.tenant
@@ -277,7 +278,7 @@ func (f *startFlags) shapes(ctx context.Context, src *prom.Source, r *rules.Rule
 
 // hint says how to give one workload's starting shape when there are several.
 func (f *startFlags) hint(r *rules.Rules, w *rules.Workload) string {
-	if len(r.Workloads) > 1 && f.workload == "" {
+	if len(r.Workloads) > 1 && f.sel.Empty() {
 		return fmt.Sprintf(" (with --workload %s, or for every workload without it)", w.Name)
 	}
 	return ""
@@ -285,7 +286,7 @@ func (f *startFlags) hint(r *rules.Rules, w *rules.Workload) string {
 
 // printBacktest writes each change with its time, shapes, grades, limits and reasons, then
 // a summary.
-func printBacktest(out io.Writer, r *rules.Rules, only string, res sim.BacktestResult, changes []sim.BacktestChange, start map[string]autoscaler.Shape, from, to time.Time, step time.Duration) {
+func printBacktest(out io.Writer, r *rules.Rules, sel selector.Selector, res sim.BacktestResult, changes []sim.BacktestChange, start map[string]autoscaler.Shape, from, to time.Time, step time.Duration) {
 	for _, c := range changes {
 		fmt.Fprintf(out, "%s  %s  %s -> %s\n", c.Time.UTC().Format(time.RFC3339), c.Workload, shape(c.From), shape(c.To))
 		var grades []string
@@ -301,8 +302,9 @@ func printBacktest(out io.Writer, r *rules.Rules, only string, res sim.BacktestR
 		noun = "change"
 	}
 	fmt.Fprintf(out, "backtest: %d steps of %s from %s to %s, %d %s\n", res.Steps, step, from.Format(time.RFC3339), to.Format(time.RFC3339), len(changes), noun)
-	for _, w := range r.Workloads {
-		if only != "" && w.Name != only {
+	for i := range r.Workloads {
+		w := &r.Workloads[i]
+		if !sel.Matches(w) {
 			continue
 		}
 		fmt.Fprintf(out, "  %s: %s at the start, %s at the end\n", w.Name, shape(start[w.Name]), shape(res.Final[w.Name]))

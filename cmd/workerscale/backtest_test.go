@@ -279,10 +279,12 @@ func TestBacktestBadFlags(t *testing.T) {
 		{append(base, "--from", "yesterday"), `--from: "yesterday" is not a time: want RFC3339`},
 		{append(base, "--from", "-2x"), `--from: "-2x" is not a time: after -, want a duration`},
 		{append(base, "--from", "-1h", "--to", "-2h"), "--to "},
-		{append(base, "--from", "-1h", "--step", "0s"), "invalid value \"0s\" for flag -step: want a positive duration"},
+		{append(base, "--from", "-1h", "--step", "0s"), `invalid argument "0s" for "--step" flag: want a positive duration`},
 		{append(base, "--from", "-1000d", "--step", "1s"), "--step: "},
 		{append(base, "--from", "-1h", "--workload", "nope"), `--workload: no workload "nope"`},
-		{append(base, "--from", "-1h", "-o", "yaml"), "-o must be text or json"},
+		{append(base, "--from", "-1h", "-o", "xml"), `invalid argument "xml" for "-o, --output" flag: want text, json or yaml`},
+		{append(base, "--from", "-1h", "--replicas", "-2"), "--replicas must not be negative"},
+		{append(base, "--from", "-1h", "-n", "lunoe"), `-n: no workload of ../../rules/examples/luneo-render.yaml is in namespace "lunoe"`},
 	} {
 		code, _, errOut := runCLI(t, tc.args...)
 		if code != 2 || !strings.Contains(errOut, tc.want) {

@@ -1,63 +1,86 @@
 package main
 
 import (
-	"context"
 	"errors"
-	"flag"
 	"fmt"
+
+	"github.com/spf13/cobra"
 
 	"github.com/workerscale/workerscale/rules"
 )
 
-func checkCommand() command {
-	return command{
-		name:    "check",
-		summary: "Validate a rules file and report every problem with file:line:column",
-		usage:   "--rules FILE",
-		example: "workerscale check --rules rules/examples/luneo-render.yaml",
-		flags: func(fs *flag.FlagSet) func(context.Context, *env) error {
-			file := fs.String("rules", "", "the rules YAML to check (required)")
-			return func(ctx context.Context, e *env) error {
-				if *file == "" {
-					return usagef("--rules is required")
-				}
-				r, err := rules.Load(*file)
-				var list rules.ErrorList
-				if errors.As(err, &list) {
+// checkResult is `check -o json`: the file's verdict, and every problem with its
+// position, for CI annotations.
+type checkResult struct {
+	File        string         `json:"file"`
+	Valid       bool           `json:"valid"`
+	Problems    []checkProblem `json:"problems"`
+	Workloads   int            `json:"workloads"`
+	Classes     int            `json:"classes"`
+	RateBudgets int            `json:"rateBudgets"`
+}
+
+// checkProblem is one problem of a rules file: Line and Column start at 1, 0 when unknown.
+type checkProblem struct {
+	File    string `json:"file"`
+	Line    int    `json:"line"`
+	Column  int    `json:"column"`
+	Path    string `json:"path,omitempty"`
+	Message string `json:"message"`
+}
+
+func newCheckCommand(e *env) *cobra.Command {
+	var file, output string
+	c := &cobra.Command{
+		Use:   "check --rules FILE",
+		Short: "Validate a rules file and report every problem with file:line:column",
+		Long: `Validate a rules file and report every problem as FILE:LINE:COL: field.path: message, or
+with -o json|yaml as a list with their lines and columns, for CI annotations. Exit 0 when
+the file is valid, 1 when it has problems.`,
+		Example: `workerscale check --rules rules/examples/luneo-render.yaml
+workerscale check --rules rules.yaml -o json`,
+		RunE: func(c *cobra.Command, _ []string) error {
+			if file == "" {
+				return usagef("--rules is required")
+			}
+			r, err := rules.Load(file)
+			var list rules.ErrorList
+			var internal *rules.InternalError
+			switch {
+			case errors.As(err, &list):
+				if output != formatText {
+					res := checkResult{File: file, Problems: []checkProblem{}}
+					for _, p := range list {
+						res.Problems = append(res.Problems, checkProblem{File: p.File, Line: p.Pos.Line, Column: p.Pos.Column, Path: p.Path, Message: p.Msg})
+					}
+					if err := writeObject(e.stdout, output, res); err != nil {
+						return err
+					}
+				} else {
 					for _, p := range list {
 						fmt.Fprintln(e.stdout, p)
 					}
-					fmt.Fprintf(e.stderr, "%s: %d problem%s\n", *file, len(list), plural(len(list)))
-					return exitError{code: 1}
 				}
-				var internal *rules.InternalError
-				if errors.As(err, &internal) {
-					// A bug, not the file's fault: the stack is for the report.
-					fmt.Fprintf(e.stderr, "%v\n%s", err, internal.Stack)
-					return exitError{code: 1}
-				}
-				if err != nil {
-					return err
-				}
-				fmt.Fprintf(e.stdout, "%s: valid: %d workload%s, %d class%s, %d rate budget%s\n", *file,
-					len(r.Workloads), plural(len(r.Workloads)), len(r.Classes), pluralES(len(r.Classes)),
-					len(r.RateBudgets), plural(len(r.RateBudgets)))
-				return nil
+				fmt.Fprintf(e.stderr, "%s: %d problem%s\n", file, len(list), plural(len(list)))
+				return exitError{code: exitFailed}
+			case errors.As(err, &internal):
+				// A bug, not the file's fault: the stack is for the report.
+				fmt.Fprintf(e.stderr, "%v\n%s", err, internal.Stack)
+				return exitError{code: exitFailed}
+			case err != nil:
+				return err
 			}
+			if output != formatText {
+				return writeObject(e.stdout, output, checkResult{File: file, Valid: true, Problems: []checkProblem{},
+					Workloads: len(r.Workloads), Classes: len(r.Classes), RateBudgets: len(r.RateBudgets)})
+			}
+			fmt.Fprintf(e.stdout, "%s: valid: %d workload%s, %d class%s, %d rate budget%s\n", file,
+				len(r.Workloads), plural(len(r.Workloads)), len(r.Classes), pluralES(len(r.Classes)),
+				len(r.RateBudgets), plural(len(r.RateBudgets)))
+			return nil
 		},
 	}
-}
-
-func plural(n int) string {
-	if n == 1 {
-		return ""
-	}
-	return "s"
-}
-
-func pluralES(n int) string {
-	if n == 1 {
-		return ""
-	}
-	return "es"
+	rulesFlag(c, &file, "the rules YAML to check (required)")
+	outputFlag(c, e, &output, "", formatText, formatJSON, formatYAML)
+	return c
 }

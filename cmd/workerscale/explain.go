@@ -1,9 +1,6 @@
 package main
 
 import (
-	"context"
-	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"maps"
@@ -13,100 +10,122 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/workerscale/workerscale/autoscaler"
+	"github.com/workerscale/workerscale/internal/selector"
 	"github.com/workerscale/workerscale/rules"
 )
 
-func explainCommand() command {
-	return command{
-		name:    "explain",
-		summary: "Run the decision engine once on values you give, and show the decision with its reasons",
-		usage:   "--rules FILE --workload NAME --replicas N --class C [--set METRIC=VALUE ...] [--hpa NAME] [--vpa NAME] [-o text|json]",
-		example: "workerscale explain --rules rules/examples/luneo-render.yaml --workload render \\\n    --replicas 2 --class medium --set queueDepth=500 --set cpu=0.6",
-		flags: func(fs *flag.FlagSet) func(context.Context, *env) error {
-			file := fs.String("rules", "", "the rules YAML (required)")
-			name := fs.String("workload", "", "the workload to decide for (required)")
-			replicas := fs.Int("replicas", -1, "the current replica count (required)")
-			ready := fs.Int("ready", -1, "ready replicas (default: --replicas)")
-			class := fs.String("class", "", "the current class, or custom (required)")
-			conc := fs.Int("concurrency", 0, "the current WORKER_CONCURRENCY (default: the class's, or the workload's override)")
-			tenant := fs.Int("tenant-concurrency", 0, "the current DEFAULT_TENANT_CONCURRENCY (default: as --concurrency)")
-			rateLimit := fs.Int("rate-limit-max", 0, "the current RATE_LIMIT_MAX, for a workload that manages its rate limiter (default: not set)")
-			sustained := fs.Bool("assume-sustained", false, "treat the CPU and memory conditions of this moment as having held for the workload's sustainFor")
-			hpa := fs.String("hpa", "", "decide as if this HPA (a name to show) owned the replicas: they stay as they are")
-			vpa := fs.String("vpa", "", "decide as if this VPA (a name to show) owned the pod template: class, concurrency and rate limiter stay as they are")
-			output := fs.String("o", "text", "output format: text or json")
-			fs.StringVar(output, "output", "text", "output format: text or json")
-			obs := autoscaler.Observations{}
-			fs.Func("set", "a metric's value, METRIC=VALUE (repeatable); cpu and memory are fractions of the request; a metric not set is missing", func(s string) error {
-				k, v, ok := strings.Cut(s, "=")
-				if !ok || k == "" {
-					return fmt.Errorf("want METRIC=VALUE, got %q", s)
-				}
-				f, err := strconv.ParseFloat(v, 64)
-				if err != nil {
-					return fmt.Errorf("%s: %q is not a number", k, v)
-				}
-				obs[k] = autoscaler.Value(f)
-				return nil
-			})
-			return func(ctx context.Context, e *env) error {
-				switch {
-				case *file == "":
-					return usagef("--rules is required")
-				case *name == "":
-					return usagef("--workload is required")
-				case *replicas < 0:
-					return usagef("--replicas is required and must not be negative")
-				case *class == "":
-					return usagef("--class is required")
-				case *output != "text" && *output != "json":
-					return usagef("-o must be text or json, got %q", *output)
-				}
-				r, err := rules.Load(*file)
-				if err != nil {
-					return err
-				}
-				w := r.Workload(*name)
-				if w == nil {
-					return usagef("--workload: no workload %q in %s (%s)", *name, *file, strings.Join(workloadNames(r), ", "))
-				}
-				if err := checkMetricNames(r, w, obs); err != nil {
-					return err
-				}
-				st, err := explainState(r, w, *class, *replicas, *ready, *conc, *tenant)
-				if err != nil {
-					return err
-				}
-				switch {
-				case *rateLimit < 0:
-					return usagef("--rate-limit-max must not be negative")
-				case *rateLimit > 0 && *w.Env.RateLimitMax == "":
-					return usagef("--rate-limit-max: workload %q does not manage a rate limiter (env.rateLimitMax)", w.Name)
-				}
-				st.RateLimitMax = *rateLimit
-				now := time.Now()
-				in := autoscaler.Input{Workload: w, Observations: obs, State: st}
-				if *hpa != "" {
-					in.Owners.Horizontal = "HorizontalPodAutoscaler " + *hpa
-				}
-				if *vpa != "" {
-					in.Owners.Vertical = "VerticalPodAutoscaler " + *vpa
-				}
-				if *sustained {
-					in.History = autoscaler.AssumeSustained(now, w, obs)
-				}
-				d := autoscaler.Decide(now, r, in)
-				if *output == "json" {
-					enc := json.NewEncoder(e.stdout)
-					enc.SetIndent("", "  ")
-					// The runtime API's schema: a decision made now, not applied.
-					return enc.Encode(autoscaler.WorkloadStatus{Report: autoscaler.Report{Decision: d}, Override: d.Override, LastCycle: now})
-				}
-				return printDecision(e.stdout, d)
+func newExplainCommand(e *env) *cobra.Command {
+	var (
+		file, class, output, hpa, vpa        string
+		sel                                  selector.Selector
+		replicas, ready, conc, tenant, limit int
+		sustained                            bool
+	)
+	obs := autoscaler.Observations{}
+	c := &cobra.Command{
+		Use:   "explain --rules FILE --workload NAME --replicas N --class C [--set METRIC=VALUE ...] [--hpa NAME] [--vpa NAME]",
+		Short: "Run the decision engine once on values you give, and show the decision with its reasons",
+		Long: `Run the decision engine once on values you give, and show the decision: from and to, the
+grades, the limits that bound it, and the reasons with their numbers. cpu and memory are
+fractions of the request; a metric not set is missing. The workload is the one --workload
+names, or the only workload of the namespace -n names.`,
+		Example: `workerscale explain --rules rules/examples/luneo-render.yaml --workload render \
+    --replicas 2 --class medium --set queueDepth=500 --set cpu=0.6
+workerscale explain --rules rules/examples/luneo-render.yaml -n luneo --replicas 2 --class medium --set queueDepth=500 -o yaml`,
+		RunE: func(c *cobra.Command, _ []string) error {
+			switch {
+			case file == "":
+				return usagef("--rules is required")
+			case sel.Empty():
+				return usagef("--workload is required (or -n with a namespace that holds one workload)")
+			case !c.Flags().Changed("replicas"):
+				return usagef("--replicas is required")
+			case replicas < 0:
+				return usagef("--replicas must not be negative")
+			case c.Flags().Changed("ready") && ready < 0:
+				return usagef("--ready must not be negative")
+			case class == "":
+				return usagef("--class is required")
+			case conc < 0 || tenant < 0:
+				return usagef("--concurrency and --tenant-concurrency must not be negative")
 			}
+			if !c.Flags().Changed("ready") {
+				ready = -1
+			}
+			r, err := rules.Load(file)
+			if err != nil {
+				return err
+			}
+			if err := sel.Check(r); err != nil {
+				return selectionError(err)
+			}
+			names := sel.Names(r)
+			if len(names) != 1 {
+				return usagef("%s selects %d workloads (%s); explain decides for one: name it with --workload", sel, len(names), strings.Join(names, ", "))
+			}
+			w := r.Workload(names[0])
+			if err := checkMetricNames(r, w, obs); err != nil {
+				return err
+			}
+			st, err := explainState(r, w, class, replicas, ready, conc, tenant)
+			if err != nil {
+				return err
+			}
+			switch {
+			case limit < 0:
+				return usagef("--rate-limit-max must not be negative")
+			case limit > 0 && *w.Env.RateLimitMax == "":
+				return usagef("--rate-limit-max: workload %q does not manage a rate limiter (env.rateLimitMax)", w.Name)
+			}
+			st.RateLimitMax = limit
+			now := time.Now()
+			in := autoscaler.Input{Workload: w, Observations: obs, State: st}
+			if hpa != "" {
+				in.Owners.Horizontal = "HorizontalPodAutoscaler " + hpa
+			}
+			if vpa != "" {
+				in.Owners.Vertical = "VerticalPodAutoscaler " + vpa
+			}
+			if sustained {
+				in.History = autoscaler.AssumeSustained(now, w, obs)
+			}
+			d := autoscaler.Decide(now, r, in)
+			if output != formatText {
+				// The runtime API's schema: a decision made now, not applied.
+				return writeObject(e.stdout, output, autoscaler.WorkloadStatus{Report: autoscaler.Report{Decision: d}, Override: d.Override, LastCycle: now})
+			}
+			return printDecision(e.stdout, d)
 		},
 	}
+	fs := c.Flags()
+	rulesFlag(c, &file, "the rules YAML (required)")
+	selectorFlags(c, e, &sel, "the one workload to decide for")
+	fs.IntVar(&replicas, "replicas", 0, "the current replica count (required)")
+	fs.IntVar(&ready, "ready", 0, "ready replicas (default: --replicas)")
+	fs.StringVar(&class, "class", "", "the current class, or custom (required)")
+	fs.IntVar(&conc, "concurrency", 0, "the current WORKER_CONCURRENCY (default: the class's, or the workload's override)")
+	fs.IntVar(&tenant, "tenant-concurrency", 0, "the current DEFAULT_TENANT_CONCURRENCY (default: as --concurrency)")
+	fs.IntVar(&limit, "rate-limit-max", 0, "the current RATE_LIMIT_MAX, for a workload that manages its rate limiter (default: not set)")
+	fs.BoolVar(&sustained, "assume-sustained", false, "treat the CPU and memory conditions of this moment as having held for the workload's sustainFor")
+	fs.StringVar(&hpa, "hpa", "", "decide as if this HPA (a name to show) owned the replicas: they stay as they are")
+	fs.StringVar(&vpa, "vpa", "", "decide as if this VPA (a name to show) owned the pod template: class, concurrency and rate limiter stay as they are")
+	outputFlag(c, e, &output, "output format: text, json or yaml (the runtime API's workload status)", formatText, formatJSON, formatYAML)
+	fs.Func("set", "a metric's value, `METRIC=VALUE` (repeatable); cpu and memory are fractions of the request; a metric not set is missing", func(s string) error {
+		k, v, ok := strings.Cut(s, "=")
+		if !ok || k == "" {
+			return fmt.Errorf("want METRIC=VALUE, got %q", s)
+		}
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			return fmt.Errorf("%s: %q is not a number", k, v)
+		}
+		obs[k] = autoscaler.Value(f)
+		return nil
+	})
+	return c
 }
 
 func workloadNames(r *rules.Rules) []string {

@@ -93,7 +93,7 @@ func TestExplainBadInput(t *testing.T) {
 		{append(base, "--set", "queueDepht=5"), `unknown metric "queueDepht"`},
 		{append(base, "--set", "bogus=5"), `--set: unknown metric "bogus" (known: activeJobs, completionRate, cpu,`},
 		{append(base, "--set", "queueDepth=lots"), `"lots" is not a number`},
-		{append(base, "-o", "yaml"), "-o must be text or json"},
+		{append(base, "-o", "xml"), `invalid argument "xml" for "-o, --output" flag: want text, json or yaml`},
 	} {
 		code, _, errOut := runCLI(t, tc.args...)
 		if code != 2 || !strings.Contains(errOut, tc.want) {

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,28 +17,37 @@ func runCLI(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	return code, out.String(), errOut.String()
 }
 
+// subcommands are the names of the commands a user can run.
+func subcommands() []string {
+	var names []string
+	for _, c := range newRootCommand(&env{stdout: io.Discard, stderr: io.Discard}, "workerscale").Commands() {
+		names = append(names, c.Name())
+	}
+	return names
+}
+
 func TestHelpListsEveryCommand(t *testing.T) {
 	code, out, _ := runCLI(t, "help")
 	if code != 0 {
 		t.Fatalf("help exited %d", code)
 	}
-	for _, c := range commands() {
-		if !strings.Contains(out, "  "+c.name+" ") {
-			t.Errorf("help does not list %s:\n%s", c.name, out)
+	for _, name := range subcommands() {
+		if !strings.Contains(out, "  "+name+" ") {
+			t.Errorf("help does not list %s:\n%s", name, out)
 		}
 	}
 }
 
 func TestEveryCommandHasHelpWithAnExample(t *testing.T) {
-	for _, c := range commands() {
-		t.Run(c.name, func(t *testing.T) {
-			code, out, errOut := runCLI(t, c.name, "-h")
+	for _, name := range subcommands() {
+		t.Run(name, func(t *testing.T) {
+			code, out, errOut := runCLI(t, name, "-h")
 			if code != 0 {
-				t.Fatalf("%s -h exited %d", c.name, code)
+				t.Fatalf("%s -h exited %d", name, code)
 			}
 			help := out + errOut
-			if !strings.Contains(help, "Example:\n  workerscale "+c.name) || !strings.Contains(help, "Usage:") {
-				t.Errorf("%s -h lacks a usage line or an example:\n%s", c.name, help)
+			if !strings.Contains(help, "Examples:\n  workerscale "+name) || !strings.Contains(help, "Usage:\n  workerscale "+name) {
+				t.Errorf("%s -h lacks a usage line or an example:\n%s", name, help)
 			}
 		})
 	}

@@ -2,9 +2,7 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -14,88 +12,122 @@ import (
 	"runtime/debug"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spf13/cobra"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
 
 	"github.com/workerscale/workerscale/autoscaler"
 	"github.com/workerscale/workerscale/internal/api"
 	"github.com/workerscale/workerscale/internal/kube"
 	"github.com/workerscale/workerscale/internal/prom"
+	"github.com/workerscale/workerscale/internal/selector"
 	"github.com/workerscale/workerscale/rules"
 )
 
 const serviceAccountNamespace = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
-func runCommand() command {
-	return command{
-		name:    "run",
-		summary: "Run the control loop: observe, decide and scale every workload of the rules",
-		usage:   "--rules FILE [--kubeconfig PATH] [--dry-run] [--once] [-o text|json]",
-		example: "workerscale run --rules rules.yaml --dry-run --once -o json",
-		flags: func(fs *flag.FlagSet) func(context.Context, *env) error {
-			o := runOptions{}
-			fs.StringVar(&o.rules, "rules", "", "the rules YAML (required); reloaded when it changes")
-			fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file (default: in-cluster config inside a Pod, else $KUBECONFIG or ~/.kube/config)")
-			fs.StringVar(&o.context, "context", "", "the kubeconfig context to use")
-			fs.Float64Var(&o.qps, "kube-api-qps", 20, "the Kubernetes API requests per second workerscale may make (client-go's limiter)")
-			fs.IntVar(&o.burst, "kube-api-burst", 30, "the burst of Kubernetes API requests above --kube-api-qps")
-			fs.BoolVar(&o.dryRun, "dry-run", false, "decide and print, write nothing (no scaling, no events, no leader election)")
-			fs.BoolVar(&o.once, "once", false, "run one cycle and exit; non-zero when the cycle had an error")
-			fs.BoolVar(&o.pauseAll, "paused", false, "leave every workload untouched (as the workerscale.io/paused annotation does for one)")
-			fs.StringVar(&o.output, "o", "text", "how decisions are printed: text (a line per workload) or json (an object per decision)")
-			fs.StringVar(&o.output, "output", "text", "same as -o")
-			fs.StringVar(&o.leaderElect, "leader-elect", "auto", "elect a leader with a Lease so that one instance acts: true, false, or auto (true inside a Pod)")
-			fs.StringVar(&o.leader.Namespace, "leader-elect-resource-namespace", "", "namespace of the Lease (default: the Pod's namespace, or default)")
-			fs.StringVar(&o.leader.Name, "leader-elect-resource-name", "workerscale", "name of the Lease")
-			fs.DurationVar(&o.leader.LeaseDuration, "leader-elect-lease-duration", 15*time.Second, "how long a lease lasts without renewal")
-			fs.DurationVar(&o.leader.RenewDeadline, "leader-elect-renew-deadline", 10*time.Second, "how long the leader keeps trying to renew")
-			fs.DurationVar(&o.leader.RetryPeriod, "leader-elect-retry-period", 2*time.Second, "how often candidates try to acquire or renew")
-			fs.StringVar(&o.metricsAddr, "metrics-bind-address", ":8080", "address of /metrics; 0 turns it off")
-			fs.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz; 0 turns it off")
-			fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
-			fs.StringVar(&o.apiAddr, "api-bind-address", "0", "address of the runtime API (workloads, overrides, the alert webhook); 0 turns it off")
-			fs.StringVar(&o.apiTokenFile, "api-token-file", "", "file holding the bearer token the runtime API's changes need (a mounted Secret, read again when it changes); without it they are disabled")
-			fs.BoolVar(&o.apiAuthRead, "api-auth-read", false, "make the runtime API's read-only endpoints need the token too")
-			fs.StringVar(&o.apiCert, "api-tls-cert-file", "", "serve the runtime API over TLS with this certificate (with --api-tls-key-file)")
-			fs.StringVar(&o.apiKey, "api-tls-key-file", "", "the key of --api-tls-cert-file")
-			fs.DurationVar(&o.alertFor, "alert-override-duration", time.Hour, "how long an alert's nudge holds before it lapses")
-			return func(ctx context.Context, e *env) error { return o.run(ctx, e) }
+func newRunCommand(e *env) *cobra.Command {
+	o := &runOptions{}
+	c := &cobra.Command{
+		Use:   "run --rules FILE",
+		Short: "Run the control loop: observe, decide and scale every workload of the rules",
+		Long: `Run the control loop: every interval of the rules, observe the workloads' metrics in
+Prometheus, read the workloads, decide, and apply each decision (or, with --dry-run, only
+print it). -n and --workload narrow the workloads this instance acts for.
+
+Leader election: without --leader-elect, an instance elects a leader with a Lease inside a
+Pod (in-cluster config), unless --dry-run or --once, which write no Lease; --leader-elect
+turns it on anywhere (not with --dry-run), --leader-elect=false off.`,
+		Example: `workerscale run --rules rules.yaml --dry-run --once -o json
+workerscale run --rules rules.yaml -n luneo --workload render --kubeconfig ~/.kube/config --context staging
+workerscale run --rules /etc/workerscale/rules.yaml --log-format json --leader-elect=false`,
+		RunE: func(c *cobra.Command, _ []string) error {
+			o.name = c.CommandPath()
+			o.leaderElectSet = c.Flags().Changed("leader-elect")
+			log := o.log.logger(e.stderr)
+			if o.log.format == formatJSON {
+				// client-go's own messages (leader election, watches) as JSON too.
+				klog.SetSlogLogger(log)
+				defer klog.ClearLogger()
+			}
+			err := o.run(c.Context(), e, log)
+			var ue usageError
+			var ee exitError
+			var pe *panicError
+			if err != nil && o.log.format == formatJSON && !errors.As(err, &ue) && !errors.As(err, &ee) && !errors.As(err, &pe) {
+				log.Error(o.name+" failed", "error", err.Error())
+				return exitError{code: exitFailed}
+			}
+			return err
 		},
 	}
+	fs := c.Flags()
+	rulesFlag(c, &o.rules, "the rules YAML (required); reloaded when it changes")
+	selectorFlags(c, e, &o.selector, "the loop observes, decides and acts for the selected workloads alone")
+	kubeFlags(c, e, &o.kubeconfig, &o.context)
+	fs.Float64Var(&o.qps, "kube-api-qps", 20, "the Kubernetes API requests per second workerscale may make (client-go's limiter)")
+	fs.IntVar(&o.burst, "kube-api-burst", 30, "the burst of Kubernetes API requests above --kube-api-qps")
+	fs.BoolVar(&o.dryRun, "dry-run", false, "decide and print, write nothing (no scaling, no events, no leader election)")
+	fs.BoolVar(&o.once, "once", false, "run one cycle and exit; exit 1 when the cycle had an error")
+	fs.BoolVar(&o.pauseAll, "paused", false, "leave every workload untouched (as the workerscale.io/paused annotation does for one)")
+	outputFlag(c, e, &o.output, "how decisions are printed: text (a line per workload), json (an object a line) or yaml (a document per decision)",
+		formatText, formatJSON, formatYAML)
+	fs.BoolVar(&o.leaderElect, "leader-elect", false, "elect a leader with a Lease so that one instance acts (default: on inside a Pod unless --dry-run or --once); --leader-elect=false turns it off")
+	fs.StringVar(&o.leader.Namespace, "leader-elect-resource-namespace", "", "namespace of the Lease (default: the Pod's namespace, or default)")
+	fs.StringVar(&o.leader.Name, "leader-elect-resource-name", "workerscale", "name of the Lease")
+	fs.DurationVar(&o.leader.LeaseDuration, "leader-elect-lease-duration", 15*time.Second, "how long a lease lasts without renewal")
+	fs.DurationVar(&o.leader.RenewDeadline, "leader-elect-renew-deadline", 10*time.Second, "how long the leader keeps trying to renew")
+	fs.DurationVar(&o.leader.RetryPeriod, "leader-elect-retry-period", 2*time.Second, "how often candidates try to acquire or renew")
+	fs.StringVar(&o.metricsAddr, "metrics-bind-address", ":8080", "address of /metrics; 0 turns it off")
+	fs.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz; 0 turns it off")
+	o.log.flags(c, e, "info", "debug", "warn", "error")
+	fs.StringVar(&o.apiAddr, "api-bind-address", "0", "address of the runtime API (workloads, overrides, the alert webhook); 0 turns it off")
+	fs.StringVar(&o.apiTokenFile, "api-token-file", "", "file holding the bearer token the runtime API's changes need (a mounted Secret, read again when it changes); without it they are disabled")
+	fs.BoolVar(&o.apiAuthRead, "api-auth-read", false, "make the runtime API's read-only endpoints need the token too")
+	fs.StringVar(&o.apiCert, "api-tls-cert-file", "", "serve the runtime API over TLS with this certificate (with --api-tls-key-file)")
+	fs.StringVar(&o.apiKey, "api-tls-key-file", "", "the key of --api-tls-cert-file")
+	fs.DurationVar(&o.alertFor, "alert-override-duration", time.Hour, "how long an alert's nudge holds before it lapses")
+	for _, f := range []string{"api-token-file", "api-tls-cert-file", "api-tls-key-file"} {
+		_ = c.MarkFlagFilename(f)
+	}
+	return c
 }
 
 type runOptions struct {
-	rules, kubeconfig, context       string
-	dryRun, once, pauseAll           bool
-	output, leaderElect              string
-	leader                           kube.LeaderOptions
-	metricsAddr, probeAddr, logLevel string
-	apiAddr, apiTokenFile            string
-	apiCert, apiKey                  string
-	apiAuthRead                      bool
-	alertFor                         time.Duration
-	qps                              float64
-	burst                            int
+	// name is the command as invoked, for messages: workerscale run.
+	name                        string
+	rules, kubeconfig, context  string
+	selector                    selector.Selector
+	dryRun, once, pauseAll      bool
+	output                      string
+	leaderElect, leaderElectSet bool
+	leader                      kube.LeaderOptions
+	metricsAddr, probeAddr      string
+	log                         logOptions
+	apiAddr, apiTokenFile       string
+	apiCert, apiKey             string
+	apiAuthRead                 bool
+	alertFor                    time.Duration
+	qps                         float64
+	burst                       int
 }
 
-func (o *runOptions) run(ctx context.Context, e *env) error {
-	if o.rules == "" {
+func (o *runOptions) run(ctx context.Context, e *env, log *slog.Logger) error {
+	switch {
+	case o.rules == "":
 		return usagef("--rules is required")
+	case o.qps <= 0 || o.burst <= 0:
+		return usagef("--kube-api-qps and --kube-api-burst must be positive")
+	case o.leaderElectSet && o.leaderElect && o.dryRun:
+		return usagef("--leader-elect writes a Lease, which --dry-run does not allow (a dry run elects no leader)")
 	}
-	if o.output != "text" && o.output != "json" {
-		return usagef("-o must be text or json, got %q", o.output)
-	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
-		return usagef("--log-level: %v", err)
-	}
-	log := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level}))
-
 	watcher, err := rules.NewWatcher(o.rules)
 	if err != nil {
 		var list rules.ErrorList
@@ -107,18 +139,20 @@ func (o *runOptions) run(ctx context.Context, e *env) error {
 		}
 		return err
 	}
+	if err := o.selector.Check(watcher.Rules()); err != nil {
+		return selectionError(err)
+	}
+	for budget, others := range o.selector.SharedBudgets(watcher.Rules()) {
+		log.Warn("the selection shares a rate budget with workloads it leaves out; this instance divides the budget among the selected workloads alone",
+			"rateBudget", budget, "leftOut", strings.Join(others, ","))
+	}
+	selected := &selectedRules{sel: o.selector, log: log}
 	cfg, inCluster, err := o.restConfig()
 	if err != nil {
 		return err
 	}
-	if o.qps <= 0 || o.burst <= 0 {
-		return usagef("--kube-api-qps and --kube-api-burst must be positive")
-	}
 	cfg.QPS, cfg.Burst = float32(o.qps), o.burst
-	elect, err := o.electLeader(inCluster)
-	if err != nil {
-		return err
-	}
+	elect := o.electLeader(inCluster)
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -135,8 +169,9 @@ func (o *runOptions) run(ctx context.Context, e *env) error {
 
 	source := &sourceCache{metrics: promMetrics, log: log}
 	var cycles atomic.Int64
+	reload := reloadRules(watcher, o.rules, rulesValid, log)
 	loop := &autoscaler.Loop{
-		Rules:    reloadRules(watcher, o.rules, rulesValid, log),
+		Rules:    func() *rules.Rules { return selected.of(reload()) },
 		Observe:  source.observe,
 		Cluster:  cluster,
 		DryRun:   o.dryRun,
@@ -148,7 +183,11 @@ func (o *runOptions) run(ctx context.Context, e *env) error {
 	if o.once {
 		err := loop.RunOnce(ctx)
 		if err != nil {
-			fmt.Fprintf(e.stderr, "workerscale run: the cycle had errors:\n%v\n", err)
+			if o.log.format == formatJSON {
+				log.Error("the cycle had errors", "errors", strings.Split(err.Error(), "\n"))
+			} else {
+				fmt.Fprintf(e.stderr, "%s: the cycle had errors:\n%v\n", o.name, err)
+			}
 			return exitError{code: 1}
 		}
 		return nil
@@ -169,7 +208,8 @@ func (o *runOptions) run(ctx context.Context, e *env) error {
 	var leader atomic.Value // string: the identity of the leader
 	leader.Store("")
 	leading.Store(!elect)
-	if err := o.serveAPI(ctx, watcher.Rules, cluster, loop, func() (bool, string) { return leading.Load(), leader.Load().(string) }, log); err != nil {
+	inForce := func() *rules.Rules { return selected.of(watcher.Rules()) }
+	if err := o.serveAPI(ctx, inForce, cluster, loop, func() (bool, string) { return leading.Load(), leader.Load().(string) }, log); err != nil {
 		return err
 	}
 	lead := func(ctx context.Context) {
@@ -190,6 +230,11 @@ func (o *runOptions) run(ctx context.Context, e *env) error {
 		lead(ctx)
 		return nil
 	}
+	// The elector runs lead in a goroutine of its own: a panic there is recovered, stops
+	// this instance, and is returned as a bug (exit 1 with its stack) rather than ending
+	// the process with Go's exit code 2, a usage error's.
+	ctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
 	standby.Store(true)
 	if o.leader.Namespace == "" {
 		o.leader.Namespace = podNamespace()
@@ -197,16 +242,57 @@ func (o *runOptions) run(ctx context.Context, e *env) error {
 	host, _ := os.Hostname()
 	o.leader.Identity = fmt.Sprintf("%s_%d_%d", host, os.Getpid(), time.Now().UnixNano())
 	o.leader.OnNewLeader = func(id string) { leader.Store(id) }
-	err = kube.RunLeaderElected(ctx, cluster.Clientset(), o.leader, log, func(ctx context.Context) {
+	err = kube.RunLeaderElected(ctx, cluster.Clientset(), o.leader, log, recovering(func(ctx context.Context) {
 		standby.Store(false)
 		leading.Store(true)
 		defer leading.Store(false)
 		lead(ctx)
-	})
+	}, stop))
+	var pe *panicError
+	if cause := context.Cause(ctx); errors.As(cause, &pe) {
+		return pe
+	}
 	if errors.Is(err, context.Canceled) {
 		return nil
 	}
 	return err
+}
+
+// recovering runs lead, and stops the run with a *panicError as its cause when lead
+// panics: lead runs in a goroutine of its own, where no recover of the command's reaches.
+func recovering(lead func(context.Context), stop context.CancelCauseFunc) func(context.Context) {
+	return func(ctx context.Context) {
+		var err error
+		func() {
+			defer recoverPanic(&err)
+			lead(ctx)
+		}()
+		if err != nil {
+			stop(err)
+		}
+	}
+}
+
+// selectedRules is the selection of the rules in force, made again only when they change,
+// so that the loop and the runtime API see the same rules between reloads.
+type selectedRules struct {
+	sel selector.Selector
+	log *slog.Logger
+
+	mu       sync.Mutex
+	from, to *rules.Rules
+}
+
+func (s *selectedRules) of(r *rules.Rules) *rules.Rules {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if r != s.from {
+		s.from, s.to = r, s.sel.Filter(r)
+		if len(s.to.Workloads) == 0 && len(r.Workloads) > 0 {
+			s.log.Warn("no workload of the rules in force is selected; the loop decides for none", "selection", s.sel.String())
+		}
+	}
+	return s.to
 }
 
 // rulesSource is what the loop needs of a rules.Watcher.
@@ -279,19 +365,14 @@ func (o *runOptions) restConfig() (*rest.Config, bool, error) {
 	return cfg, false, nil
 }
 
-func (o *runOptions) electLeader(inCluster bool) (bool, error) {
-	switch o.leaderElect {
-	case "auto":
-		return inCluster && !o.dryRun && !o.once, nil
-	case "true":
-		if o.dryRun {
-			return false, usagef("--leader-elect=true writes a Lease, which --dry-run does not allow")
-		}
-		return !o.once, nil
-	case "false":
-		return false, nil
+// electLeader says whether this instance elects a leader: as --leader-elect says when
+// given (refused with --dry-run before this), otherwise inside a Pod unless --dry-run or
+// --once. One cycle (--once) never elects.
+func (o *runOptions) electLeader(inCluster bool) bool {
+	if o.leaderElectSet {
+		return o.leaderElect && !o.once
 	}
-	return false, usagef("--leader-elect must be true, false or auto, got %q", o.leaderElect)
+	return inCluster && !o.dryRun && !o.once
 }
 
 func podNamespace() string {
@@ -358,11 +439,12 @@ func (s *sourceCache) observe(ctx context.Context, r *rules.Rules, at time.Time)
 	return c.Observations, c.Errors
 }
 
-// reporter prints decisions: a line per workload in text, an object per decision in json.
+// reporter prints decisions: a line per workload in text, an object a line in json, a
+// document per decision in yaml.
 func reporter(out io.Writer, format string) func(autoscaler.Report) {
-	if format == "json" {
-		enc := json.NewEncoder(out)
-		return func(r autoscaler.Report) { _ = enc.Encode(r) }
+	if format != formatText {
+		write := objectStream(out, format)
+		return func(r autoscaler.Report) { _ = write(r) }
 	}
 	return func(r autoscaler.Report) {
 		var grades []string

@@ -1,29 +1,68 @@
 package main
 
 import (
-	"context"
-	"flag"
 	"fmt"
+	"runtime"
 	"runtime/debug"
+
+	"github.com/spf13/cobra"
 )
 
 // version is set at build time with -ldflags "-X main.version=v1.2.3".
 var version = "dev"
 
-func versionCommand() command {
-	return command{
-		name:    "version",
-		summary: "Print the version",
-		example: "workerscale version",
-		flags: func(fs *flag.FlagSet) func(context.Context, *env) error {
-			return func(ctx context.Context, e *env) error {
-				v := version
-				if info, ok := debug.ReadBuildInfo(); ok && v == "dev" && info.Main.Version != "" && info.Main.Version != "(devel)" {
-					v = info.Main.Version
-				}
-				fmt.Fprintf(e.stdout, "workerscale %s\n", v)
-				return nil
+// versionInfo is `version -o json`.
+type versionInfo struct {
+	Version   string `json:"version"`
+	GoVersion string `json:"goVersion"`
+	Platform  string `json:"platform"`
+	// Commit and CommitTime are the VCS revision the binary was built from, when the
+	// build recorded it.
+	Commit     string `json:"commit,omitempty"`
+	CommitTime string `json:"commitTime,omitempty"`
+	Modified   bool   `json:"modified,omitempty"`
+}
+
+// buildVersion is the version set at build time, else the module's, with what the Go
+// toolchain recorded of the build.
+func buildVersion() versionInfo {
+	v := versionInfo{Version: version, GoVersion: runtime.Version(), Platform: runtime.GOOS + "/" + runtime.GOARCH}
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return v
+	}
+	if v.Version == "dev" && info.Main.Version != "" && info.Main.Version != "(devel)" {
+		v.Version = info.Main.Version
+	}
+	for _, s := range info.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			v.Commit = s.Value
+		case "vcs.time":
+			v.CommitTime = s.Value
+		case "vcs.modified":
+			v.Modified = s.Value == "true"
+		}
+	}
+	return v
+}
+
+func newVersionCommand(e *env) *cobra.Command {
+	var output string
+	c := &cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		Example: `workerscale version
+workerscale version -o json`,
+		RunE: func(c *cobra.Command, _ []string) error {
+			v := buildVersion()
+			if output != formatText {
+				return writeObject(e.stdout, output, v)
 			}
+			fmt.Fprintf(e.stdout, "workerscale %s\n", v.Version)
+			return nil
 		},
 	}
+	outputFlag(c, e, &output, "", formatText, formatJSON, formatYAML)
+	return c
 }

@@ -89,7 +89,7 @@ func TestDemo(t *testing.T) {
 	for _, e := range events.Items {
 		say("  %-8s %-18s %s", e.Type, e.Reason, truncate(e.Message, 150))
 	}
-	say("\nrunning in a cluster: deploy/kubernetes/workerscale.yaml (starts in --dry-run).")
+	say("\nrunning in a cluster: kubectl apply -k deploy/overlays/dry-run, then deploy/overlays/live (README, \"Quick start on a real cluster\").")
 }
 
 func setFleet(f *testenv.Fleet, q testenv.Queue, cpu float64) {
@@ -107,19 +107,8 @@ func workerscale(t *testing.T, bin, title string, args ...string) {
 	}
 }
 
-// binary is the workerscale binary `make demo` built, or one built now.
-func binary(t *testing.T) string {
-	t.Helper()
-	if b := os.Getenv("WORKERSCALE_BIN"); b != "" {
-		return b
-	}
-	bin := filepath.Join(t.TempDir(), "workerscale")
-	build := exec.Command("go", "build", "-o", bin, "../../cmd/workerscale")
-	if b, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building workerscale: %v\n%s", err, b)
-	}
-	return bin
-}
+// binary is the workerscale binary under test.
+func binary(t *testing.T) string { return testenv.Workerscale(t) }
 
 func envString(env []corev1.EnvVar) string {
 	var parts []string

@@ -2,8 +2,6 @@ package kube
 
 import (
 	"context"
-	"os"
-	"strings"
 	"testing"
 	"time"
 
@@ -11,36 +9,52 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 
-	"gopkg.in/yaml.v3"
-
 	"github.com/workerscale/workerscale/autoscaler"
+	"github.com/workerscale/workerscale/internal/install"
 	"github.com/workerscale/workerscale/internal/testenv"
 	"github.com/workerscale/workerscale/rules"
 )
 
-// TestDeployManifests creates deploy/kubernetes/workerscale.yaml on a real API server,
-// checks that its rules ConfigMap is valid, and then does every kind of write workerscale
-// does as its ServiceAccount: the ClusterRole and Role must be enough.
+// TestDeployManifests renders deploy/overlays/live with kustomize (as `kubectl apply -k`
+// does), creates its namespace, ServiceAccount and RBAC on a real API server, checks that
+// its rules ConfigMap is valid, and then does every kind of write workerscale does as that
+// ServiceAccount: a merge patch of the replicas, a server-side apply of a class change,
+// each on a Deployment and a StatefulSet, an event, the Lease; and the reads of the other
+// autoscalers. The live overlay's RBAC must be enough. internal/install checks that it is
+// no more, and that the dry-run overlay's allows none of it.
 func TestDeployManifests(t *testing.T) {
 	c := testenv.StartCluster(t)
 	ctx := t.Context()
-	raw, err := os.ReadFile("../../deploy/kubernetes/workerscale.yaml")
+	fsys, err := install.InMemory("../../deploy", "/deploy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs, err := install.Build(fsys, "/deploy/overlays/live")
 	if err != nil {
 		t.Fatal(err)
 	}
 	var rulesYAML string
-	for _, doc := range strings.Split(string(raw), "\n---\n") {
-		obj, _, err := scheme.Codecs.UniversalDeserializer().Decode([]byte(doc), nil, nil)
-		if err != nil {
-			t.Fatalf("decoding a manifest: %v\n%s", err, doc)
+	for _, u := range objs {
+		switch u.GetKind() {
+		case "Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding":
+		case "ConfigMap":
+			rulesYAML, _, _ = unstructured.NestedString(u.Object, "data", "rules.yaml")
+			continue
+		default:
+			continue
 		}
-		if cm, ok := obj.(*corev1.ConfigMap); ok {
-			rulesYAML = cm.Data["rules.yaml"]
+		obj, err := scheme.Scheme.New(u.GroupVersionKind())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, obj); err != nil {
+			t.Fatalf("%s %s: %v", u.GetKind(), u.GetName(), err)
 		}
 		create(t, c.Client, obj)
 	}
@@ -49,14 +63,22 @@ func TestDeployManifests(t *testing.T) {
 		t.Fatalf("the ConfigMap's rules:\n%v", err)
 	}
 
-	// The workload the example rules scale.
-	create(t, c.Client, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "luneo"}})
+	// The workload the rules scale, and a StatefulSet one like it.
+	w := &r.Workloads[0]
+	create(t, c.Client, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: w.Target.Namespace}})
 	replicas := int32(2)
-	tpl := podTemplate("2", "4Gi", concurrencyEnv("5", "2")...)
+	tpl := podTemplate("2", "4Gi", concurrencyEnv("5", "2")...) // its container "worker" is the target's
+	selector := &metav1.LabelSelector{MatchLabels: map[string]string{"app": "render"}}
 	create(t, c.Client, &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: "luneo-worker-ia", Namespace: "luneo"},
-		Spec:       appsv1.DeploymentSpec{Replicas: &replicas, Template: tpl, Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "render"}}},
+		ObjectMeta: metav1.ObjectMeta{Name: w.Target.Name, Namespace: w.Target.Namespace},
+		Spec:       appsv1.DeploymentSpec{Replicas: &replicas, Template: tpl, Selector: selector},
 	})
+	create(t, c.Client, &appsv1.StatefulSet{
+		ObjectMeta: metav1.ObjectMeta{Name: w.Target.Name + "-sts", Namespace: w.Target.Namespace},
+		Spec:       appsv1.StatefulSetSpec{Replicas: &replicas, Template: tpl, Selector: selector},
+	})
+	sts := *w
+	sts.Name, sts.Target.Kind, sts.Target.Name = w.Name+"-sts", "StatefulSet", w.Target.Name+"-sts"
 
 	sa := c.UserConfig(t, "system:serviceaccount:workerscale:workerscale", "system:serviceaccounts", "system:serviceaccounts:workerscale")
 	kc, err := New(sa, nil, false)
@@ -64,27 +86,28 @@ func TestDeployManifests(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer kc.Close()
-	w := &r.Workloads[0]
-	cur, err := kc.Read(ctx, r, w)
-	if err != nil {
-		t.Fatalf("read as the ServiceAccount: %v", err)
-	}
-	from := cur.State.Shape
-	to := from
-	to.Replicas = 4
-	if err := kc.Apply(ctx, r, w, decision(from, to), time.Now()); err != nil {
-		t.Fatalf("horizontal write as the ServiceAccount: %v", err)
-	}
-	large := autoscaler.Shape{Replicas: 2, Class: "large", Concurrency: 10, TenantConcurrency: 3}
-	if err := kc.Apply(ctx, r, w, decision(to, large), time.Now()); err != nil {
-		t.Fatalf("vertical write as the ServiceAccount: %v", err)
+	for _, w := range []*rules.Workload{w, &sts} {
+		cur, err := kc.Read(ctx, r, w)
+		if err != nil {
+			t.Fatalf("read %s as the ServiceAccount: %v", w.Target.Kind, err)
+		}
+		from := cur.State.Shape
+		to := from
+		to.Replicas = 4
+		if err := kc.Apply(ctx, r, w, decision(from, to), time.Now()); err != nil {
+			t.Fatalf("horizontal write of a %s as the ServiceAccount: %v", w.Target.Kind, err)
+		}
+		large := autoscaler.Shape{Replicas: 2, Class: "large", Concurrency: 10, TenantConcurrency: 3}
+		if err := kc.Apply(ctx, r, w, decision(to, large), time.Now()); err != nil {
+			t.Fatalf("vertical write of a %s as the ServiceAccount: %v", w.Target.Kind, err)
+		}
 	}
 	kc.Event(ctx, w, corev1.EventTypeNormal, autoscaler.EventClassChanged, "medium to large")
-	if _, err := kubernetes.NewForConfigOrDie(sa).AutoscalingV2().HorizontalPodAutoscalers("luneo").List(ctx, metav1.ListOptions{}); err != nil {
+	if _, err := kubernetes.NewForConfigOrDie(sa).AutoscalingV2().HorizontalPodAutoscalers(w.Target.Namespace).List(ctx, metav1.ListOptions{}); err != nil {
 		t.Errorf("the ServiceAccount cannot list HPAs, so another autoscaler would go unnoticed: %v", err)
 	}
 	c.InstallCRD(t, testenv.VPACRD(t))
-	if _, err := dynamic.NewForConfigOrDie(sa).Resource(VPAResource()).Namespace("luneo").List(ctx, metav1.ListOptions{}); err != nil {
+	if _, err := dynamic.NewForConfigOrDie(sa).Resource(VPAResource()).Namespace(w.Target.Namespace).List(ctx, metav1.ListOptions{}); err != nil {
 		t.Errorf("the ServiceAccount cannot list VPAs, so a VPA on a workload would go unnoticed: %v", err)
 	}
 
@@ -102,7 +125,7 @@ func TestDeployManifests(t *testing.T) {
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		events, err := c.Client.CoreV1().Events("luneo").List(ctx, metav1.ListOptions{})
+		events, err := c.Client.CoreV1().Events(w.Target.Namespace).List(ctx, metav1.ListOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -133,6 +156,8 @@ func create(t *testing.T, cs kubernetes.Interface, obj runtime.Object) {
 		_, err = cs.CoreV1().Services(o.Namespace).Create(ctx, o, opts)
 	case *appsv1.Deployment:
 		_, err = cs.AppsV1().Deployments(o.Namespace).Create(ctx, o, opts)
+	case *appsv1.StatefulSet:
+		_, err = cs.AppsV1().StatefulSets(o.Namespace).Create(ctx, o, opts)
 	case *rbacv1.ClusterRole:
 		_, err = cs.RbacV1().ClusterRoles().Create(ctx, o, opts)
 	case *rbacv1.ClusterRoleBinding:
@@ -147,47 +172,4 @@ func create(t *testing.T, cs kubernetes.Interface, obj runtime.Object) {
 	if err != nil {
 		t.Fatalf("creating %T: %v", obj, err)
 	}
-}
-
-// TestServiceMonitorSelectsTheService: the ServiceMonitor scrapes the Service of the
-// manifests by its labels and port name, as job "workerscale" (the Service's name).
-func TestServiceMonitorSelectsTheService(t *testing.T) {
-	raw, err := os.ReadFile("../../deploy/kubernetes/servicemonitor.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sm struct {
-		Kind string
-		Spec struct {
-			Selector  struct{ MatchLabels map[string]string } `yaml:"selector"`
-			Endpoints []struct{ Port string }                 `yaml:"endpoints"`
-		}
-	}
-	if err := yaml.Unmarshal(raw, &sm); err != nil {
-		t.Fatal(err)
-	}
-	manifests, err := os.ReadFile("../../deploy/kubernetes/workerscale.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, doc := range strings.Split(string(manifests), "\n---\n") {
-		obj, _, err := scheme.Codecs.UniversalDeserializer().Decode([]byte(doc), nil, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		svc, ok := obj.(*corev1.Service)
-		if !ok {
-			continue
-		}
-		for k, v := range sm.Spec.Selector.MatchLabels {
-			if svc.Labels[k] != v {
-				t.Errorf("the ServiceMonitor selects %s=%s, which the Service does not carry", k, v)
-			}
-		}
-		if svc.Name != "workerscale" || len(sm.Spec.Endpoints) != 1 || sm.Spec.Endpoints[0].Port != svc.Spec.Ports[0].Name {
-			t.Errorf("service %s ports %+v, servicemonitor endpoints %+v", svc.Name, svc.Spec.Ports, sm.Spec.Endpoints)
-		}
-		return
-	}
-	t.Fatal("no Service in the manifests")
 }

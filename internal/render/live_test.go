@@ -27,7 +27,7 @@ import (
 
 // TestEveryDashboardQueryReturnsData runs the first seed's fleet for real: a real
 // Prometheus loads the generated rules and scrapes a fixture BullMQ fleet and the
-// /metrics of two controller instances, as the shipped Deployment's two replicas: the
+// /metrics of two controller instances, as the live overlay's two replicas: the
 // control loop runs against a real kube-apiserver, and a second, dry-run loop beside it.
 // Then every query of both dashboards, annotations included, must parse and return data,
 // and the fleet's cost per hour counts the workload once, not once per instance.

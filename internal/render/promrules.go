@@ -120,8 +120,8 @@ func recordingRules(r *rules.Rules) ([]Rule, error) {
 // controllerGauge reads one of the controller's per-workload gauges
 // (workerscale_current_replicas, _ready_replicas, _current_concurrency, ...) as one series
 // per workload. Every instance of the controller exports them with its own instance, pod
-// and job labels: the shipped Deployment runs two replicas in --dry-run, and a rolling
-// update runs two for a while. Their values agree but for the moment of each one's cycle,
+// and job labels: the live overlay (deploy/overlays/live) runs two replicas, one leading
+// and one standing by, and a rolling update runs two for a while. Their values agree but for the moment of each one's cycle,
 // so the largest is taken; without it a join of two such gauges is many-to-many, and a
 // sum counts every instance.
 func controllerGauge(metric string, matchers ...string) string {

@@ -18,28 +18,45 @@ import (
 	"github.com/workerscale/workerscale/rules"
 )
 
-var update = flag.Bool("update", false, "rewrite the checked-in dashboards/, deploy/prometheus/ and deploy/alertmanager/ from the examples")
+var update = flag.Bool("update", false, "rewrite the checked-in dashboards/, deploy/prometheus/, deploy/alertmanager/ and deploy/components/kube-prometheus-stack/generated/ from their rules")
 
 // examples are the rules files whose output is checked in, and where it goes.
 var examples = []string{"luneo-render", "blizzard-workers"}
 
 // checkedIn maps a rendered file to its place in the repository: dashboards/<example>/...,
-// deploy/prometheus/<example>/... and deploy/alertmanager/<example>/...
+// deploy/prometheus/<example>/... and deploy/alertmanager/<example>/... The
+// kustomization.yaml is not kept: its paths hold only in one output directory.
 func checkedIn(example, name string) string {
+	if name == KustomizationFile {
+		return ""
+	}
 	if dir, file, ok := strings.Cut(name, "/"); ok && (dir == "prometheus" || dir == "alertmanager") {
 		return filepath.Join("../../deploy", dir, example, file)
 	}
 	return filepath.Join("../../dashboards", example, strings.TrimPrefix(name, "dashboards/"))
 }
 
+// The install's own rules (deploy/base/rules.yaml) are rendered whole, as `workerscale
+// render --out` writes them, into the kube-prometheus-stack component, which applies them.
+const (
+	installRules     = "deploy/base/rules.yaml"
+	installGenerated = "../../deploy/components/kube-prometheus-stack/generated"
+)
+
 func renderExample(t *testing.T, example string) (*rules.Rules, map[string][]byte) {
 	t.Helper()
-	// Rendered with the path a user runs render with from the repository root.
+	return renderFile(t, filepath.Join("rules/examples", example+".yaml"))
+}
+
+// renderFile renders a rules file named by its path from the repository root, the path a
+// user runs render with (it is in the generated files' header).
+func renderFile(t *testing.T, path string) (*rules.Rules, map[string][]byte) {
+	t.Helper()
 	wd, _ := os.Getwd()
 	if err := os.Chdir("../.."); err != nil {
 		t.Fatal(err)
 	}
-	r, err := rules.Load(filepath.Join("rules/examples", example+".yaml"))
+	r, err := rules.Load(path)
 	os.Chdir(wd)
 	if err != nil {
 		t.Fatal(err)
@@ -51,13 +68,28 @@ func renderExample(t *testing.T, example string) (*rules.Rules, map[string][]byt
 	return r, files
 }
 
-// TestCheckedInFilesAreGenerated: the files under dashboards/ and deploy/prometheus/ are
-// exactly what render writes for the examples; a hand edit fails here with a diff.
+// TestCheckedInFilesAreGenerated: the files under dashboards/, deploy/prometheus/ and
+// deploy/components/kube-prometheus-stack/generated/ are exactly what render writes for
+// their rules; a hand edit fails here with a diff.
 func TestCheckedInFilesAreGenerated(t *testing.T) {
+	type output struct {
+		files map[string][]byte
+		place func(name string) string
+	}
+	var outputs []output
 	for _, ex := range examples {
 		_, files := renderExample(t, ex)
+		outputs = append(outputs, output{files, func(name string) string { return checkedIn(ex, name) }})
+	}
+	_, files := renderFile(t, installRules)
+	outputs = append(outputs, output{files, func(name string) string { return filepath.Join(installGenerated, name) }})
+	for _, out := range outputs {
+		files := out.files
 		for _, name := range slices.Sorted(maps.Keys(files)) {
-			path := checkedIn(ex, name)
+			path := out.place(name)
+			if path == "" {
+				continue
+			}
 			if *update {
 				if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 					t.Fatal(err)
@@ -75,6 +107,24 @@ func TestCheckedInFilesAreGenerated(t *testing.T) {
 				t.Errorf("%s differs from what render writes (run make generate, or change the rules, not the file):\n%s", path, diff(have, files[name]))
 			}
 		}
+	}
+	// The component applies what its kustomization.yaml lists, but a file render no longer
+	// writes would mislead a reader: the directory holds exactly the output.
+	err := filepath.WalkDir(installGenerated, func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, err := filepath.Rel(installGenerated, path)
+		if err != nil {
+			return err
+		}
+		if _, ok := files[filepath.ToSlash(rel)]; !ok {
+			t.Errorf("%s is not what render writes for %s: remove it", path, installRules)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Error(err)
 	}
 }
 

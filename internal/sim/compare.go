@@ -66,9 +66,9 @@ func Compare(ctx context.Context, cfg *Config, names []string, variants []Varian
 		case "hpa":
 			add(cfg, NewHPA(HPAConfig{MinReplicas: *w.MinReplicas, MaxReplicas: hi, TargetAverageValue: target}))
 		case "keda":
-			// KEDA with the workload's bounds, its other defaults, and an HPA without
-			// spec.behavior, as KEDA creates it.
-			add(cfg, NewKEDA(KEDAConfig{Threshold: target, MinReplicaCount: *w.MinReplicas, MaxReplicaCount: hi}))
+			// KEDA with the workload's bounds and activation threshold, its other defaults,
+			// and an HPA without spec.behavior, as KEDA creates it.
+			add(cfg, NewKEDA(KEDAConfig{Threshold: target, ActivationThreshold: *w.Horizontal.ActivationQueueDepth, MinReplicaCount: *w.MinReplicas, MaxReplicaCount: hi}))
 		case "static":
 			add(cfg, Static{Shape: cfg.Start})
 		case "oracle":

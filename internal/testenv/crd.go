@@ -51,26 +51,17 @@ func VPACRD(t testing.TB) *unstructured.Unstructured {
 }
 
 func vpaCRD(ctx context.Context) (*unstructured.Unstructured, error) {
-	goBin, err := exec.LookPath("go")
+	return moduleCRD(ctx, VPAModule, VPAVersion, vpaCRDFile, vpaCRDName)
+}
+
+// moduleCRD reads the CustomResourceDefinition named name from file in the Go module
+// module@version, fetched into the module cache when it is not there.
+func moduleCRD(ctx context.Context, module, version, file, name string) (*unstructured.Unstructured, error) {
+	dir, err := moduleDir(ctx, module, version)
 	if err != nil {
-		return nil, fmt.Errorf("finding the go command: %w", err)
+		return nil, err
 	}
-	cmd := exec.CommandContext(ctx, goBin, "mod", "download", "-json", VPAModule+"@"+VPAVersion)
-	cmd.Dir = os.TempDir() // outside this module: its go.mod is never touched
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return nil, fmt.Errorf("go mod download: %w: %s%s", err, out, stderr.Bytes())
-	}
-	var mod struct{ Dir, Error string }
-	if err := json.Unmarshal(out, &mod); err != nil {
-		return nil, fmt.Errorf("reading go mod download's answer: %w", err)
-	}
-	if mod.Error != "" || mod.Dir == "" {
-		return nil, fmt.Errorf("go mod download: %s", mod.Error)
-	}
-	raw, err := os.ReadFile(filepath.Join(mod.Dir, vpaCRDFile))
+	raw, err := os.ReadFile(filepath.Join(dir, file))
 	if err != nil {
 		return nil, fmt.Errorf("reading the CRD manifest: %w", err)
 	}
@@ -79,15 +70,40 @@ func vpaCRD(ctx context.Context) (*unstructured.Unstructured, error) {
 		var obj map[string]any
 		if err := dec.Decode(&obj); err != nil {
 			if errors.Is(err, io.EOF) {
-				return nil, fmt.Errorf("%s has no CRD %s", vpaCRDFile, vpaCRDName)
+				return nil, fmt.Errorf("%s has no CRD %s", file, name)
 			}
-			return nil, fmt.Errorf("decoding %s: %w", vpaCRDFile, err)
+			return nil, fmt.Errorf("decoding %s: %w", file, err)
 		}
 		u := &unstructured.Unstructured{Object: obj}
-		if u.GetKind() == "CustomResourceDefinition" && u.GetName() == vpaCRDName {
+		if u.GetKind() == "CustomResourceDefinition" && u.GetName() == name {
 			return u, nil
 		}
 	}
+}
+
+// moduleDir is the directory of module@version in the module cache, which `go mod
+// download` fills when it is not there.
+func moduleDir(ctx context.Context, module, version string) (string, error) {
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		return "", fmt.Errorf("finding the go command: %w", err)
+	}
+	cmd := exec.CommandContext(ctx, goBin, "mod", "download", "-json", module+"@"+version)
+	cmd.Dir = os.TempDir() // outside this module: its go.mod is never touched
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("go mod download: %w: %s%s", err, out, stderr.Bytes())
+	}
+	var mod struct{ Dir, Error string }
+	if err := json.Unmarshal(out, &mod); err != nil {
+		return "", fmt.Errorf("reading go mod download's answer: %w", err)
+	}
+	if mod.Error != "" || mod.Dir == "" {
+		return "", fmt.Errorf("go mod download: %s", mod.Error)
+	}
+	return mod.Dir, nil
 }
 
 // PermissiveVPACRD is a CRD of our own for autoscaling.k8s.io/v1 verticalpodautoscalers

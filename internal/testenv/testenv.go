@@ -230,3 +230,20 @@ func tail(path string, n int) string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+// Workerscale is the workerscale binary for tests that run it as its own process:
+// $WORKERSCALE_BIN when set (`make demo` builds it), else one built now into a temporary
+// directory.
+func Workerscale(t testing.TB) string {
+	t.Helper()
+	if b := os.Getenv("WORKERSCALE_BIN"); b != "" {
+		return b
+	}
+	bin := filepath.Join(t.TempDir(), "workerscale")
+	build := exec.Command("go", "build", "-o", bin, "github.com/workerscale/workerscale/cmd/workerscale")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building workerscale: %v\n%s", err, out)
+	}
+	return bin
+}

@@ -141,6 +141,7 @@ func TestVersionsMatchInstallScript(t *testing.T) {
 		{"ETCD_VERSION", testenv.EtcdVersion},
 		{"VICTORIA_METRICS_VERSION", testenv.VictoriaMetricsVersion},
 		{"VPA_VERSION", testenv.VPAVersion},
+		{"PROMETHEUS_OPERATOR_VERSION", testenv.PrometheusOperatorVersion},
 	} {
 		want := tc.variable + `="${` + tc.variable + `:-` + tc.version + `}"`
 		if !strings.Contains(string(script), want) {

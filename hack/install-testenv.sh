@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the integration tests need, each piece only when it is missing:
 #   - prometheus and promtool from Debian's packages;
-#   - etcd, kube-apiserver and VictoriaMetrics' single-node server, built from the Go module
+#   - etcd, kube-apiserver, kubectl and VictoriaMetrics' single-node server, built from the Go module
 #     proxy and cached outside the repository, keyed by version, so a second run costs nothing;
 #   - the VerticalPodAutoscaler module, into the Go module cache, for its CRD (the tests read
 #     it from there; nothing of it is copied into the repository).
@@ -119,16 +119,23 @@ build_kube() {
         echo ")"
       } >go.mod.tmp
       mv go.mod.tmp go.mod
-      cat >tools.go <<'GO'
-//go:build tools
-
-// Package tools pins the Kubernetes commands the test environment builds.
-package tools
-
-import (
-	_ "k8s.io/kubernetes/cmd/kube-apiserver"
-)
-GO
+    fi
+    # Each command built is pinned in tools.go; one not there yet is added and the
+    # module tidied again (a helper module made for kube-apiserver alone lacks kubectl's).
+    if ! grep -q "\"k8s.io/kubernetes/cmd/$component\"" tools.go 2>/dev/null; then
+      {
+        echo "//go:build tools"
+        echo
+        echo "// Package tools pins the Kubernetes commands the test environment builds."
+        echo "package tools"
+        echo
+        echo "import ("
+        for c in $(sed -n 's#^[[:space:]]*_ "k8s.io/kubernetes/cmd/\(.*\)"$#\1#p' tools.go 2>/dev/null) "$component"; do
+          echo "	_ \"k8s.io/kubernetes/cmd/$c\""
+        done
+        echo ")"
+      } >tools.go.tmp
+      mv tools.go.tmp tools.go
       go mod tidy >/dev/null
     fi
     local pkg="k8s.io/component-base/version"
@@ -158,4 +165,6 @@ fetch_monitoring_crds
 build_etcd
 build_victoria_metrics
 build_kube kube-apiserver
+# kubectl: the CLI test runs workerscale through it as the kubectl plugin kubectl-workerscale.
+build_kube kubectl
 log "ready: $(ls "$BIN_DIR" | tr '\n' ' ')"

@@ -443,7 +443,8 @@ func TestExitCodes(t *testing.T) {
 }
 
 // TestKubectlPlugin builds the binary as kubectl-workerscale: its help and errors say
-// `kubectl workerscale`, and it works the same; through kubectl too when it is installed.
+// `kubectl workerscale`, and it works the same, by its own name and through the real
+// kubectl (built by the install script).
 func TestKubectlPlugin(t *testing.T) {
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "kubectl-workerscale")
@@ -466,12 +467,8 @@ func TestKubectlPlugin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	invocations := [][]string{{bin}}
-	if kubectl, err := exec.LookPath("kubectl"); err == nil {
-		invocations = append(invocations, []string{kubectl, "workerscale"})
-	} else {
-		t.Log("no kubectl on PATH: the plugin runs by its own name only")
-	}
+	// By its own name, and through the real kubectl, which finds it on PATH.
+	invocations := [][]string{{bin}, {testenv.Kubectl(t), "workerscale"}}
 	for _, inv := range invocations {
 		t.Run(filepath.Base(inv[0]), func(t *testing.T) {
 			run := func(args ...string) (int, string, string) { return cmd(inv[0], append(inv[1:], args...)...) }

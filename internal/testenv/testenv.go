@@ -86,6 +86,17 @@ func Command(t testing.TB, name string) string {
 	return binary(t, name)
 }
 
+// Kubectl is the kubectl the install script builds (of the kube-apiserver's version), or
+// ends the test as binary does.
+func Kubectl(t testing.TB) string {
+	t.Helper()
+	version, err := KubeVersion()
+	if err != nil {
+		t.Fatalf("test environment: %v", err)
+	}
+	return binary(t, filepath.Join(BinDir(), "kubectl-"+version))
+}
+
 // binary finds a component, or ends the test: a failure under `make test`, a skip under
 // a plain `go test`.
 func binary(t testing.TB, path string) string {

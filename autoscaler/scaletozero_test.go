@@ -191,3 +191,14 @@ func TestScaleToZeroProperties(t *testing.T) {
 		}
 	})
 }
+
+// A fleet left at 0 replicas keeps its class and concurrency, and stays at 0.
+func TestScaleToZeroAsleepKeepsItsClass(t *testing.T) {
+	r, w := single(t, noBehavior+"minReplicas: 0\nclasses: [medium]\nhorizontal: {activationQueueDepth: 5}\n")
+	for _, st := range []State{state(0, "medium", 5, 2), state(0, "large", 10, 3)} {
+		d := Decide(t0, r, Input{Workload: w, Observations: fresh(map[string]float64{rules.QueueDepth: 2}), State: st})
+		if d.To.Replicas != 0 || d.To.Class != st.Class || d.To.Concurrency != st.Concurrency {
+			t.Errorf("asleep at %s: decided %+v\n%s", st.Class, d.To, strings.Join(d.Reasons, "\n"))
+		}
+	}
+}

@@ -68,10 +68,10 @@ func (p *plan) activate() {
 	if p.in.State.Replicas == 0 {
 		switch {
 		case !okQ:
-			p.need, p.hasNeed = 0, true
+			p.need, p.hasNeed, p.asleep = 0, true, true
 			p.reasonf("scale to zero: the queue depth is not known, so the fleet is not started from 0 replicas")
 		case q <= threshold:
-			p.need, p.hasNeed = 0, true
+			p.need, p.hasNeed, p.asleep = 0, true, true
 			p.reasonf("scale to zero: %s queued is not above the activation threshold of %s (horizontal.activationQueueDepth); the fleet stays at 0 replicas", num(q), num(threshold))
 		default:
 			p.need, p.hasNeed = max(p.need, 1), true
@@ -82,7 +82,14 @@ func (p *plan) activate() {
 	if !p.hasNeed || ceilInt(p.need/float64(p.conc)) > 0 || !okQ {
 		return // a missing queue depth holds the fleet (the guard)
 	}
-	if a, okA := p.value(rules.ActiveJobs); q > 0 || (okA && a > 0) {
+	a, okA := p.value(rules.ActiveJobs)
+	if !okA {
+		// Jobs in flight cannot be seen: an empty queue alone never stops the fleet.
+		p.need = max(p.need, 1)
+		p.reasonf("scale to zero: the active jobs are not known, so the fleet keeps 1 replica (an empty queue alone does not show that no job runs)")
+		return
+	}
+	if q > 0 || a > 0 {
 		p.need = max(p.need, 1)
 		p.reasonf("scale to zero: %s queued and %s active, so the fleet keeps 1 replica until the queue is empty and no job is active", num(q), num(a))
 		return

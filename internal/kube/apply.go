@@ -66,14 +66,41 @@ func (c *Client) onFreshState(ctx context.Context, t rules.Target, write func(ob
 // in a way the decision rests on; the next cycle decides again on fresh state.
 var ErrChanged = errors.New("the workload changed since it was read")
 
-// unchanged checks that the fresh state is still the one decided from; the replicas only
-// when they are workerscale's.
-func unchanged(w *rules.Workload, d autoscaler.Decision, replicas int32, class string) error {
-	if (replicas != d.From.Replicas && d.Owners.Horizontal == "") || class != d.From.Class {
-		return fmt.Errorf("%s %s/%s: %w (now %d x %s, decided from %d x %s); deciding again next cycle",
-			w.Target.Kind, w.Target.Namespace, w.Target.Name, ErrChanged, replicas, class, d.From.Replicas, d.From.Class)
+// unchanged checks that the state about to be written on is still the one decided from:
+// the same shape (the replicas only when they are workerscale's, though never fewer under
+// a change of slots, which the guard checked against them), not paused since, and the
+// same override as the decision's read saw. The write may be on a newer object than the
+// decision's (the cache moved on, or a conflict made it read again).
+func (c *Client) unchanged(r *rules.Rules, w *rules.Workload, d autoscaler.Decision, obj workload, container *corev1.Container) error {
+	now := shapeOf(r, w, obj, container)
+	why := ""
+	switch {
+	case d.Owners.Horizontal != "" && d.ChangesSlots() && now.Replicas < d.From.Replicas:
+		why = fmt.Sprintf("%s took the replicas from %d to %d", d.Owners.Horizontal, d.From.Replicas, now.Replicas)
+	case d.Owners.Horizontal != "":
+		now.Replicas = d.From.Replicas
+	}
+	c.mu.Lock()
+	seen, read := c.overrides[w.Name]
+	c.mu.Unlock()
+	switch {
+	case why != "":
+	case now != d.From:
+		why = fmt.Sprintf("now %s, decided from %s", describeShape(now), describeShape(d.From))
+	case obj.meta.Annotations[PausedAnnotation] == "true":
+		why = "paused since the decision"
+	case read && obj.meta.Annotations[OverrideAnnotation] != seen:
+		why = "its override changed since the decision"
+	}
+	if why != "" {
+		return fmt.Errorf("%s %s/%s: %w (%s); deciding again next cycle", w.Target.Kind, w.Target.Namespace, w.Target.Name, ErrChanged, why)
 	}
 	return nil
+}
+
+// describeShape is a shape for a message: replicas x class (concurrency/tenant).
+func describeShape(s autoscaler.Shape) string {
+	return fmt.Sprintf("%d x %s (%d/%d)", s.Replicas, s.Class, s.Concurrency, s.TenantConcurrency)
 }
 
 // noteAction notes an applied decision in the stored state. Scale events older than the
@@ -112,7 +139,7 @@ func (c *Client) scaleTo(ctx context.Context, r *rules.Rules, w *rules.Workload,
 		if err != nil {
 			return nil, fmt.Errorf("%s %s/%s: %w", t.Kind, t.Namespace, t.Name, err)
 		}
-		if err := unchanged(w, d, obj.replicas, classOf(r, w, container)); err != nil {
+		if err := c.unchanged(r, w, d, obj, container); err != nil {
 			return nil, err
 		}
 		st, _ := readStored(obj.meta.Annotations)
@@ -212,7 +239,7 @@ func (c *Client) applyVertical(ctx context.Context, r *rules.Rules, w *rules.Wor
 		if err != nil {
 			return nil, fmt.Errorf("%s %s/%s: %w", t.Kind, t.Namespace, t.Name, err)
 		}
-		if err := unchanged(w, d, obj.replicas, classOf(r, w, container)); err != nil {
+		if err := c.unchanged(r, w, d, obj, container); err != nil {
 			return nil, err
 		}
 		st, _ := readStored(obj.meta.Annotations)

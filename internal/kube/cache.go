@@ -105,12 +105,12 @@ func (c *Client) namespace(ctx context.Context, ns string) *nsCache {
 	if ctx.Err() != nil {
 		return &nsCache{} // direct reads this time; try again next time
 	}
-	f.Start(c.caches.stop)
+	shutdown := c.startFactory(f)
 	wait, cancel := context.WithTimeout(ctx, cacheSyncTimeout)
 	defer cancel()
 	if !cache.WaitForCacheSync(wait.Done(), synced...) {
 		c.log.Warn("the informers did not sync; reading from the API server", "namespace", ns, "timeout", cacheSyncTimeout)
-		f.Shutdown()
+		shutdown()
 		if ctx.Err() != nil {
 			return &nsCache{}
 		}
@@ -118,6 +118,30 @@ func (c *Client) namespace(ctx context.Context, ns string) *nsCache {
 	}
 	c.caches.ns[ns] = n
 	return n
+}
+
+// factory is an informer factory, typed or dynamic.
+type factory interface {
+	Start(stop <-chan struct{})
+	Shutdown()
+}
+
+// startFactory starts f's informers until Close, and returns what stops them now and waits
+// for them (a factory whose caches did not sync): each factory has its own stop channel,
+// since Shutdown waits for informers that only their stop channel ends.
+func (c *Client) startFactory(f factory) (shutdown func()) {
+	stop := make(chan struct{})
+	var once sync.Once
+	halt := func() { once.Do(func() { close(stop) }) }
+	go func() {
+		select {
+		case <-c.caches.stop:
+			halt()
+		case <-stop:
+		}
+	}()
+	f.Start(stop)
+	return func() { halt(); f.Shutdown() }
 }
 
 // stripManagedFields drops an object's managed fields before the informer stores it:
@@ -141,6 +165,12 @@ func (c *Client) wrote(t rules.Target, obj *workload, err error) {
 		delete(c.caches.written, key)
 		c.caches.dirty[key] = true
 		return
+	}
+	if mine, ok := c.caches.written[key]; ok {
+		// Two writes of one workload at once (the loop's and the API's): keep the newer.
+		if cmp, err := resourceversion.CompareResourceVersion(mine.meta.ResourceVersion, obj.meta.ResourceVersion); err == nil && cmp > 0 {
+			return
+		}
 	}
 	obj.meta.ManagedFields = nil
 	c.caches.written[key] = *obj

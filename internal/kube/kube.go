@@ -53,6 +53,9 @@ type Client struct {
 
 	mu   sync.Mutex
 	refs map[string]*corev1.ObjectReference // by workload name, from the last Read
+	// overrides are the override annotations the last Read saw, by workload name: a write
+	// is not made over an override set since the decision.
+	overrides map[string]string
 	// hpas caches each namespace's HPAs for a few seconds, when its informers cannot be
 	// used: a cycle lists each once.
 	hpas map[string]hpaList
@@ -88,7 +91,7 @@ func New(cfg *rest.Config, log *slog.Logger, noEvents bool) (*Client, error) {
 	}
 	host, _ := os.Hostname()
 	return &Client{cs: cs, events: !noEvents, instance: host, log: log,
-		refs: map[string]*corev1.ObjectReference{}, hpas: map[string]hpaList{}, caches: newCaches(),
+		refs: map[string]*corev1.ObjectReference{}, overrides: map[string]string{}, hpas: map[string]hpaList{}, caches: newCaches(),
 		disc: disc, dyn: dyn, vpa: vpaWatch{recheck: vpaRecheck, ns: map[string]*vpaNamespace{}, malformed: map[string]string{}}}, nil
 }
 
@@ -179,6 +182,7 @@ func (c *Client) Read(ctx context.Context, r *rules.Rules, w *rules.Workload) (a
 	}
 	c.mu.Lock()
 	c.refs[w.Name] = &corev1.ObjectReference{Kind: w.Target.Kind, APIVersion: obj.apiVer, Namespace: obj.meta.Namespace, Name: obj.meta.Name, UID: obj.meta.UID, ResourceVersion: obj.meta.ResourceVersion}
+	c.overrides[w.Name] = obj.meta.Annotations[OverrideAnnotation]
 	c.mu.Unlock()
 
 	st, err := readStored(obj.meta.Annotations)
@@ -191,13 +195,7 @@ func (c *Client) Read(ctx context.Context, r *rules.Rules, w *rules.Workload) (a
 	}
 	cur := autoscaler.Current{
 		State: autoscaler.State{
-			Shape: autoscaler.Shape{
-				Replicas:          obj.replicas,
-				Class:             classOf(r, w, container),
-				Concurrency:       envInt(container, *w.Env.Concurrency),
-				TenantConcurrency: envInt(container, *w.Env.TenantConcurrency),
-				RateLimitMax:      rateLimitMax(r, w, container),
-			},
+			Shape:             shapeOf(r, w, obj, container),
 			ReadyReplicas:     obj.ready,
 			RolloutInProgress: rolloutInProgress(obj, st, time.Now()),
 		},
@@ -210,6 +208,18 @@ func (c *Client) Read(ctx context.Context, r *rules.Rules, w *rules.Workload) (a
 		},
 	}
 	return cur, nil
+}
+
+// shapeOf is what the workload runs as: its replicas, and the class, concurrency and rate
+// limiter of its container.
+func shapeOf(r *rules.Rules, w *rules.Workload, obj workload, container *corev1.Container) autoscaler.Shape {
+	return autoscaler.Shape{
+		Replicas:          obj.replicas,
+		Class:             classOf(r, w, container),
+		Concurrency:       envInt(container, *w.Env.Concurrency),
+		TenantConcurrency: envInt(container, *w.Env.TenantConcurrency),
+		RateLimitMax:      rateLimitMax(r, w, container),
+	}
 }
 
 type hpaList struct {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/workerscale/workerscale/autoscaler"
@@ -488,6 +490,39 @@ func TestChangedSinceTheDecisionIsNotOverwritten(t *testing.T) {
 	}
 }
 
+// A workload paused, or given an override, after the decision was read is not written:
+// the next cycle decides again with it.
+func TestPausedOrOverriddenSinceTheDecisionIsNotWritten(t *testing.T) {
+	for _, tc := range []struct{ name, annotation, value, why string }{
+		{"paused", PausedAnnotation, "true", "paused since the decision"},
+		{"overridden", OverrideAnnotation, `{"replicas":3,"until":"2099-01-01T00:00:00Z"}`, "its override changed since the decision"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := setup(t)
+			f.createDeployment(t, 2, podTemplate("2", "4Gi", concurrencyEnv("5", "2")...))
+			w := &f.rules.Workloads[0]
+			cur, err := f.client.Read(t.Context(), f.rules, w)
+			if err != nil {
+				t.Fatal(err)
+			}
+			patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, tc.annotation, tc.value)
+			if _, err := f.cluster.Client.AppsV1().Deployments("default").Patch(t.Context(), "render", types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			f.sync(t)
+			to := cur.State.Shape
+			to.Replicas = 8
+			err = f.client.Apply(t.Context(), f.rules, w, decision(cur.State.Shape, to), time.Now())
+			if !errors.Is(err, ErrChanged) || !strings.Contains(err.Error(), tc.why) {
+				t.Errorf("Apply = %v, want ErrChanged: %s", err, tc.why)
+			}
+			if got := *f.deployment(t).Spec.Replicas; got != 2 {
+				t.Errorf("replicas %d, want 2 untouched", got)
+			}
+		})
+	}
+}
+
 // A vertical apply that leaves the pod template as it was starts no rollout; one that
 // changes it holds the engine until the status catches up, or RolloutDeadline passes.
 func TestRolloutTracking(t *testing.T) {
@@ -498,10 +533,9 @@ func TestRolloutTracking(t *testing.T) {
 	f.createDeployment(t, 12, tpl)
 	w := &f.rules.Workloads[0]
 	large := autoscaler.Shape{Replicas: 12, Class: "large", Concurrency: 10, TenantConcurrency: 3}
-	// Same class and env, fewer replicas, via the vertical path (a concurrency no-op).
-	d := decision(large, autoscaler.Shape{Replicas: 6, Class: "large", Concurrency: 10, TenantConcurrency: 3})
-	d.From.TenantConcurrency = 2 // forces the vertical path; the template ends up as it was
-	d.To.TenantConcurrency = 3
+	// Same class and env, fewer replicas, via the vertical path: a rate limit for a
+	// workload that names no limiter env var changes nothing in the template.
+	d := decision(large, autoscaler.Shape{Replicas: 6, Class: "large", Concurrency: 10, TenantConcurrency: 3, RateLimitMax: 5})
 	if err := f.client.applyVertical(t.Context(), f.rules, w, d, time.Now()); err != nil {
 		t.Fatal(err)
 	}

@@ -232,11 +232,11 @@ func (c *Client) vpaLister(ctx context.Context, ns string) cache.GenericLister {
 	}
 	f := dynamicinformer.NewFilteredDynamicSharedInformerFactory(c.dyn, 0, ns, nil)
 	inf := f.ForResource(VPAResource())
-	f.Start(c.caches.stop)
+	shutdown := c.startFactory(f)
 	wait, cancel := context.WithTimeout(ctx, cacheSyncTimeout)
 	defer cancel()
 	if !cache.WaitForCacheSync(wait.Done(), inf.Informer().HasSynced) {
-		f.Shutdown()
+		shutdown()
 		c.log.Warn("the VerticalPodAutoscaler informer did not sync; trying again later", "namespace", ns, "timeout", cacheSyncTimeout)
 		return nil
 	}

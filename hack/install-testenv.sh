@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the integration tests need, each piece only when it is missing:
 #   - prometheus and promtool from Debian's packages;
-#   - etcd, kube-apiserver, kubectl and VictoriaMetrics' single-node server, built from the Go module
-#     proxy and cached outside the repository, keyed by version, so a second run costs nothing;
+#   - etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok and
+#     VictoriaMetrics' single-node server, built from the Go module proxy and cached outside
+#     the repository, keyed by version, so a second run costs nothing;
 #   - the VerticalPodAutoscaler module, into the Go module cache, for its CRD (the tests read
 #     it from there; nothing of it is copied into the repository).
 # Prints nothing but progress; the test harness (internal/testenv) finds the binaries
@@ -20,6 +21,7 @@ ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
 VICTORIA_METRICS_VERSION="${VICTORIA_METRICS_VERSION:-v1.151.0}"
 VPA_VERSION="${VPA_VERSION:-v1.8.1}"
 PROMETHEUS_OPERATOR_VERSION="${PROMETHEUS_OPERATOR_VERSION:-v0.85.0}"
+KWOK_VERSION="${KWOK_VERSION:-v0.8.0}"
 CACHE_ROOT="${WORKERSCALE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/workerscale}"
 BIN_DIR="$CACHE_ROOT/bin"
 
@@ -90,6 +92,28 @@ build_victoria_metrics() {
   mv "$gobin/victoria-metrics" "$out.tmp"
   rmdir "$gobin"
   mv "$out.tmp" "$out"
+}
+
+# build_kwok: kwok fakes the kubelet of the nodes it manages (pods become Ready without
+# running). Its module builds with `go install pkg@version`, as VictoriaMetrics does; the
+# module is then in the module cache too, where testenv reads its Stage files.
+build_kwok() {
+  local out="$BIN_DIR/kwok-$KWOK_VERSION"
+  [[ -x "$out" ]] && return
+  log "building kwok $KWOK_VERSION (about 4 minutes on 2 cores)"
+  mkdir -p "$BIN_DIR"
+  local gobin
+  gobin=$(mktemp -d)
+  CGO_ENABLED=0 GOBIN="$gobin" go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+  mv "$gobin/kwok" "$out.tmp"
+  rmdir "$gobin"
+  mv "$out.tmp" "$out"
+}
+
+# fetch_kwok_stages: kwok's module holds the Stage files (kustomize/stage/*/fast) that make
+# nodes and pods Ready; testenv reads them from the module cache.
+fetch_kwok_stages() {
+  go mod download "sigs.k8s.io/kwok@$KWOK_VERSION" >/dev/null
 }
 
 build_kube() {
@@ -167,4 +191,9 @@ build_victoria_metrics
 build_kube kube-apiserver
 # kubectl: the CLI test runs workerscale through it as the kubectl plugin kubectl-workerscale.
 build_kube kubectl
+# The realistic cluster (testenv.StartRealisticCluster): controllers, scheduler, fake kubelets.
+build_kube kube-controller-manager
+build_kube kube-scheduler
+fetch_kwok_stages
+build_kwok
 log "ready: $(ls "$BIN_DIR" | tr '\n' ' ')"

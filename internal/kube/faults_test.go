@@ -164,9 +164,11 @@ func TestStolenLeaseStopsTheLeader(t *testing.T) {
 // selector, replicas and the state annotation are one apply. The next leader, a new
 // client that knows only what is stored, starts from the new class and neither repeats
 // the change nor undoes it: the rollout, then the class cooldown, hold it, whether the
-// fleet has been idle or hot for an hour.
+// fleet has been idle or hot for an hour. The cluster is a realistic one: the Deployment
+// controller, the scheduler and kwok roll the change out, nobody fakes its status.
 func TestKilledBetweenDecidingAndApplying(t *testing.T) {
-	f := setup(t)
+	f := setupOn(t, testenv.StartRealisticCluster(t))
+	f.cluster.AddNode(t, "large-0", map[string]string{"pool": "large"})
 	r, err := rules.Parse("costs.yaml", []byte(`prometheus: {url: "http://prometheus:9090"}
 classes:
   - {name: medium, cpu: "2", memory: 4Gi, concurrency: 5, tenantConcurrency: 2, maxReplicas: 20, costPerHour: 0.1, nodeSelector: {pool: medium}}
@@ -185,7 +187,8 @@ workloads:
 	medium := autoscaler.Shape{Replicas: 12, Class: "medium", Concurrency: 5, TenantConcurrency: 2}
 	large := autoscaler.Shape{Replicas: 6, Class: "large", Concurrency: 10, TenantConcurrency: 3}
 	now := time.Now().UTC().Truncate(time.Second)
-	before := f.deployment(t)
+	// The first rollout done, the Deployment controller no longer writes its status.
+	before := f.cluster.WaitForRollout(t, "default", "render")
 
 	// Killed after deciding, before writing: the process's context ends.
 	ctx, kill := context.WithCancel(t.Context())
@@ -254,7 +257,8 @@ workloads:
 	if dec := decide(now.Add(time.Minute), idle); dec.To.Class != "large" || dec.To.Concurrency != 10 {
 		t.Errorf("during the rollout the next leader decided %+v: %v", dec.To, dec.Reasons)
 	}
-	f.cluster.CompleteRollout(t, "default", "render")
+	// The Deployment controller completes the rollout on the pool=large node.
+	f.cluster.WaitForRollout(t, "default", "render")
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		cur, err := next.Read(t.Context(), f.rules, w)

@@ -44,7 +44,12 @@ type fixture struct {
 
 func setup(t *testing.T) *fixture {
 	t.Helper()
-	c := testenv.StartCluster(t)
+	return setupOn(t, testenv.StartCluster(t))
+}
+
+// setupOn is setup on a cluster already started, such as a testenv.StartRealisticCluster.
+func setupOn(t *testing.T, c *testenv.Cluster) *fixture {
+	t.Helper()
 	r, err := rules.Parse("test.yaml", []byte(testRules))
 	if err != nil {
 		t.Fatal(err)

@@ -29,8 +29,9 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 )
 
-// Cluster is a running kube-apiserver with its own etcd. Nothing else of Kubernetes runs:
-// objects are stored and served, but no controller acts on them.
+// Cluster is a running kube-apiserver with its own etcd. From StartCluster nothing else of
+// Kubernetes runs: objects are stored and served, but no controller acts on them. From
+// StartRealisticCluster the controllers, the scheduler and kwok's fake kubelets run too.
 type Cluster struct {
 	// Config is an administrator's (system:masters) client configuration.
 	Config *rest.Config
@@ -46,6 +47,8 @@ type Cluster struct {
 	apiserver *process
 	bin       string
 	args      []string
+	// kwok is the running kwok of a StartRealisticCluster, nil otherwise.
+	kwok *process
 }
 
 // StartCluster starts etcd and kube-apiserver and waits until the API server is ready.
@@ -294,8 +297,8 @@ func (c *Cluster) CreateDeployment(t testing.TB, d *appsv1.Deployment) {
 	}
 }
 
-// CompleteRollout does what the Deployment controller would, which this environment does
-// not run: it reports the Deployment's current generation rolled out, every replica ready.
+// CompleteRollout does what the Deployment controller would, which StartCluster does not
+// run (StartRealisticCluster does; wait there with WaitForRollout): it reports the Deployment's current generation rolled out, every replica ready.
 func (c *Cluster) CompleteRollout(t testing.TB, namespace, name string) {
 	t.Helper()
 	ctx := context.Background()

@@ -1,10 +1,11 @@
 // Package testenv starts real components for integration tests: a Prometheus server, a
-// VictoriaMetrics server, and etcd with a kube-apiserver, each on free loopback ports with
-// its data in the test's temporary directory, stopped when the test ends.
+// VictoriaMetrics server, and etcd with a kube-apiserver (and, for a realistic cluster,
+// kube-controller-manager, kube-scheduler and kwok), each on free loopback ports with its
+// data in the test's temporary directory, stopped when the test ends.
 //
 // The binaries come from `hack/install-testenv.sh` (Prometheus from Debian's package;
-// etcd, kube-apiserver and VictoriaMetrics built from the Go module proxy into a cache
-// outside the repository). `make test` runs that script and sets
+// etcd, the Kubernetes components, kwok and VictoriaMetrics built from the Go module proxy
+// into a cache outside the repository). `make test` runs that script and sets
 // WORKERSCALE_TESTENV=required, under which a missing binary fails the test; a plain
 // `go test` skips such tests instead.
 package testenv

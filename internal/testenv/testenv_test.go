@@ -142,6 +142,7 @@ func TestVersionsMatchInstallScript(t *testing.T) {
 		{"VICTORIA_METRICS_VERSION", testenv.VictoriaMetricsVersion},
 		{"VPA_VERSION", testenv.VPAVersion},
 		{"PROMETHEUS_OPERATOR_VERSION", testenv.PrometheusOperatorVersion},
+		{"KWOK_VERSION", testenv.KwokVersion},
 	} {
 		want := tc.variable + `="${` + tc.variable + `:-` + tc.version + `}"`
 		if !strings.Contains(string(script), want) {

@@ -529,13 +529,17 @@ func TestPausedOrOverriddenSinceTheDecisionIsNotWritten(t *testing.T) {
 }
 
 // A vertical apply that leaves the pod template as it was starts no rollout; one that
-// changes it holds the engine until the status catches up, or RolloutDeadline passes.
+// changes it holds the engine until the status catches up, or RolloutDeadline passes. The
+// status is the Deployment controller's, on a realistic cluster with a node per pool.
 func TestRolloutTracking(t *testing.T) {
-	f := setup(t)
+	f := setupOn(t, testenv.StartRealisticCluster(t))
+	f.cluster.AddNode(t, "large-0", map[string]string{"pool": "large"})
+	f.cluster.AddNode(t, "medium-0", map[string]string{"pool": "medium"})
 	tpl := podTemplate("4", "8Gi", concurrencyEnv("10", "3")...)
 	tpl.Spec.Containers[1].Resources.Limits = corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("8"), corev1.ResourceMemory: resource.MustParse("16Gi")}
 	tpl.Spec.NodeSelector = map[string]string{"pool": "large"}
 	f.createDeployment(t, 12, tpl)
+	f.cluster.WaitForRollout(t, "default", "render")
 	w := &f.rules.Workloads[0]
 	large := autoscaler.Shape{Replicas: 12, Class: "large", Concurrency: 10, TenantConcurrency: 3}
 	// Same class and env, fewer replicas, via the vertical path: a rate limit for a
@@ -560,7 +564,7 @@ func TestRolloutTracking(t *testing.T) {
 	if cur, _ = f.client.Read(t.Context(), f.rules, w); !cur.State.RolloutInProgress {
 		t.Fatal("a template change did not start a rollout")
 	}
-	f.cluster.CompleteRollout(t, "default", "render")
+	f.cluster.WaitForRollout(t, "default", "render")
 	f.sync(t)
 	if cur, _ = f.client.Read(t.Context(), f.rules, w); cur.State.RolloutInProgress {
 		t.Error("the rollout is still in progress after the status caught up")

@@ -87,7 +87,7 @@ func StartRealisticCluster(t testing.TB) *Cluster {
 		"--cert-dir="+filepath.Join(c.dir, "scheduler-certs"),
 	)
 	// Their serving certificates are self-signed; /healthz needs no credentials.
-	insecure := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} //nolint:gosec // loopback health check
+	insecure := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
 	kcm.waitReady(t, 60*time.Second, httpOK(insecure, fmt.Sprintf("https://127.0.0.1:%d/healthz", kcmPort)))
 	scheduler.waitReady(t, 60*time.Second, httpOK(insecure, fmt.Sprintf("https://127.0.0.1:%d/healthz", schedulerPort)))
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -300,7 +301,7 @@ func TestMissingMetricsGauge(t *testing.T) {
 	if err := l.RunOnce(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	if n := testutil.ToFloat64(l.Metrics.missing.WithLabelValues("render")); n < 1 {
+	if n := workloadGauge(t, l.Metrics, "workerscale_metrics_missing", "render"); n < 1 {
 		t.Errorf("missing throughput and active jobs: gauge %v", n)
 	}
 	l.Observe = func(context.Context, *rules.Rules, time.Time) (map[string]Observations, []error) {
@@ -310,7 +311,7 @@ func TestMissingMetricsGauge(t *testing.T) {
 	if err := l.RunOnce(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	if n := testutil.ToFloat64(l.Metrics.missing.WithLabelValues("render")); n != 0 {
+	if n := workloadGauge(t, l.Metrics, "workerscale_metrics_missing", "render"); n != 0 {
 		t.Errorf("every input fresh: gauge %v", n)
 	}
 }
@@ -323,10 +324,41 @@ func TestClassGaugeFollowsTheClass(t *testing.T) {
 	m.decision("render", Report{Decision: Decision{From: shape("medium"), To: shape("large")}}, 2)
 	m.decision("render", Report{Decision: Decision{From: shape("large"), To: shape("large")}}, 2)
 	m.decision("other", Report{Decision: Decision{From: shape("small"), To: shape("small")}}, 1)
-	if n := testutil.CollectAndCount(m.class); n != 4 {
+	if n := testutil.CollectAndCount(newWorkloadCollector(m), "workerscale_workload_class"); n != 4 {
 		t.Errorf("%d class series, want 4 (render large current and desired, other small twice)", n)
 	}
-	if v := testutil.ToFloat64(m.class.WithLabelValues("render", "large", "current")); v != 1 {
+	if v := workloadGauge(t, m, "workerscale_workload_class", "render", "large", "current"); v != 1 {
 		t.Errorf("render large current = %v", v)
 	}
+}
+
+// workloadGauge is the value of one of m's per-workload gauges, found by its label values
+// (in any order); the test fails when there is no such series.
+func workloadGauge(t *testing.T, m *LoopMetrics, name string, labelValues ...string) float64 {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(newWorkloadCollector(m))
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+	series:
+		for _, s := range f.GetMetric() {
+			if len(s.GetLabel()) != len(labelValues) {
+				continue
+			}
+			for _, l := range s.GetLabel() {
+				if !slices.Contains(labelValues, l.GetValue()) {
+					continue series
+				}
+			}
+			return s.GetGauge().GetValue()
+		}
+	}
+	t.Fatalf("no series %s%v", name, labelValues)
+	return 0
 }

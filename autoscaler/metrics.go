@@ -18,14 +18,13 @@ type LoopMetrics struct {
 
 	cycleSeconds prometheus.Histogram
 	cycles       *prometheus.CounterVec
-	class        *prometheus.GaugeVec
 	errors       *prometheus.CounterVec
-	missing      *prometheus.GaugeVec
 }
 
 // workloadSeries are one workload's values of workerscale_decisions_total,
-// workerscale_limits_total and the replica and concurrency gauges, which workloadCollector
-// exposes. A workload has 23 such series, and a series of client_golang's vectors costs
+// workerscale_limits_total, workerscale_workload_class, workerscale_metrics_missing and
+// the replica and concurrency gauges, which workloadCollector exposes. A workload has 26
+// such series, and a series of client_golang's vectors costs
 // some 600 bytes (its labels as protobuf pairs, a created timestamp, its map entry): at
 // 1,000 workloads they were the largest part of the heap (BenchmarkResidentMemory). Here
 // they are a few hundred bytes a workload; the series are built when scraped.
@@ -40,7 +39,8 @@ type workloadSeries struct {
 	concurrency float64
 	curConc     float64
 	ready       float64
-	class       [2]string // the current and desired class it was shown in
+	missing     float64
+	class       [2]string // the current and desired class
 }
 
 // NewLoopMetrics creates the loop's metrics and registers them with reg.
@@ -54,18 +54,12 @@ func NewLoopMetrics(reg prometheus.Registerer) *LoopMetrics {
 		cycles: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "workerscale_cycles_total", Help: "Control-loop cycles, by result (ok or error).",
 		}, []string{"result"}),
-		class: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "workerscale_workload_class", Help: "1 for the class a workload runs (state=current) and the one the last decision wants (state=desired).",
-		}, []string{"workload", "class", "state"}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "workerscale_errors_total", Help: "Errors by stage: read, apply, cycle.",
 		}, []string{"stage"}),
-		missing: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "workerscale_metrics_missing", Help: "Replica inputs (metrics the replica count rests on) missing, stale or invalid in a workload's last decision: no scale-down while above 0.",
-		}, []string{"workload"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.cycleSeconds, m.cycles, m.class, m.errors, m.missing, newWorkloadCollector(m))
+		reg.MustRegister(m.cycleSeconds, m.cycles, m.errors, newWorkloadCollector(m))
 	}
 	for _, r := range []string{"ok", "error"} {
 		m.cycles.WithLabelValues(r).Add(0)
@@ -81,6 +75,7 @@ func NewLoopMetrics(reg prometheus.Registerer) *LoopMetrics {
 type workloadCollector struct {
 	m                                                                *LoopMetrics
 	decisions, limits, current, desired, concurrency, curConc, ready *prometheus.Desc
+	class, missing                                                   *prometheus.Desc
 }
 
 // newWorkloadCollector describes m's per-workload series with the names, help and labels
@@ -96,12 +91,14 @@ func newWorkloadCollector(m *LoopMetrics) *workloadCollector {
 		concurrency: prometheus.NewDesc("workerscale_desired_concurrency", "Concurrency the last decision wants.", workload, nil),
 		curConc:     prometheus.NewDesc("workerscale_current_concurrency", "Concurrency (WORKER_CONCURRENCY) a workload runs with.", workload, nil),
 		ready:       prometheus.NewDesc("workerscale_ready_replicas", "Ready replicas of a workload.", workload, nil),
+		class:       prometheus.NewDesc("workerscale_workload_class", "1 for the class a workload runs (state=current) and the one the last decision wants (state=desired).", []string{"workload", "class", "state"}, nil),
+		missing:     prometheus.NewDesc("workerscale_metrics_missing", "Replica inputs (metrics the replica count rests on) missing, stale or invalid in a workload's last decision: no scale-down while above 0.", workload, nil),
 	}
 }
 
 // Describe implements prometheus.Collector.
 func (c *workloadCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.decisions, c.limits, c.current, c.desired, c.concurrency, c.curConc, c.ready} {
+	for _, d := range []*prometheus.Desc{c.decisions, c.limits, c.current, c.desired, c.concurrency, c.curConc, c.ready, c.class, c.missing} {
 		ch <- d
 	}
 }
@@ -138,9 +135,11 @@ func (c *workloadCollector) Collect(ch chan<- prometheus.Metric) {
 		for _, g := range []struct {
 			d *prometheus.Desc
 			v float64
-		}{{c.current, w.s.current}, {c.desired, w.s.desired}, {c.concurrency, w.s.concurrency}, {c.curConc, w.s.curConc}, {c.ready, w.s.ready}} {
+		}{{c.current, w.s.current}, {c.desired, w.s.desired}, {c.concurrency, w.s.concurrency}, {c.curConc, w.s.curConc}, {c.ready, w.s.ready}, {c.missing, w.s.missing}} {
 			ch <- prometheus.MustNewConstMetric(g.d, prometheus.GaugeValue, g.v, w.name)
 		}
+		ch <- prometheus.MustNewConstMetric(c.class, prometheus.GaugeValue, 1, w.name, w.s.class[0], "current")
+		ch <- prometheus.MustNewConstMetric(c.class, prometheus.GaugeValue, 1, w.name, w.s.class[1], "desired")
 	}
 }
 
@@ -208,13 +207,14 @@ func (m *LoopMetrics) decision(workload string, r Report, ready int32) {
 	if r.Applied {
 		applied = 1
 	}
-	m.missing.WithLabelValues(workload).Set(float64(len(d.Missing)))
 	m.mu.Lock()
 	s := m.series(workload)
 	s.decisions[kind][applied]++
 	s.current, s.desired = float64(d.From.Replicas), float64(d.To.Replicas)
 	s.concurrency, s.curConc = float64(d.To.Concurrency), float64(d.From.Concurrency)
 	s.ready = float64(ready)
+	s.missing = float64(len(d.Missing))
+	s.class = [2]string{d.From.Class, d.To.Class}
 	for _, l := range d.LimitedBy {
 		if i := slices.Index(limitNames, l); i >= 0 {
 			s.limits[i]++
@@ -225,14 +225,5 @@ func (m *LoopMetrics) decision(workload string, r Report, ready int32) {
 		}
 		s.extraLimits[l]++
 	}
-	// The classes it was shown in last go; a partial-match delete would scan every series.
-	last := s.class
-	s.class = [2]string{d.From.Class, d.To.Class}
 	m.mu.Unlock()
-	if last != [2]string{d.From.Class, d.To.Class} {
-		m.class.DeleteLabelValues(workload, last[0], "current")
-		m.class.DeleteLabelValues(workload, last[1], "desired")
-	}
-	m.class.WithLabelValues(workload, d.From.Class, "current").Set(1)
-	m.class.WithLabelValues(workload, d.To.Class, "desired").Set(1)
 }

@@ -5,7 +5,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"text/template"
+	"unicode/utf8"
 )
 
 // The query presets.
@@ -197,14 +197,55 @@ func (q Query) RenderFreshness(data TemplateData) (string, error) {
 	return render(q.Freshness, data)
 }
 
+// render expands a query template: each {{.Field}} (spaces inside the braces allowed)
+// is replaced by that field of data. Nothing else may stand between {{ and }}: the
+// templates are not text/template's, whose method calls by name keep the linker from
+// dropping unused code (docs/architecture.md, "Binary size and memory").
 func render(text string, data TemplateData) (string, error) {
-	t, err := template.New("query").Option("missingkey=error").Parse(text)
-	if err != nil {
-		return "", err
-	}
 	var b strings.Builder
-	if err := t.Execute(&b, data); err != nil {
-		return "", err
+	rest := text
+	for {
+		open := strings.Index(rest, "{{")
+		if open < 0 {
+			b.WriteString(rest)
+			return b.String(), nil
+		}
+		at := position(text, len(text)-len(rest)+open)
+		b.WriteString(rest[:open])
+		rest = rest[open+2:]
+		end := strings.Index(rest, "}}")
+		if end < 0 {
+			return "", fmt.Errorf("{{ without }} (at %s of the template)", at)
+		}
+		field := strings.TrimSpace(rest[:end])
+		rest = rest[end+2:]
+		value, ok := data.field(field)
+		if !ok {
+			return "", fmt.Errorf("{{%s}} is not a template field; the fields are {{.Queues}}, {{.Namespaces}}, {{.Workloads}} and {{.RateWindow}} (at %s of the template)", field, at)
+		}
+		b.WriteString(value)
 	}
-	return b.String(), nil
+}
+
+// position is the line:column (1-based, in characters) of a byte offset into text.
+func position(text string, offset int) string {
+	before := text[:offset]
+	line := strings.Count(before, "\n") + 1
+	col := utf8.RuneCountInString(before[strings.LastIndex(before, "\n")+1:]) + 1
+	return fmt.Sprintf("%d:%d", line, col)
+}
+
+// field is the value of a template field, written .Name.
+func (d TemplateData) field(name string) (string, bool) {
+	switch name {
+	case ".Queues":
+		return d.Queues, true
+	case ".Namespaces":
+		return d.Namespaces, true
+	case ".Workloads":
+		return d.Workloads, true
+	case ".RateWindow":
+		return d.RateWindow, true
+	}
+	return "", false
 }

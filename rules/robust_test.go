@@ -123,6 +123,15 @@ func TestQueriesMustBePromQL(t *testing.T) {
 			`t.yaml:2:63: queries.templates.queueDepth.freshness: is not valid PromQL: unclosed left parenthesis (at 1:16 of the query)`},
 		{"a type error", `templates: {queueDepth: {query: 'sum(rate(depth))'}}`,
 			`is not valid PromQL: expected type range vector in call to function "rate", got instant vector (at 1:10 of the query)`},
+		{"spaces inside the braces", `templates: {queueDepth: {query: 'sum by (queue) (rate(depth{queue=~"{{ .Queues }}"}[{{.RateWindow }}]))'}}`, ""},
+		{"an unknown field", `templates: {queueDepth: {query: 'sum by (queue) (depth{queue=~"{{.Queue}}"})'}}`,
+			`t.yaml:2:43: queries.templates.queueDepth.query: is not a valid template: {{.Queue}} is not a template field; the fields are {{.Queues}}, {{.Namespaces}}, {{.Workloads}} and {{.RateWindow}} (at 1:31 of the template)`},
+		{"text/template's functions are not templates here", `templates: {queueDepth: {query: 'depth{queue=~"{{len .Queues}}"}'}}`,
+			`is not a valid template: {{len .Queues}} is not a template field`},
+		{"an unclosed action", `templates: {queueDepth: {query: "depth{queue=~\"{{.Queues\"}\n+ 1"}}`,
+			`is not a valid template: {{ without }} (at 1:15 of the template)`},
+		{"a field on the second line", `templates: {queueDepth: {query: "sum(depth)\n+ sum(x{a=\"{{.Nope}}\"})"}}`,
+			`{{.Nope}} is not a template field; the fields are {{.Queues}}, {{.Namespaces}}, {{.Workloads}} and {{.RateWindow}} (at 2:12 of the template)`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			data := "prometheus: {url: 'http://p:9090'}\nqueries: {" + tc.queries + "}\nclasses: [{name: s, cpu: '1', memory: 2Gi}]\nworkloads: [{name: w, maxReplicas: 1}]\n"

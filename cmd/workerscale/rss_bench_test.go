@@ -44,7 +44,9 @@ var rssCheckpoints = []int{10, 50, 100}
 //
 // The process is the shipped build (CGO_ENABLED=0, -trimpath, -s -w), with run's default
 // flags but for --dry-run and the listen addresses; its decisions go to /dev/null and its
-// log (level info, as deployed) to a file.
+// log (level info, as deployed) to a file. With WORKERSCALE_BENCH_PROFILES=DIR it also
+// serves its profiles (--profiling) and leaves its heap profile and memory map in DIR;
+// WORKERSCALE_BENCH_ENV adds variables to its environment (GOMEMLIMIT=32MiB GOGC=50).
 func BenchmarkResidentMemory(b *testing.B) {
 	const n = 1000
 	w := newBenchWorld(b, n, "1s")
@@ -125,9 +127,17 @@ func runForCycles(ctx context.Context, bin, rulesFile, kubeconfig, addr, logFile
 	}
 	defer log.Close()
 	runCtx, stop := context.WithCancel(ctx)
-	cmd := exec.CommandContext(runCtx, bin, "run", "--rules", rulesFile, "--kubeconfig", kubeconfig, "--dry-run",
-		"--metrics-bind-address", addr, "--health-probe-bind-address", "0")
+	args := []string{"run", "--rules", rulesFile, "--kubeconfig", kubeconfig, "--dry-run",
+		"--metrics-bind-address", addr, "--health-probe-bind-address", "0"}
+	profiles := os.Getenv("WORKERSCALE_BENCH_PROFILES")
+	if profiles != "" {
+		args = append(args, "--profiling")
+	}
+	cmd := exec.CommandContext(runCtx, bin, args...)
 	cmd.Stdout, cmd.Stderr = nil, log // nil: /dev/null
+	if extra := os.Getenv("WORKERSCALE_BENCH_ENV"); extra != "" {
+		cmd.Env = append(os.Environ(), strings.Fields(extra)...)
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = 10 * time.Second // then SIGKILL
@@ -181,7 +191,41 @@ func runForCycles(ctx context.Context, bin, rulesFile, kubeconfig, addr, logFile
 			wait = max(time.Second, time.Duration(checkpoints[len(samples)]-cycles-1)*time.Second)
 		}
 	}
+	if profiles != "" {
+		if err := saveProfiles(ctx, client, addr, cmd.Process.Pid, profiles); err != nil {
+			return fail(err)
+		}
+	}
 	return samples, nil
+}
+
+// saveProfiles writes the process's heap profile and its memory map (/proc/PID/smaps)
+// into dir, for a look at where its memory goes (go tool pprof dir/heap.pprof).
+func saveProfiles(ctx context.Context, client *http.Client, addr string, pid int, dir string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/debug/pprof/heap", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return fmt.Errorf("reading the heap profile: %w", err)
+	}
+	defer resp.Body.Close()
+	heap, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return fmt.Errorf("reading the heap profile: %w", err)
+	}
+	smaps, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", pid))
+	if err != nil {
+		return fmt.Errorf("reading the memory map: %w", err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "heap.pprof"), heap, 0o644); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "smaps"), smaps, 0o644)
 }
 
 // scrape reads a text exposition and sums each metric's samples over their labels.

@@ -87,6 +87,7 @@ workerscale run --rules /etc/workerscale/rules.yaml --log-format json --leader-e
 	fs.DurationVar(&o.leader.RetryPeriod, "leader-elect-retry-period", 2*time.Second, "how often candidates try to acquire or renew")
 	fs.StringVar(&o.metricsAddr, "metrics-bind-address", ":8080", "address of /metrics; 0 turns it off")
 	fs.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz; 0 turns it off")
+	fs.BoolVar(&o.profiling, "profiling", false, "serve Go's profiles (/debug/pprof/) on --metrics-bind-address")
 	o.log.flags(c, e, "info", "debug", "warn", "error")
 	fs.StringVar(&o.apiAddr, "api-bind-address", "0", "address of the runtime API (workloads, overrides, the alert webhook); 0 turns it off")
 	fs.StringVar(&o.apiTokenFile, "api-token-file", "", "file holding the bearer token the runtime API's changes need (a mounted Secret, read again when it changes); without it they are disabled")
@@ -110,6 +111,7 @@ type runOptions struct {
 	leaderElect, leaderElectSet bool
 	leader                      kube.LeaderOptions
 	metricsAddr, probeAddr      string
+	profiling                   bool
 	log                         logOptions
 	apiAddr, apiTokenFile       string
 	apiCert, apiKey             string
@@ -384,7 +386,11 @@ func podNamespace() string {
 
 func (o *runOptions) serve(ctx context.Context, reg *prometheus.Registry, ready func() error, log *slog.Logger) error {
 	if o.metricsAddr != "0" {
-		if _, _, err := api.Serve(ctx, o.metricsAddr, api.Handler(reg, ready), log); err != nil {
+		h := api.Handler(reg, ready)
+		if o.profiling {
+			h = api.WithProfiling(h)
+		}
+		if _, _, err := api.Serve(ctx, o.metricsAddr, h, log); err != nil {
 			return err
 		}
 	}

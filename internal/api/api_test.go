@@ -40,6 +40,33 @@ func TestEndpoints(t *testing.T) {
 	}
 }
 
+// --profiling adds Go's profiles beside the metrics and probes, which stay as they were;
+// without it there are none.
+func TestWithProfiling(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	plain := httptest.NewServer(Handler(reg, func() error { return nil }))
+	defer plain.Close()
+	profiled := httptest.NewServer(WithProfiling(Handler(reg, func() error { return nil })))
+	defer profiled.Close()
+	for _, tc := range []struct {
+		srv    *httptest.Server
+		path   string
+		status int
+		body   string
+	}{
+		{profiled, "/debug/pprof/", 200, "heap"},
+		{profiled, "/debug/pprof/heap?debug=1", 200, "heap profile"},
+		{profiled, "/healthz", 200, "ok"},
+		{profiled, "/metrics", 200, ""},
+		{plain, "/debug/pprof/", 404, ""},
+	} {
+		status, body := fetch(t, tc.srv.URL+tc.path)
+		if status != tc.status || !strings.Contains(body, tc.body) {
+			t.Errorf("GET %s = %d %.80q, want %d containing %q", tc.path, status, body, tc.status, tc.body)
+		}
+	}
+}
+
 func fetch(t *testing.T, url string) (int, string) {
 	t.Helper()
 	resp, err := http.Get(url)

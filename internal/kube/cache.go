@@ -84,7 +84,7 @@ func (c *Client) namespace(ctx context.Context, ns string) *nsCache {
 		return err == nil
 	}
 	f := informers.NewSharedInformerFactoryWithOptions(c.cs, 0, informers.WithNamespace(ns),
-		informers.WithTransform(stripManagedFields))
+		informers.WithTransform(trimForCache))
 	n := &nsCache{}
 	var synced []cache.InformerSynced
 	if allowed("deployments", func() error { _, err := c.cs.AppsV1().Deployments(ns).List(ctx, one); return err }) {
@@ -144,11 +144,21 @@ func (c *Client) startFactory(f factory) (shutdown func()) {
 	return func() { halt(); f.Shutdown() }
 }
 
-// stripManagedFields drops an object's managed fields before the informer stores it:
-// workerscale never reads them, and they are often the larger part of a Deployment.
-func stripManagedFields(obj any) (any, error) {
+// lastApplied is the annotation in which `kubectl apply` keeps the whole object it
+// applied.
+const lastApplied = "kubectl.kubernetes.io/last-applied-configuration"
+
+// trimForCache drops what workerscale never reads from an object before the informer
+// stores it: its managed fields and kubectl's last-applied configuration, which are
+// often the larger part of a Deployment. Writes never send either back: a merge patch
+// names only workerscale's fields, and a server-side apply only those it owns.
+func trimForCache(obj any) (any, error) {
 	if a, err := meta.Accessor(obj); err == nil {
 		a.SetManagedFields(nil)
+		if ann := a.GetAnnotations(); ann[lastApplied] != "" {
+			delete(ann, lastApplied)
+			a.SetAnnotations(ann)
+		}
 	}
 	return obj, nil
 }

@@ -125,3 +125,31 @@ func TestReadsComeFromTheCaches(t *testing.T) {
 		t.Errorf("reads after the write made %d requests: %v", len(reqs), reqs)
 	}
 }
+
+// The caches keep neither managed fields nor kubectl's last-applied configuration, and
+// every other annotation (workerscale's state among them).
+func TestTrimForCache(t *testing.T) {
+	d := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{
+		Name:          "render",
+		Annotations:   map[string]string{lastApplied: strings.Repeat("x", 10_000), StateAnnotation: "{}"},
+		ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubectl", Operation: metav1.ManagedFieldsOperationApply}},
+	}}
+	obj, err := trimForCache(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := obj.(*appsv1.Deployment)
+	if len(got.ManagedFields) != 0 {
+		t.Errorf("managed fields kept: %v", got.ManagedFields)
+	}
+	if _, ok := got.Annotations[lastApplied]; ok {
+		t.Error("the last-applied configuration is kept")
+	}
+	if got.Annotations[StateAnnotation] != "{}" {
+		t.Errorf("annotations = %v, want the state annotation kept", got.Annotations)
+	}
+	// A tombstone or anything without object metadata passes through.
+	if obj, err := trimForCache("not an object"); err != nil || obj != "not an object" {
+		t.Errorf("trimForCache(string) = %v, %v", obj, err)
+	}
+}

@@ -3,9 +3,13 @@ package prom
 import (
 	"context"
 	"errors"
+	"maps"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
+	"sync"
+	"time"
 
 	promv1 "github.com/prometheus/client_golang/api/prometheus/v1"
 	"github.com/prometheus/client_golang/prometheus"
@@ -16,7 +20,76 @@ type Metrics struct {
 	queries  *prometheus.CounterVec
 	errors   *prometheus.CounterVec
 	duration *prometheus.HistogramVec
-	outcomes *prometheus.CounterVec
+	outcomes *outcomeCounters
+}
+
+// outcomeNames are the outcomes of workerscale_prometheus_observations_total.
+var outcomeNames = [...]string{"fresh", "stale", "failed", "empty", "no_series", "duplicate", "unlabeled", "nan", "inf", "unmatched"}
+
+// outcomeCounters is workerscale_prometheus_observations_total: a count per workload and
+// outcome, kept as numbers and turned into series when scraped (a series of a
+// CounterVec costs some 600 bytes: at 1,000 workloads, megabytes; see
+// autoscaler.LoopMetrics). A series appears with the first observation of its outcome.
+type outcomeCounters struct {
+	desc *prometheus.Desc
+	mu   sync.Mutex
+	by   map[string]*workloadOutcomes
+}
+
+type workloadOutcomes struct {
+	created time.Time
+	counts  [len(outcomeNames)]float64
+	seen    [len(outcomeNames)]bool
+	// other counts an outcome not in outcomeNames, should one be added without a slot.
+	other map[string]float64
+}
+
+func (o *outcomeCounters) add(workload, outcome string, n float64) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	w, ok := o.by[workload]
+	if !ok {
+		w = &workloadOutcomes{created: time.Now()}
+		o.by[workload] = w
+	}
+	if i := slices.Index(outcomeNames[:], outcome); i >= 0 {
+		w.counts[i] += n
+		w.seen[i] = true
+		return
+	}
+	if w.other == nil {
+		w.other = map[string]float64{}
+	}
+	w.other[outcome] += n
+}
+
+// Describe implements prometheus.Collector.
+func (o *outcomeCounters) Describe(ch chan<- *prometheus.Desc) { ch <- o.desc }
+
+// Collect implements prometheus.Collector, from a copy of the counts.
+func (o *outcomeCounters) Collect(ch chan<- prometheus.Metric) {
+	type named struct {
+		name string
+		w    workloadOutcomes
+	}
+	o.mu.Lock()
+	all := make([]named, 0, len(o.by))
+	for name, w := range o.by {
+		cp := *w
+		cp.other = maps.Clone(w.other)
+		all = append(all, named{name, cp})
+	}
+	o.mu.Unlock()
+	for _, n := range all {
+		for i, outcome := range outcomeNames {
+			if n.w.seen[i] {
+				ch <- prometheus.MustNewConstMetricWithCreatedTimestamp(o.desc, prometheus.CounterValue, n.w.counts[i], n.w.created, n.name, outcome)
+			}
+		}
+		for outcome, v := range n.w.other {
+			ch <- prometheus.MustNewConstMetricWithCreatedTimestamp(o.desc, prometheus.CounterValue, v, n.w.created, n.name, outcome)
+		}
+	}
 }
 
 // NewMetrics creates the metrics and registers them with reg.
@@ -35,10 +108,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "Time a query took, retries included.",
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 12),
 		}, []string{"type"}),
-		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "workerscale_prometheus_observations_total",
-			Help: "Per-workload observations, by workload and outcome: fresh, stale, failed, empty, no_series, duplicate, unlabeled, nan, inf; unmatched (a series for no workload) has an empty workload.",
-		}, []string{"workload", "outcome"}),
+		outcomes: &outcomeCounters{
+			desc: prometheus.NewDesc("workerscale_prometheus_observations_total",
+				"Per-workload observations, by workload and outcome: fresh, stale, failed, empty, no_series, duplicate, unlabeled, nan, inf; unmatched (a series for no workload) has an empty workload.",
+				[]string{"workload", "outcome"}, nil),
+			by: map[string]*workloadOutcomes{},
+		},
 	}
 	if reg != nil {
 		reg.MustRegister(m.queries, m.errors, m.duration, m.outcomes)
@@ -50,7 +125,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for _, k := range []string{"timeout", "canceled", "unavailable", "bad_query", "server", "bad_result"} {
 		m.errors.WithLabelValues(k).Add(0)
 	}
-	m.outcomes.WithLabelValues("", "unmatched").Add(0)
+	m.outcomes.add("", "unmatched", 0)
 	return m
 }
 
@@ -69,7 +144,7 @@ func (m *Metrics) outcome(workload, o string, n int) {
 	if m == nil || n == 0 {
 		return
 	}
-	m.outcomes.WithLabelValues(workload, o).Add(float64(n))
+	m.outcomes.add(workload, o, float64(n))
 }
 
 // errorKind sorts a query error for the errors metric.

@@ -48,9 +48,11 @@ type batch struct {
 	err   error
 }
 
-// index is a result split by the workload label.
+// index is a result split by the workload label: each key's sample values, all a
+// workload's metric needs. The samples themselves (a label map each) are dropped as soon as
+// the result is indexed, so that a cycle does not hold every query's decoded result at once.
 type index struct {
-	byKey     map[string][]*model.Sample
+	byKey     map[string][]float64
 	total     int
 	unlabeled int
 }
@@ -221,15 +223,16 @@ func (s *Source) instant(ctx context.Context, query, match string, at time.Time)
 		s.log.Warn("prometheus query failed", "query", oneLine(query), "error", err, "kind", errorKind(err))
 		return nil, err
 	}
-	idx := &index{byKey: map[string][]*model.Sample{}}
-	for _, sample := range v.(model.Vector) {
+	vector := v.(model.Vector)
+	idx := &index{byKey: make(map[string][]float64, len(vector))}
+	for _, sample := range vector {
 		idx.total++
 		k, ok := keyOf(sample, match)
 		if !ok {
 			idx.unlabeled++
 			continue
 		}
-		idx.byKey[k] = append(idx.byKey[k], sample)
+		idx.byKey[k] = append(idx.byKey[k], float64(sample.Value))
 	}
 	return idx, nil
 }
@@ -256,7 +259,7 @@ func observe(b *batch, u use, w *rules.Workload, at time.Time, staleness time.Du
 		case len(ss) > 1:
 			return absent("duplicate", "%d series for %s; the query must return one (aggregate by the %s)", len(ss), describeKey(k, b.match), labelsOf(b.match))
 		}
-		v := float64(ss[0].Value)
+		v := ss[0]
 		switch {
 		case math.IsNaN(v):
 			return absent("nan", "the value for %s is NaN (such as 0/0: nothing happened in the window)", describeKey(k, b.match))
@@ -295,7 +298,7 @@ func sampleAge(f *batch, keys []string, at time.Time) (time.Duration, error) {
 		if len(ss) != 1 {
 			return 0, fmt.Errorf("the freshness query gave %d series for %s", len(ss), k)
 		}
-		ts := float64(ss[0].Value)
+		ts := ss[0]
 		if math.IsNaN(ts) || math.IsInf(ts, 0) {
 			return 0, fmt.Errorf("the freshness query gave %v for %s", ts, k)
 		}

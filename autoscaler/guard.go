@@ -19,7 +19,8 @@ import (
 //  4. Floors: with a replica input missing, stale or invalid, or with the backlog
 //     critical, capacity does not shrink; within the scale-down window it does not fall
 //     below the highest recommendation (in slots), nor below the current capacity on
-//     first sight.
+//     first sight; and a scale-in never leaves fewer slots than the jobs in flight (at
+//     most the current capacity), so that it need not stop a running job.
 //  5. Circuit breaker: capacity and per-pod concurrency do not grow, except by the
 //     rounding of a floor up to whole pods in a new class.
 //  6. fallbackReplicas is a floor while a replica input is missing, below the breaker.
@@ -30,10 +31,12 @@ import (
 // replicas another's, a template change that the replicas as they are cannot hold within
 // these invariants is not made (guardTemplate, owners.go).
 
-// LimitMissingMetrics and LimitCriticalBacklog name the guard's floors in LimitedBy.
+// LimitMissingMetrics, LimitCriticalBacklog and LimitJobsInFlight name the guard's floors
+// in LimitedBy.
 const (
 	LimitMissingMetrics  = "missingMetrics"
 	LimitCriticalBacklog = "criticalBacklog"
+	LimitJobsInFlight    = "jobsInFlight"
 )
 
 // guard enforces the invariants on the proposal in p.d.To.
@@ -189,6 +192,11 @@ func (p *plan) floorSlots() (slots int, why, limit string) {
 	}
 	if len(p.missing) > 0 {
 		slots, why, limit = fromCap, fmt.Sprintf("metrics missing or stale (%s): the fleet's %d slots are kept", strings.Join(p.missing, ", "), fromCap), LimitMissingMetrics
+	}
+	if active, ok := p.value(rules.ActiveJobs); ok {
+		if inFlight := min(fromCap, int(ceilInt(active))); inFlight > slots {
+			slots, why, limit = inFlight, fmt.Sprintf("%g jobs are running: a scale-in keeps a slot for each", active), LimitJobsInFlight
+		}
 	}
 	// The one exception: 429s critical lower concurrency by one, with the replicas kept.
 	// Only one step: a further cut in the same decision (a class with fewer slots, a job

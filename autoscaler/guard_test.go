@@ -152,3 +152,43 @@ workloads:
 		}
 	})
 }
+
+// A scale-in leaves a slot for every job in flight (issue 17). With jobs completing, the
+// throughput term already keeps more (Little's law, at the target utilization); the floor
+// binds when long jobs run and none completed in the window: an empty queue, no
+// completion, and 23 jobs running on 10 pods of 5 slots keep 5 pods, not the 1 the queue
+// alone would allow, and say so; with no job running the fleet goes as far down as the
+// queue allows.
+func TestScaleInKeepsASlotPerJobInFlight(t *testing.T) {
+	luneo := example(t, "luneo-render.yaml")
+	render := workloadNamed(t, luneo, "render")
+	for _, tc := range []struct {
+		name        string
+		active      float64
+		atLeast     int32
+		limitedByIt bool
+	}{
+		{"23 jobs running", 23, 5, true},
+		{"one job running", 1, 1, true},
+		{"none running", 0, 0, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			obs := set(map[string]float64{rules.QueueDepth: 0, rules.WaitSeconds: 0, rules.Throughput: 0, rules.ActiveJobs: tc.active, rules.CPU: 0.3, rules.Memory: 0.3})
+			// The last recommendation is old: no scale-down window holds the fleet.
+			hist := History{Recommendations: []Recommendation{{Time: t0.Add(-time.Hour), Replicas: 10}}}
+			d := Decide(t0, luneo, Input{Workload: render, Observations: obs, State: state(10, "medium", 5, 2), History: hist})
+			if d.To.Replicas >= 10 {
+				t.Fatalf("no scale-in: to %+v\n%s", d.To, strings.Join(d.Reasons, "\n"))
+			}
+			if slotsOf(d.To) < int(tc.active) || d.To.Replicas < tc.atLeast {
+				t.Errorf("to %+v: fewer slots than the %v jobs in flight\n%s", d.To, tc.active, strings.Join(d.Reasons, "\n"))
+			}
+			if got := slices.Contains(d.LimitedBy, LimitJobsInFlight); got != tc.limitedByIt {
+				t.Errorf("limited by %v, want %s: %v\n%s", d.LimitedBy, LimitJobsInFlight, tc.limitedByIt, strings.Join(d.Reasons, "\n"))
+			}
+			if tc.limitedByIt && !hasReason(d, "jobs are running: a scale-in keeps a slot for each") {
+				t.Errorf("no reason says why\n%s", strings.Join(d.Reasons, "\n"))
+			}
+		})
+	}
+}

@@ -477,6 +477,13 @@ func checkInvariants(t interface {
 		if missing || backlog {
 			floor = fromCap
 		}
+		// 4b. Jobs in flight: a scale-in leaves a slot for each running job (measured, or
+		// derived from saturation on a fleet with ready pods), never more than there are.
+		if o := in.Observations[rules.ActiveJobs]; usable(rules.ActiveJobs) {
+			floor = max(floor, min(fromCap, int(ceilInt(o.Value))))
+		} else if s := in.Observations[rules.Saturation]; usable(rules.Saturation) && ready {
+			floor = max(floor, min(fromCap, int(ceilInt(s.Value*float64(in.State.ReadyReplicas)*float64(fromConc)))))
+		}
 		if lowered429 {
 			// One step only: a further cut in the same decision is held by more replicas.
 			floor = min(floor, int(from.Replicas)*max(toConc, fromConc-1))

@@ -157,6 +157,7 @@ func (p *plan) decide() {
 	p.observe()
 	p.sustain()
 	p.measureJobs()
+	p.graceCheck()
 	p.breaker = p.breakerWhy()
 	if p.in.State.RolloutInProgress {
 		p.limit(LimitCooldown)

@@ -58,6 +58,9 @@ const (
 	EventFailedRescale      = "FailedRescale"
 	EventFailedRead         = "FailedRead"
 	EventAutoscalerConflict = "AutoscalerConflict"
+	// EventGracePeriodTooShort: the pods' grace period is shorter than the jobs, so a pod
+	// a scale-in removes may have its jobs killed (Decision.Warnings).
+	EventGracePeriodTooShort = "GracePeriodTooShort"
 )
 
 // Loop is the control loop: each RunOnce observes, decides and acts for every workload.
@@ -213,6 +216,12 @@ func (l *Loop) RunOnce(ctx context.Context) error {
 		if !l.DryRun && !w.DryRun && !cur.Paused && !l.PauseAll {
 			l.events(ctx, w, d, rep, start)
 			l.eventOnChange(ctx, w, start, "Warning", EventAutoscalerConflict, cur.Owners.String(), cur.Owners.Conflict())
+			// Once per grace period, not once per new measure of the jobs' duration.
+			graceKey := ""
+			if g := cur.State.TerminationGracePeriodSeconds; len(d.Warnings) > 0 && g != nil {
+				graceKey = fmt.Sprint(*g)
+			}
+			l.eventOnChange(ctx, w, start, "Warning", EventGracePeriodTooShort, graceKey, strings.Join(d.Warnings, "; "))
 		}
 		l.Metrics.decision(w.Name, rep, inputs[i].State.ReadyReplicas)
 		l.remember(start, rep)

@@ -88,6 +88,9 @@ type State struct {
 	ReadyReplicas int32 `json:"readyReplicas"`
 	// RolloutInProgress is true while a rollout of an earlier change of ours is not done.
 	RolloutInProgress bool `json:"rolloutInProgress"`
+	// TerminationGracePeriodSeconds is the pod template's, as Kubernetes defaults it; nil
+	// when not known.
+	TerminationGracePeriodSeconds *int64 `json:"terminationGracePeriodSeconds,omitempty"`
 }
 
 // Recommendation is one cycle's unstabilized replica recommendation, kept for the
@@ -199,6 +202,9 @@ type Decision struct {
 	LimitedBy []string `json:"limitedBy"`
 	// Reasons are sentences, with the numbers that produced the decision.
 	Reasons []string `json:"reasons"`
+	// Warnings are conditions of the workload that the engine cannot change and its owner
+	// should (a grace period shorter than the jobs); the loop records each as an event.
+	Warnings []string `json:"warnings,omitempty"`
 	// Missing names the metrics the replica count rests on that were missing or stale,
 	// with why; while any is, the fleet is not scaled down.
 	Missing []string `json:"missing,omitempty"`

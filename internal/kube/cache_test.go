@@ -153,3 +153,17 @@ func TestTrimForCache(t *testing.T) {
 		t.Errorf("trimForCache(string) = %v, %v", obj, err)
 	}
 }
+
+// The grace period the engine checks the jobs against is the pod template's, or
+// Kubernetes' default when a hand-made object leaves it out.
+func TestGracePeriod(t *testing.T) {
+	sixty, zero := int64(60), int64(0)
+	for _, tc := range []struct {
+		set  *int64
+		want int64
+	}{{&sixty, 60}, {&zero, 0}, {nil, 30}} {
+		if got := gracePeriod(&corev1.PodSpec{TerminationGracePeriodSeconds: tc.set}); got == nil || *got != tc.want {
+			t.Errorf("gracePeriod(%v) = %v, want %d", tc.set, got, tc.want)
+		}
+	}
+}

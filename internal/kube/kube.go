@@ -195,9 +195,10 @@ func (c *Client) Read(ctx context.Context, r *rules.Rules, w *rules.Workload) (a
 	}
 	cur := autoscaler.Current{
 		State: autoscaler.State{
-			Shape:             shapeOf(r, w, obj, container),
-			ReadyReplicas:     obj.ready,
-			RolloutInProgress: rolloutInProgress(obj, st, time.Now()),
+			Shape:                         shapeOf(r, w, obj, container),
+			ReadyReplicas:                 obj.ready,
+			RolloutInProgress:             rolloutInProgress(obj, st, time.Now()),
+			TerminationGracePeriodSeconds: gracePeriod(&obj.template.Spec),
 		},
 		Paused:   obj.meta.Annotations[PausedAnnotation] == "true",
 		Override: c.readOverride(w, obj.meta.Annotations),
@@ -208,6 +209,16 @@ func (c *Client) Read(ctx context.Context, r *rules.Rules, w *rules.Workload) (a
 		},
 	}
 	return cur, nil
+}
+
+// gracePeriod is the pods' terminationGracePeriodSeconds, Kubernetes' default when unset
+// (the API server sets it on create, so it is only unset in a hand-made object).
+func gracePeriod(spec *corev1.PodSpec) *int64 {
+	s := autoscaler.TerminationGracePeriodSecondsDefault
+	if spec.TerminationGracePeriodSeconds != nil {
+		s = *spec.TerminationGracePeriodSeconds
+	}
+	return &s
 }
 
 // shapeOf is what the workload runs as: its replicas, and the class, concurrency and rate

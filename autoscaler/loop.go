@@ -88,6 +88,14 @@ type Loop struct {
 	// when, so that a condition that lasts is reported when it starts or changes, and
 	// again every eventRepeat, not every cycle.
 	lastEvents map[[2]string]sentEvent
+	// retained are the rules the loop last pruned its per-workload state to.
+	retained *rules.Rules
+}
+
+// Retainer is a Cluster that keeps something per workload, target or namespace; Retain
+// drops what the rules no longer name. The loop calls it when the rules change.
+type Retainer interface {
+	Retain(r *rules.Rules)
 }
 
 type sentEvent struct {
@@ -122,6 +130,7 @@ type WorkloadStatus struct {
 func (l *Loop) RunOnce(ctx context.Context) error {
 	start := l.now()
 	r := l.Rules()
+	l.retain(r)
 	log := l.log()
 	var errs []error
 	obs, obsErrs := l.Observe(ctx, r, start)
@@ -303,6 +312,31 @@ func (l *Loop) skip(d Decision, w *rules.Workload, cur Current) string {
 		return "dry-run"
 	}
 	return ""
+}
+
+// retain drops, when the rules have changed, what the loop, its metrics and its cluster
+// keep for workloads the rules no longer name: their history, last report, events and
+// series. Without it a reload that removes workloads would keep them for good, and their
+// series would go on reporting their last values.
+func (l *Loop) retain(r *rules.Rules) {
+	l.mu.Lock()
+	if r == l.retained {
+		l.mu.Unlock()
+		return
+	}
+	l.retained = r
+	names := make(map[string]bool, len(r.Workloads))
+	for _, w := range r.Workloads {
+		names[w.Name] = true
+	}
+	maps.DeleteFunc(l.history, func(name string, _ History) bool { return !names[name] })
+	maps.DeleteFunc(l.last, func(name string, _ Report) bool { return !names[name] })
+	maps.DeleteFunc(l.lastEvents, func(id [2]string, _ sentEvent) bool { return !names[id[0]] })
+	l.mu.Unlock()
+	l.Metrics.retain(names)
+	if c, ok := l.Cluster.(Retainer); ok {
+		c.Retain(r)
+	}
 }
 
 // remember keeps rep as its workload's last report.

@@ -25,7 +25,10 @@ type fakeCluster struct {
 	messages []string
 	applyErr error
 	panics   bool
+	retained []*rules.Rules // the rules of each Retain call
 }
+
+func (f *fakeCluster) Retain(r *rules.Rules) { f.retained = append(f.retained, r) }
 
 func (f *fakeCluster) Read(context.Context, *rules.Rules, *rules.Workload) (Current, error) {
 	return f.current, nil

@@ -168,6 +168,16 @@ func (m *LoopMetrics) series(workload string) *workloadSeries {
 	return s
 }
 
+// retain drops the series of workloads not in names.
+func (m *LoopMetrics) retain(names map[string]bool) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	maps.DeleteFunc(m.workloads, func(name string, _ *workloadSeries) bool { return !names[name] })
+}
+
 func (m *LoopMetrics) cycle(d time.Duration, err error) {
 	if m == nil {
 		return

@@ -2,6 +2,9 @@ package kube
 
 import (
 	"context"
+	corev1 "k8s.io/api/core/v1"
+	"maps"
+	"strings"
 	"sync"
 	"time"
 
@@ -34,6 +37,8 @@ type nsCache struct {
 	deployments  appslisters.DeploymentLister
 	statefulSets appslisters.StatefulSetLister
 	hpas         autoscalinglisters.HorizontalPodAutoscalerLister
+	// shutdown stops the informers (nil when there are none).
+	shutdown func()
 }
 
 // cacheSyncTimeout bounds the wait for a namespace's caches.
@@ -115,9 +120,60 @@ func (c *Client) namespace(ctx context.Context, ns string) *nsCache {
 			return &nsCache{}
 		}
 		n = &nsCache{}
+	} else {
+		n.shutdown = shutdown
 	}
 	c.caches.ns[ns] = n
 	return n
+}
+
+// Retain drops what the client keeps for workloads, targets and namespaces that r no
+// longer names (a rules reload removed them): their last reads, written objects and
+// overrides, and the informers of namespaces no workload is in, which it stops. A
+// namespace named again later gets new informers on its next read.
+func (c *Client) Retain(r *rules.Rules) {
+	names, targets, namespaces := map[string]bool{}, map[string]bool{}, map[string]bool{}
+	for _, w := range r.Workloads {
+		names[w.Name], targets[targetKey(w.Target)], namespaces[w.Target.Namespace] = true, true, true
+	}
+	c.mu.Lock()
+	maps.DeleteFunc(c.refs, func(name string, _ *corev1.ObjectReference) bool { return !names[name] })
+	maps.DeleteFunc(c.overrides, func(name, _ string) bool { return !names[name] })
+	maps.DeleteFunc(c.hpas, func(ns string, _ hpaList) bool { return !namespaces[ns] })
+	c.mu.Unlock()
+
+	var stops []func()
+	c.caches.mu.Lock()
+	maps.DeleteFunc(c.caches.written, func(key string, _ workload) bool { return !targets[key] })
+	maps.DeleteFunc(c.caches.dirty, func(key string, _ bool) bool { return !targets[key] })
+	for ns, n := range c.caches.ns {
+		if !namespaces[ns] {
+			if n.shutdown != nil {
+				stops = append(stops, n.shutdown)
+			}
+			delete(c.caches.ns, ns)
+		}
+	}
+	c.caches.mu.Unlock()
+
+	c.vpaMu.Lock()
+	for ns, n := range c.vpa.ns {
+		if !namespaces[ns] {
+			if n.shutdown != nil {
+				stops = append(stops, n.shutdown)
+			}
+			delete(c.vpa.ns, ns)
+		}
+	}
+	maps.DeleteFunc(c.vpa.malformed, func(key, _ string) bool {
+		ns, _, _ := strings.Cut(key, "/")
+		return !namespaces[ns]
+	})
+	c.vpaMu.Unlock()
+	// Outside the locks: a shutdown waits for the informers' goroutines.
+	for _, stop := range stops {
+		stop()
+	}
 }
 
 // factory is an informer factory, typed or dynamic.

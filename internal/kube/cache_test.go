@@ -2,7 +2,9 @@ package kube
 
 import (
 	"fmt"
+	"maps"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -123,6 +125,33 @@ func TestReadsComeFromTheCaches(t *testing.T) {
 	}
 	if reqs := counter.take(); len(reqs) != 0 {
 		t.Errorf("reads after the write made %d requests: %v", len(reqs), reqs)
+	}
+
+	// A reload that keeps team-0's workloads alone: the other namespaces' informers stop,
+	// and what was kept for the other workloads goes. A workload of another namespace
+	// named again is read again (new informers).
+	var kept strings.Builder
+	kept.WriteString("prometheus: {url: \"http://prometheus:9090\"}\nclasses:\n  - {name: medium, cpu: \"2\", memory: 4Gi, concurrency: 5, tenantConcurrency: 2}\nqueries: {preset: bullmq}\nworkloads:\n")
+	for i := 0; i < 40; i += 4 {
+		fmt.Fprintf(&kept, "  - {name: w%d, maxReplicas: 10, target: {namespace: team-0, name: w%d, container: worker}}\n", i, i)
+	}
+	team0, err := rules.Parse("team-0.yaml", []byte(kept.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kc.Retain(team0)
+	kc.caches.mu.Lock()
+	namespaces := slices.Sorted(maps.Keys(kc.caches.ns))
+	_, written := kc.caches.written[targetKey(w.Target)]
+	kc.caches.mu.Unlock()
+	kc.mu.Lock()
+	refs := len(kc.refs)
+	kc.mu.Unlock()
+	if !slices.Equal(namespaces, []string{"team-0"}) || written || refs != 10 {
+		t.Errorf("after the reload: informers of %v, %s's write kept %v, %d workloads' references; want team-0's alone, false, 10", namespaces, w.Name, written, refs)
+	}
+	if cur, err := kc.Read(t.Context(), r, w); err != nil || cur.State.Replicas != 4 {
+		t.Errorf("%s named again: %+v %v", w.Name, cur.State, err)
 	}
 }
 

@@ -175,6 +175,8 @@ type vpaNamespace struct {
 	lister  cache.GenericLister
 	checked time.Time
 	logged  bool
+	// shutdown stops the informer (nil when there is none).
+	shutdown func()
 }
 
 // vpaServed asks discovery, at most every vpaWatch.recheck while the answer is no, whether the
@@ -240,7 +242,7 @@ func (c *Client) vpaLister(ctx context.Context, ns string) cache.GenericLister {
 		c.log.Warn("the VerticalPodAutoscaler informer did not sync; trying again later", "namespace", ns, "timeout", cacheSyncTimeout)
 		return nil
 	}
-	n.lister = inf.Lister()
+	n.lister, n.shutdown = inf.Lister(), shutdown
 	return n.lister
 }
 

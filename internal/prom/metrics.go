@@ -13,6 +13,8 @@ import (
 
 	promv1 "github.com/prometheus/client_golang/api/prometheus/v1"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/workerscale/workerscale/rules"
 )
 
 // Metrics are the source's own metrics, shared by every Source (one per rules reload).
@@ -34,6 +36,8 @@ type outcomeCounters struct {
 	desc *prometheus.Desc
 	mu   sync.Mutex
 	by   map[string]*workloadOutcomes
+	// retained are the rules the counts were last pruned to.
+	retained *rules.Rules
 }
 
 type workloadOutcomes struct {
@@ -61,6 +65,23 @@ func (o *outcomeCounters) add(workload, outcome string, n float64) {
 		w.other = map[string]float64{}
 	}
 	w.other[outcome] += n
+}
+
+// retain drops, when the rules have changed, the counts of workloads r does not name
+// (a reload removed them); unmatched series (workload "") stay.
+func (o *outcomeCounters) retain(r *rules.Rules) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if r == o.retained {
+		return
+	}
+	o.retained = r
+	names := make(map[string]bool, len(r.Workloads)+1)
+	names[""] = true
+	for _, w := range r.Workloads {
+		names[w.Name] = true
+	}
+	maps.DeleteFunc(o.by, func(name string, _ *workloadOutcomes) bool { return !names[name] })
 }
 
 // Describe implements prometheus.Collector.
@@ -137,6 +158,13 @@ func (m *Metrics) query(kind string, seconds float64, err error) {
 	m.duration.WithLabelValues(kind).Observe(seconds)
 	if err != nil {
 		m.errors.WithLabelValues(errorKind(err)).Inc()
+	}
+}
+
+// retain drops the series of workloads r no longer names.
+func (m *Metrics) retain(r *rules.Rules) {
+	if m != nil {
+		m.outcomes.retain(r)
 	}
 }
 

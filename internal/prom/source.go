@@ -145,6 +145,7 @@ func plan(r *rules.Rules) (values, freshness []*batch, err error) {
 // metrics missing, with the error as the reason.
 func (s *Source) Observe(ctx context.Context, r *rules.Rules, at time.Time) Cycle {
 	c := Cycle{At: at, Observations: map[string]autoscaler.Observations{}}
+	s.opts.Metrics.retain(r)
 	for _, w := range r.Workloads {
 		c.Observations[w.Name] = autoscaler.Observations{}
 	}

@@ -64,6 +64,7 @@ func newRenderCommand(e *env) *cobra.Command {
 	fs.StringVarP(&o.Namespace, "namespace", "n", o.Namespace, "namespace of the PrometheusRule and the dashboards ConfigMap")
 	fs.StringVar(&o.RunbookURL, "runbook-url", o.RunbookURL, "where docs/runbooks.md is published; alerts link to its anchors")
 	fs.StringVar(&o.ControllerJob, "controller-job", o.ControllerJob, "the Prometheus job that scrapes workerscale's /metrics")
+	fs.StringVar(&o.ControllerNamespace, "controller-namespace", o.ControllerNamespace, "the namespace workerscale runs in, for WorkerscaleDown when none of its series is left")
 	fs.StringVar(&o.APIURL, "api-url", o.APIURL, "workerscale's runtime API as Alertmanager reaches it (the action alerts' receiver)")
 	outputFlag(c, e, &output, "how the files written are listed: "+orList([]string{formatText, formatJSON, formatYAML}), formatText, formatJSON, formatYAML)
 	return c

@@ -159,7 +159,7 @@ func (o *runOptions) run(ctx context.Context, e *env, log *slog.Logger) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	rulesValid := prometheus.NewGauge(prometheus.GaugeOpts{Name: "workerscale_rules_valid", Help: "1 when the newest rules file loaded, 0 while an invalid one is refused and the old rules stay in force."})
-	reg.MustRegister(rulesValid)
+	reg.MustRegister(rulesValid, buildInfo())
 	rulesValid.Set(1)
 	promMetrics := prom.NewMetrics(reg)
 

@@ -350,7 +350,7 @@ func TestTwoInstancesOneActs(t *testing.T) {
 		t.Fatalf("%d instances decided, want exactly 1", acting)
 	}
 	metrics := get(t, "http://"+leader.probe+"/metrics")
-	for _, want := range []string{"workerscale_rules_valid 1", `workerscale_desired_replicas{workload="render"}`, "workerscale_cycles_total", "workerscale_prometheus_queries_total"} {
+	for _, want := range []string{"workerscale_rules_valid 1", "workerscale_build_info{goversion=", `workerscale_desired_replicas{workload="render"}`, "workerscale_cycles_total", "workerscale_prometheus_queries_total"} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("/metrics lacks %s", want)
 		}

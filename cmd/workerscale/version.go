@@ -5,6 +5,7 @@ import (
 	"runtime"
 	"runtime/debug"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 )
 
@@ -45,6 +46,19 @@ func buildVersion() versionInfo {
 		}
 	}
 	return v
+}
+
+// buildInfo is workerscale_build_info{version,goversion}, always 1, as Prometheus's own
+// build_info: a dashboard or an alert joins on it to tell which build runs where.
+func buildInfo() prometheus.Gauge {
+	v := buildVersion()
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "workerscale_build_info",
+		Help:        "1, with the version of workerscale and of Go it was built with as labels.",
+		ConstLabels: prometheus.Labels{"version": v.Version, "goversion": v.GoVersion},
+	})
+	g.Set(1)
+	return g
 }
 
 func newVersionCommand(e *env) *cobra.Command {

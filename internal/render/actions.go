@@ -38,15 +38,17 @@ func ActionRules(r *rules.Rules, o Options) RuleFile {
 	var rs []Rule
 	for _, w := range actionWorkloads(r) {
 		t := w.Thresholds[rules.QueueDepth]
+		labels := workloadLabels(w, severityInfo)
+		labels["action"] = "concurrency+1"
 		rs = append(rs, Rule{
 			Alert:  "WorkerscaleRaiseConcurrency",
 			Expr:   fmt.Sprintf("%s > %s", selector(MetricSeries(rules.QueueDepth), is("workload", w.Name)), num(*t.Critical)),
 			For:    t.For.String(),
-			Labels: map[string]string{"severity": "info", "workload": templateText(w.Name), "action": "concurrency+1"},
+			Labels: labels,
 			Annotations: map[string]string{
-				"summary": fmt.Sprintf("%s is backed up: workerscale raises its concurrency by one", templateText(w.Name)),
-				"description": fmt.Sprintf("The queue depth of %s is {{ $value }}, above its critical level %s, for %s. workerscale's webhook raises its concurrency by one, up to concurrency.max %d, once per firing.",
-					templateText(w.Name), num(*t.Critical), t.For, *w.Concurrency.Max),
+				"summary": "The workload's queue is backed up: workerscale raises its concurrency by one.",
+				"description": fmt.Sprintf("The queue depth of workload %s is {{ $value }}, above its critical level %s, for %s. workerscale's webhook raises its concurrency by one, up to concurrency.max %d, once per firing.",
+					workloadText(w), num(*t.Critical), t.For, *w.Concurrency.Max),
 				"runbook_url": o.runbook("WorkerscaleRaiseConcurrency"),
 			},
 		})

@@ -101,49 +101,11 @@ tests:
       - eval_time: 7m
         alertname: WorkerscaleRaiseConcurrency
         exp_alerts:
-          - exp_labels: {workload: characters, action: concurrency+1, severity: info}
+          - exp_labels: {workload: characters, action: concurrency+1, severity: info, namespace: blizzard, target_kind: Deployment, target_name: osint-characters}
             exp_annotations:
-              summary: 'characters is backed up: workerscale raises its concurrency by one'
-              description: "The queue depth of characters is 150, above its critical level 100, for 5m. workerscale's webhook raises its concurrency by one, up to concurrency.max 3, once per firing."
+              summary: "The workload's queue is backed up: workerscale raises its concurrency by one."
+              description: "The queue depth of workload characters (Deployment blizzard/osint-characters) is 150, above its critical level 100, for 5m. workerscale's webhook raises its concurrency by one, up to concurrency.max 3, once per firing."
               runbook_url: https://github.com/workerscale/workerscale/blob/main/docs/runbooks.md#workerscaleraiseconcurrency
-`
-	if err := os.WriteFile(filepath.Join(dir, "test.yaml"), []byte(test), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command(bin, "test", "rules", filepath.Join(dir, "test.yaml")).CombinedOutput(); err != nil {
-		t.Fatalf("promtool test rules: %v\n%s", err, out)
-	}
-}
-
-// WorkerscaleMetricsMissing fires per workload after 10 minutes of missing inputs.
-func TestMetricsMissingAlert(t *testing.T) {
-	_, files := renderExample(t, "luneo-render")
-	bin := testenv.Command(t, "promtool")
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "rules.yaml"), files[RulesFile], 0o600); err != nil {
-		t.Fatal(err)
-	}
-	test := `rule_files: [rules.yaml]
-evaluation_interval: 1m
-tests:
-  - interval: 1m
-    input_series:
-      - series: 'workerscale_metrics_missing{workload="render", instance="a"}'
-        values: '2x20'
-      - series: 'workerscale_metrics_missing{workload="other", instance="a"}'
-        values: '0x20'
-    alert_rule_test:
-      - eval_time: 5m
-        alertname: WorkerscaleMetricsMissing
-        exp_alerts: []
-      - eval_time: 15m
-        alertname: WorkerscaleMetricsMissing
-        exp_alerts:
-          - exp_labels: {workload: render, severity: warning}
-            exp_annotations:
-              summary: "render's metrics are missing"
-              description: "2 of the metrics render's replica count rests on have been missing, stale or invalid for 10m: workerscale does not scale it down while they are."
-              runbook_url: https://github.com/workerscale/workerscale/blob/main/docs/runbooks.md#workerscalemetricsmissing
 `
 	if err := os.WriteFile(filepath.Join(dir, "test.yaml"), []byte(test), 0o600); err != nil {
 		t.Fatal(err)

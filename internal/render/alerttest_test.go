@@ -59,10 +59,16 @@ type expectedAlert struct {
 	ExpAnnotations map[string]string `yaml:"exp_annotations"`
 }
 
+// wantLabels are the labels every alert about w carries.
+func wantLabels(w *rules.Workload, severity string) map[string]string {
+	return map[string]string{"severity": severity, "namespace": w.Target.Namespace, "target_kind": w.Target.Kind, "target_name": w.Target.Name, "workload": w.Name}
+}
+
 // alertUnitTests writes promtool unit tests for every metric alert of r: a value just on
-// the good side of warning fires nothing; the warning level fires the warning alert only;
-// the critical level still only the warning (critical is beyond it); just beyond critical
-// fires both. Each value is held for the alert's `for` and a minute more.
+// the good side of warning fires nothing; the warning level fires the warning level's
+// alert only; the critical level still only that one (critical is beyond it); just beyond
+// critical fires both, each with its severity. Each value is held for the alert's `for`
+// and a minute more.
 func alertUnitTests(r *rules.Rules) (unitTests, int) {
 	o := DefaultOptions()
 	var file unitTests
@@ -71,6 +77,7 @@ func alertUnitTests(r *rules.Rules) (unitTests, int) {
 		w := &r.Workloads[i]
 		for _, metric := range gradedWithQuery(w) {
 			t := w.Thresholds[metric]
+			a := metricAlertOf(metric, t.Direction)
 			warn, crit := *t.Warning, *t.Critical
 			step := 0.001 * max(1, abs(crit))
 			worse := 1.0
@@ -91,22 +98,22 @@ func alertUnitTests(r *rules.Rules) (unitTests, int) {
 				if c.name == "at critical" && crit == warn {
 					continue
 				}
-				alert := AlertName(metric)
 				var exp []expectedAlert
-				for _, sev := range c.fires {
-					word, level := "at or above", warn
-					if sev == "critical" {
-						word, level = "above", crit
+				for _, lv := range c.fires {
+					word, level, sev := "at or above", warn, a.AtWarning
+					if lv == "critical" {
+						word, level, sev = "above", crit, a.AtCritical
 					}
 					if t.Direction == rules.LowerIsWorse {
 						word = strings.ReplaceAll(word, "above", "below")
 					}
 					exp = append(exp, expectedAlert{
-						ExpLabels: map[string]string{"severity": sev, "workload": w.Name},
+						ExpLabels: wantLabels(w, sev),
 						ExpAnnotations: map[string]string{
-							"summary":     fmt.Sprintf("%s of %s is %s", metric, w.Name, sev),
-							"description": fmt.Sprintf("%s of workload %s is %s, %s its %s level %s, for %s.", metric, w.Name, fmt.Sprintf("%.3g", c.value), word, sev, num(level), t.For),
-							"runbook_url": o.runbook(alert),
+							"summary": a.Summary,
+							"description": fmt.Sprintf("%s of workload %s (%s %s/%s) is %s, %s its %s level %s, for %s.",
+								metric, w.Name, w.Target.Kind, w.Target.Namespace, w.Target.Name, fmt.Sprintf("%.3g", c.value), word, lv, num(level), t.For),
+							"runbook_url": o.runbook(a.Name),
 						},
 					})
 				}
@@ -117,7 +124,7 @@ func alertUnitTests(r *rules.Rules) (unitTests, int) {
 						Series: selector(MetricSeries(metric), is("workload", w.Name)),
 						Values: fmt.Sprintf("%sx%d", num(c.value), int(hold.Minutes())+2),
 					}},
-					AlertTests: []alertTest{{EvalTime: fmt.Sprintf("%dm", int(hold.Minutes())), AlertName: alert, ExpAlerts: exp}},
+					AlertTests: []alertTest{{EvalTime: fmt.Sprintf("%dm", int(hold.Minutes())), AlertName: a.Name, ExpAlerts: exp}},
 				})
 				cases++
 			}

@@ -118,7 +118,7 @@ func matchersOf(t *testing.T, expr string) []*labels.Matcher {
 // values among the candidates, and that every other matcher is one of fixed.
 func selects(t *testing.T, where, expr string, want map[string][]string, candidates []string) {
 	t.Helper()
-	fixed := regexp.MustCompile(`^(__name__=.*|state=~"waiting\|prioritized"|state="(active|current)"|applied="true"|kind!="hold"|container!="(POD)?"|phase="Running"|resource="(cpu|memory)"|reason="OOMKilled"|metric="\w+"|result="error"|limit=~"maxReplicas\|classMax\|rateBudget")$`)
+	fixed := regexp.MustCompile(`^(__name__=.*|state=~"waiting\|prioritized"|state="(active|current)"|applied="true"|kind!="hold"|container!="(POD)?"|phase="Running"|resource="(cpu|memory)"|reason="OOMKilled"|metric="\w+"|result="error"|limit="circuitBreaker"|limit=~"maxReplicas\|classMax\|rateBudget")$`)
 	for _, m := range matchersOf(t, expr) {
 		values, ok := want[m.Name]
 		if !ok {
@@ -172,7 +172,7 @@ func TestHostileNamesSelectOnlyThemselves(t *testing.T) {
 					w = &r.Workloads[i]
 				}
 			}
-			want := map[string][]string{"queue": w.Queues, "workload": {w.Name}, "namespace": {w.Target.Namespace}, "job": nil}
+			want := map[string][]string{"queue": w.Queues, "workload": {w.Name}, "namespace": {w.Target.Namespace}, "job": {o.ControllerJob}}
 			selects(t, where+" of "+w.Name, rule.Expr, want, candidates)
 		}
 	}
@@ -278,18 +278,20 @@ func TestPromtoolHostileNames(t *testing.T) {
 		test.ExprTests = append(test.ExprTests, exprTest{Expr: constant(2, [2]string{"l", v}), EvalTime: "0m", ExpSamples: []expSample{{Labels: selector("", is("l", v)), Value: 2}}})
 	}
 	w := r.Workloads[0]
-	alert := AlertName(rules.QueueDepth)
+	th := w.Thresholds[rules.QueueDepth]
+	a := metricAlertOf(rules.QueueDepth, th.Direction)
+	alert := a.Name
 	var exp []expectedAlert
-	for _, sev := range []string{"warning", "critical"} {
-		word, level := "at or above", *w.Thresholds[rules.QueueDepth].Warning
-		if sev == "critical" {
-			word, level = "above", *w.Thresholds[rules.QueueDepth].Critical
-		}
+	for _, lv := range []struct {
+		level, severity, word string
+		value                 float64
+	}{{"warning", a.AtWarning, "at or above", *th.Warning}, {"critical", a.AtCritical, "above", *th.Critical}} {
 		exp = append(exp, expectedAlert{
-			ExpLabels: map[string]string{"severity": sev, "workload": w.Name},
+			ExpLabels: wantLabels(&w, lv.severity),
 			ExpAnnotations: map[string]string{
-				"summary":     fmt.Sprintf("queueDepth of %s is %s", w.Name, sev),
-				"description": fmt.Sprintf("queueDepth of workload %s is 500, %s its %s level %s, for %s.", w.Name, word, sev, num(level), w.Thresholds[rules.QueueDepth].For),
+				"summary": a.Summary,
+				"description": fmt.Sprintf("queueDepth of workload %s (%s %s/%s) is 500, %s its %s level %s, for %s.",
+					w.Name, w.Target.Kind, w.Target.Namespace, w.Target.Name, lv.word, lv.level, num(lv.value), th.For),
 				"runbook_url": DefaultOptions().runbook(alert),
 			},
 		})

@@ -173,19 +173,15 @@ func gradedWithQuery(w *rules.Workload) []string {
 	return out
 }
 
-// AlertName is the alert of a metric: WorkerscaleQueueDepth, ...
-func AlertName(metric string) string {
-	r := []rune(metric)
-	r[0] = unicode.ToUpper(r[0])
-	return "Workerscale" + string(r)
-}
-
 // Options tune what render writes.
 type Options struct {
 	// RunbookURL is where docs/runbooks.md is published; alerts link to its anchors.
 	RunbookURL string
 	// ControllerJob is the scrape job of workerscale's own /metrics.
 	ControllerJob string
+	// ControllerNamespace is the namespace workerscale runs in: the namespace label of
+	// WorkerscaleDown when no series of its job is left to carry one.
+	ControllerNamespace string
 	// RuleLabels are added to the PrometheusRule's metadata (e.g. release=...).
 	RuleLabels map[string]string
 	// Namespace is where the PrometheusRule and the dashboards' ConfigMap go.
@@ -199,95 +195,257 @@ func (o Options) runbook(alert string) string {
 	return o.RunbookURL + "#" + strings.ToLower(alert)
 }
 
-// alertRules are a warning and a critical alert per graded metric and workload, and the
-// alerts on the controller itself.
-func alertRules(r *rules.Rules, o Options) []Rule {
+// Severities. What a person must do sets them, not how far a metric is from its level: a
+// symptom the autoscaler is absorbing (a backlog, a long wait, busy workers) is info at
+// its warning level and warning at its critical level; critical is for what it cannot
+// absorb (held at a limit while the backlog is critical, its circuit breaker open, its
+// metrics missing, the controller down or its rules refused). docs/runbooks.md says so.
+const (
+	severityInfo     = "info"
+	severityWarning  = "warning"
+	severityCritical = "critical"
+)
+
+// metricAlert is how a graded metric alerts: its name, which says the condition, its
+// static summary, and the severity at the metric's warning and at its critical level.
+type metricAlert struct {
+	Name, Summary         string
+	AtWarning, AtCritical string
+}
+
+// metricAlerts are the alerts of the built-in graded metrics.
+var metricAlerts = map[string]metricAlert{
+	rules.QueueDepth:  {"WorkerscaleQueueBacklogHigh", "Jobs are queueing beyond the workload's backlog level.", severityInfo, severityWarning},
+	rules.WaitSeconds: {"WorkerscaleWaitTimeHigh", "Jobs wait longer than the workload's level before they start.", severityInfo, severityWarning},
+	rules.Saturation:  {"WorkerscaleSaturationHigh", "Almost every concurrency slot of the workload is busy.", severityInfo, severityWarning},
+	rules.CPU:         {"WorkerscaleCPUHigh", "The workload's workers use most of their CPU request.", severityInfo, severityWarning},
+	rules.Memory:      {"WorkerscaleMemoryHigh", "The workload's workers use most of their memory request.", severityInfo, severityWarning},
+	rules.RateLimited: {"WorkerscaleUpstreamRateLimited", "The upstream API answers the workload's requests with 429s.", severityInfo, severityWarning},
+	// Failing jobs are not absorbed by more workers: at its critical level the circuit
+	// breaker stops adding them.
+	rules.CompletionRate: {"WorkerscaleCompletionRateLow", "Too many of the workload's jobs fail.", severityWarning, severityCritical},
+}
+
+// metricAlertOf is the alert of a graded metric: WorkerscaleQueueBacklogHigh, ...; a metric
+// the rules add alerts as Workerscale<Metric>High, or Low where lower is worse.
+func metricAlertOf(metric string, direction rules.Direction) metricAlert {
+	if a, ok := metricAlerts[metric]; ok {
+		return a
+	}
+	r := []rune(metric)
+	r[0] = unicode.ToUpper(r[0])
+	way := "High"
+	if direction == rules.LowerIsWorse {
+		way = "Low"
+	}
+	return metricAlert{"Workerscale" + string(r) + way, fmt.Sprintf("The workload's metric %s is beyond its level.", metric), severityInfo, severityWarning}
+}
+
+// workloadLabels are the labels of an alert about workload w: its severity, the
+// namespace, kind and name of its target (so that a team's AlertmanagerConfig, which
+// matches its own namespace, receives it) and the workload's name.
+func workloadLabels(w *rules.Workload, severity string) map[string]string {
+	return map[string]string{
+		"severity":    severity,
+		"namespace":   templateText(w.Target.Namespace),
+		"target_kind": templateText(w.Target.Kind),
+		"target_name": templateText(w.Target.Name),
+		"workload":    templateText(w.Name),
+	}
+}
+
+// workloadText names w and its target in a description: render (Deployment luneo/luneo-worker-ia).
+func workloadText(w *rules.Workload) string {
+	return fmt.Sprintf("%s (%s %s/%s)", templateText(w.Name), templateText(w.Target.Kind), templateText(w.Target.Namespace), templateText(w.Target.Name))
+}
+
+// metricAlertRules are the alerts of w's graded metrics: one name per metric, at its
+// warning level (at or beyond it) and beyond its critical level, each with its severity.
+func metricAlertRules(w *rules.Workload, o Options) []Rule {
 	var out []Rule
-	for _, w := range r.Workloads {
-		for _, metric := range gradedWithQuery(&w) {
-			t := w.Thresholds[metric]
-			series := selector(MetricSeries(metric), is("workload", w.Name))
-			for _, lv := range []struct {
-				severity, op, word string
-				level              float64
-			}{
-				{"warning", ">=", "at or above", *t.Warning},
-				{"critical", ">", "above", *t.Critical},
-			} {
-				op, word := lv.op, lv.word
-				if t.Direction == rules.LowerIsWorse {
-					op = map[string]string{">=": "<=", ">": "<"}[op]
-					word = strings.NewReplacer("above", "below").Replace(word)
-				}
-				name := AlertName(metric)
-				out = append(out, Rule{
-					Alert:  name,
-					Expr:   fmt.Sprintf("%s %s %s", series, op, num(lv.level)),
-					For:    t.For.String(),
-					Labels: map[string]string{"severity": lv.severity, "workload": templateText(w.Name)},
-					Annotations: map[string]string{
-						"summary":     fmt.Sprintf("%s of %s is %s", templateText(metric), templateText(w.Name), lv.severity),
-						"description": fmt.Sprintf("%s of workload %s is {{ $value | printf \"%%.3g\" }}, %s its %s level %s, for %s.", templateText(metric), templateText(w.Name), word, lv.severity, num(lv.level), t.For),
-						"runbook_url": o.runbook(name),
-					},
-				})
+	for _, metric := range gradedWithQuery(w) {
+		t := w.Thresholds[metric]
+		a := metricAlertOf(metric, t.Direction)
+		series := selector(MetricSeries(metric), is("workload", w.Name))
+		for _, lv := range []struct {
+			level, severity, op, word string
+			value                     float64
+		}{
+			{"warning", a.AtWarning, ">=", "at or above", *t.Warning},
+			{"critical", a.AtCritical, ">", "above", *t.Critical},
+		} {
+			op, word := lv.op, lv.word
+			if t.Direction == rules.LowerIsWorse {
+				op = map[string]string{">=": "<=", ">": "<"}[op]
+				word = strings.NewReplacer("above", "below").Replace(word)
 			}
+			out = append(out, Rule{
+				Alert:  a.Name,
+				Expr:   fmt.Sprintf("%s %s %s", series, op, num(lv.value)),
+				For:    t.For.String(),
+				Labels: workloadLabels(w, lv.severity),
+				Annotations: map[string]string{
+					"summary": a.Summary,
+					"description": fmt.Sprintf("%s of workload %s is {{ $value | printf \"%%.3g\" }}, %s its %s level %s, for %s.",
+						metric, workloadText(w), word, lv.level, num(lv.value), t.For),
+					"runbook_url": o.runbook(a.Name),
+				},
+			})
 		}
 	}
-	up := selector("up", is("job", o.ControllerJob))
-	controller := []Rule{
+	return out
+}
+
+// The limits that hold a workload below what it needs, by name in workerscale_limits_total.
+const heldLimits = "maxReplicas|classMax|rateBudget"
+
+// limitedRecently is 1 per workload (and limit) whose decisions a limit bounded in the
+// last 5 minutes. The controller decides every interval, so a workload held for a while
+// has one at every evaluation; the largest of the instances' counts is taken (a standby
+// decides nothing, and two instances during a rolling update would count twice).
+func limitedRecently(job string, w *rules.Workload, limit, by string) string {
+	return fmt.Sprintf("max by (%s) (increase(%s[5m])) > 0", by,
+		selector("workerscale_limits_total", is("job", job), is("workload", w.Name), limit))
+}
+
+// backlogCritical is w's queue depth or wait beyond its critical level, as the alerts
+// grade them; "" when w has neither.
+func backlogCritical(w *rules.Workload) (expr, text string) {
+	var exprs, texts []string
+	for _, metric := range gradedWithQuery(w) {
+		if metric != rules.QueueDepth && metric != rules.WaitSeconds {
+			continue
+		}
+		t := w.Thresholds[metric]
+		op := ">"
+		if t.Direction == rules.LowerIsWorse {
+			op = "<"
+		}
+		exprs = append(exprs, fmt.Sprintf("%s %s %s", selector(MetricSeries(metric), is("workload", w.Name)), op, num(*t.Critical)))
+		texts = append(texts, fmt.Sprintf("%s %s %s", metric, op, num(*t.Critical)))
+	}
+	return strings.Join(exprs, " or "), strings.Join(texts, " or ")
+}
+
+// workloadControllerRules are the alerts on the controller's own per-workload series:
+// metrics missing, the circuit breaker open, held at a limit.
+func workloadControllerRules(w *rules.Workload, o Options) []Rule {
+	job := o.ControllerJob
+	out := []Rule{
 		{
-			// Down when no instance is up: one of two replicas down still scales.
-			Alert: "WorkerscaleDown", Expr: fmt.Sprintf(`max(%s) == 0 or absent(%s)`, up, up), For: "5m",
-			Labels: map[string]string{"severity": "critical"},
+			// A standby exports no per-workload series; the largest value of the instances
+			// that do counts once.
+			Alert:  "WorkerscaleMetricsMissing",
+			Expr:   fmt.Sprintf("max by (workload) (%s) > 0", selector("workerscale_metrics_missing", is("job", job), is("workload", w.Name))),
+			For:    "10m",
+			Labels: workloadLabels(w, severityCritical),
 			Annotations: map[string]string{
-				"summary":     "workerscale is down",
-				"description": fmt.Sprintf("No workerscale instance of job %s has been up for 5m: no fleet is scaled.", templateText(o.ControllerJob)),
+				"summary": "Metrics the workload's replica count rests on are missing, so its scaling is frozen.",
+				"description": fmt.Sprintf("{{ $value }} of the metrics workload %s's replica count rests on (threshold: more than 0) have been missing, stale or invalid for 10m: workerscale holds its capacity and does not scale it in.",
+					workloadText(w)),
+			},
+		},
+		{
+			Alert:  "WorkerscaleCircuitBreakerOpen",
+			Expr:   limitedRecently(job, w, `limit="circuitBreaker"`, "workload"),
+			For:    "5m",
+			Labels: workloadLabels(w, severityCritical),
+			Annotations: map[string]string{
+				"summary": "The workload's circuit breaker is open: workerscale does not add workers to a failing fleet.",
+				"description": fmt.Sprintf("workerscale's circuit breaker has held back workload %s's capacity for 5m ({{ $value | printf \"%%.3g\" }} decisions bounded in the last 5m, threshold: more than 0): its jobs fail, the upstream answers 429, or none of its replicas is ready.",
+					workloadText(w)),
+			},
+		},
+		{
+			Alert:  "WorkerscaleWorkloadMaxedOut",
+			Expr:   limitedRecently(job, w, "limit=~"+str(heldLimits), "workload, limit"),
+			For:    "15m",
+			Labels: workloadLabels(w, severityWarning),
+			Annotations: map[string]string{
+				"summary": "The workload is held at a limit below what it needs.",
+				"description": fmt.Sprintf("workerscale has wanted more for workload %s than its {{ $labels.limit }} limit allows for 15m ({{ $value | printf \"%%.3g\" }} decisions bounded in the last 5m, threshold: more than 0).",
+					workloadText(w)),
+			},
+		},
+	}
+	if backlog, text := backlogCritical(w); backlog != "" {
+		maxed := out[len(out)-1]
+		out = append(out, Rule{
+			Alert:  maxed.Alert,
+			Expr:   fmt.Sprintf("(%s) and on (workload) (%s)", maxed.Expr, backlog),
+			For:    maxed.For,
+			Labels: workloadLabels(w, severityCritical),
+			Annotations: map[string]string{
+				"summary": maxed.Annotations["summary"],
+				"description": fmt.Sprintf("workerscale has wanted more for workload %s than its {{ $labels.limit }} limit allows for 15m ({{ $value | printf \"%%.3g\" }} decisions bounded in the last 5m) while its backlog is critical (%s): the autoscaler cannot absorb it.",
+					workloadText(w), text),
+			},
+		})
+	}
+	for i := range out {
+		out[i].Annotations["runbook_url"] = o.runbook(out[i].Alert)
+	}
+	return out
+}
+
+// controllerRules are the alerts on the controller itself, by the namespace it runs in.
+// Two instances may run at once (the leader and a standby, or two during a rolling
+// update): the controller is down only when none is up, and its rules are invalid when
+// any refused them (a standby does not reload them, and keeps 1).
+func controllerRules(o Options) []Rule {
+	up := selector("up", is("job", o.ControllerJob))
+	job := templateText(o.ControllerJob)
+	out := []Rule{
+		{
+			Alert: "WorkerscaleDown",
+			// With no series of the job left (never scraped, or gone from service
+			// discovery), absent's 1 becomes an up of 0 in the controller's namespace.
+			Expr: fmt.Sprintf(`max by (namespace) (%s) == 0 or max by (namespace) (%s) * 0`, up,
+				withLabel(fmt.Sprintf("absent(%s)", up), "namespace", o.ControllerNamespace)),
+			For:    "5m",
+			Labels: map[string]string{"severity": severityCritical},
+			Annotations: map[string]string{
+				"summary":     "No workerscale instance is up: no workload is scaled.",
+				"description": fmt.Sprintf("No instance of workerscale's job %s in namespace {{ $labels.namespace }} has been up for 5m (up is {{ $value }}, threshold: 1): every workload keeps its size.", job),
+			},
+		},
+		{
+			Alert: "WorkerscaleRulesInvalid",
+			Expr:  fmt.Sprintf("min by (namespace) (%s) == 0", selector("workerscale_rules_valid", is("job", o.ControllerJob))),
+			For:   "5m", Labels: map[string]string{"severity": severityCritical},
+			Annotations: map[string]string{
+				"summary":     "The controller refused its newest rules file; the previous rules stay in force.",
+				"description": fmt.Sprintf("workerscale_rules_valid of job %s in namespace {{ $labels.namespace }} has been {{ $value }} (threshold: 0) for 5m: the newest rules file is invalid, and no change to it applies until it is fixed. Its problems are in workerscale's log.", job),
 			},
 		},
 		{
 			Alert: "WorkerscaleCyclesFailing",
-			Expr:  `sum(rate(workerscale_cycles_total{result="error"}[10m])) / sum(rate(workerscale_cycles_total[10m])) > 0.5`, For: "15m",
-			Labels: map[string]string{"severity": "warning"},
+			Expr: fmt.Sprintf(`sum by (namespace) (rate(%s[10m])) / sum by (namespace) (rate(%s[10m])) > 0.5`,
+				selector("workerscale_cycles_total", is("job", o.ControllerJob), `result="error"`), selector("workerscale_cycles_total", is("job", o.ControllerJob))),
+			For:    "15m",
+			Labels: map[string]string{"severity": severityWarning},
 			Annotations: map[string]string{
-				"summary":     "workerscale cycles are failing",
-				"description": "More than half of workerscale's cycles failed over 15m: {{ $value | humanizePercentage }}.",
-			},
-		},
-		{
-			Alert: "WorkerscaleRulesInvalid", Expr: `max(workerscale_rules_valid) == 0`, For: "5m",
-			Labels: map[string]string{"severity": "warning"},
-			Annotations: map[string]string{
-				"summary":     "workerscale refused an invalid rules file",
-				"description": "The newest rules file is invalid; the previous rules stay in force. Its problems are in workerscale's log.",
-			},
-		},
-		{
-			// Per workload: a missing exporter of one workload pages for that workload.
-			Alert:  "WorkerscaleMetricsMissing",
-			Expr:   `max by (workload) (workerscale_metrics_missing) > 0`,
-			For:    "10m",
-			Labels: map[string]string{"severity": "warning"},
-			Annotations: map[string]string{
-				"summary":     "{{ $labels.workload }}'s metrics are missing",
-				"description": "{{ $value }} of the metrics {{ $labels.workload }}'s replica count rests on have been missing, stale or invalid for 10m: workerscale does not scale it down while they are.",
-			},
-		},
-		{
-			Alert:  "WorkerscaleHeldAtMax",
-			Expr:   `sum by (workload, limit) (increase(workerscale_limits_total{limit=~"maxReplicas|classMax|rateBudget"}[15m])) > 0`,
-			For:    "30m",
-			Labels: map[string]string{"severity": "warning"},
-			Annotations: map[string]string{
-				"summary":     "{{ $labels.workload }} is held at its {{ $labels.limit }} limit",
-				"description": "workerscale has wanted more for {{ $labels.workload }} than {{ $labels.limit }} allows for 30m.",
+				"summary":     "Most of workerscale's control-loop cycles fail.",
+				"description": fmt.Sprintf("{{ $value | humanizePercentage }} of the cycles of workerscale's job %s in namespace {{ $labels.namespace }} failed over 10m (threshold: 50%%), for 15m.", job),
 			},
 		},
 	}
-	for i := range controller {
-		controller[i].Annotations["runbook_url"] = o.runbook(controller[i].Alert)
+	for i := range out {
+		out[i].Annotations["runbook_url"] = o.runbook(out[i].Alert)
 	}
-	return append(out, controller...)
+	return out
+}
+
+// alertRules are every workload's metric alerts and alerts on its controller series, and
+// the alerts on the controller itself.
+func alertRules(r *rules.Rules, o Options) []Rule {
+	var out []Rule
+	for i := range r.Workloads {
+		w := &r.Workloads[i]
+		out = append(out, metricAlertRules(w, o)...)
+		out = append(out, workloadControllerRules(w, o)...)
+	}
+	return append(out, controllerRules(o)...)
 }
 
 // metricName is what a metric of the rules may be called: it becomes part of a series

@@ -35,10 +35,11 @@ const (
 // DefaultOptions are render's defaults.
 func DefaultOptions() Options {
 	return Options{
-		RunbookURL:    "https://github.com/workerscale/workerscale/blob/main/docs/runbooks.md",
-		ControllerJob: "workerscale",
-		Namespace:     "monitoring",
-		APIURL:        "http://workerscale.workerscale.svc:8082",
+		RunbookURL:          "https://github.com/workerscale/workerscale/blob/main/docs/runbooks.md",
+		ControllerJob:       "workerscale",
+		ControllerNamespace: "workerscale",
+		Namespace:           "monitoring",
+		APIURL:              "http://workerscale.workerscale.svc:8082",
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unicode"
 
 	"gopkg.in/yaml.v3"
 
@@ -349,5 +350,77 @@ func TestPromtool(t *testing.T) {
 				t.Errorf("only %d alert test cases", n)
 			}
 		})
+	}
+}
+
+// TestAlertConventions: every alert, the action alerts' included, has a severity of info,
+// warning or critical; a namespace (a label, or the controller's series' by which it
+// aggregates) so that a team's AlertmanagerConfig receives it; an alert about a workload
+// also its target's kind and name and the workload's name; a static summary that is a
+// capitalised sentence; a templated description with the value; and a runbook_url into
+// docs/runbooks.md. One name keeps one summary and one runbook across severities.
+func TestAlertConventions(t *testing.T) {
+	o := DefaultOptions()
+	for _, ex := range examples {
+		r, _ := renderExample(t, ex)
+		rf, err := PrometheusRules(r, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rf.Groups = append(rf.Groups, ActionRules(r, o).Groups...)
+		summaries := map[string]string{}
+		severities := map[string]map[string]bool{}
+		for _, g := range rf.Groups {
+			for _, rule := range g.Rules {
+				if rule.Alert == "" {
+					continue
+				}
+				where := ex + " " + rule.Alert
+				l, a := rule.Labels, rule.Annotations
+				if !slices.Contains([]string{"info", "warning", "critical"}, l["severity"]) {
+					t.Errorf("%s: severity %q", where, l["severity"])
+				}
+				if l["workload"] != "" {
+					where += " of " + l["workload"]
+					for _, k := range []string{"namespace", "target_kind", "target_name"} {
+						if l[k] == "" {
+							t.Errorf("%s: no %s label", where, k)
+						}
+					}
+				} else if l["namespace"] == "" && !strings.Contains(rule.Expr, "by (namespace)") {
+					t.Errorf("%s: neither a namespace label nor an aggregation by namespace: %s", where, rule.Expr)
+				}
+				s := a["summary"]
+				if s == "" || strings.Contains(s, "{{") || !unicode.IsUpper([]rune(s)[0]) || !strings.HasSuffix(s, ".") {
+					t.Errorf("%s: the summary %q is not a static, capitalised sentence", where, s)
+				}
+				if !strings.Contains(a["description"], "{{ $value") {
+					t.Errorf("%s: the description %q does not give the value", where, a["description"])
+				}
+				if want := o.RunbookURL + "#" + strings.ToLower(rule.Alert); a["runbook_url"] != want {
+					t.Errorf("%s: runbook_url %q, want %q", where, a["runbook_url"], want)
+				}
+				if prev, ok := summaries[rule.Alert]; ok && prev != s {
+					t.Errorf("%s: the summary %q differs from the other severity's %q", where, s, prev)
+				}
+				summaries[rule.Alert] = s
+				if severities[rule.Alert] == nil {
+					severities[rule.Alert] = map[string]bool{}
+				}
+				severities[rule.Alert][l["severity"]] = true
+			}
+		}
+		// The severities follow what a person must do: a symptom the autoscaler absorbs
+		// is never critical; what it cannot absorb is.
+		for _, name := range []string{"WorkerscaleQueueBacklogHigh", "WorkerscaleWaitTimeHigh", "WorkerscaleSaturationHigh", "WorkerscaleCPUHigh", "WorkerscaleMemoryHigh"} {
+			if severities[name]["critical"] {
+				t.Errorf("%s: %s is critical", ex, name)
+			}
+		}
+		for _, name := range []string{"WorkerscaleWorkloadMaxedOut", "WorkerscaleCircuitBreakerOpen", "WorkerscaleMetricsMissing", "WorkerscaleDown", "WorkerscaleRulesInvalid"} {
+			if !severities[name]["critical"] {
+				t.Errorf("%s: %s is never critical (%v)", ex, name, severities[name])
+			}
+		}
 	}
 }

@@ -15,7 +15,8 @@ all: build
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $(BIN) ./cmd/workerscale
 
-# Installs prometheus/promtool (Debian), and builds etcd and kube-apiserver into
+# Installs prometheus/promtool and redis-server (Debian), the BullMQ fleet's npm packages
+# (npm ci), and builds etcd and kube-apiserver into
 # ~/.cache/workerscale/bin when they are missing (about 5-10 minutes the first time).
 testenv:
 	hack/install-testenv.sh

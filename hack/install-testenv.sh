@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the integration tests need, each piece only when it is missing:
-#   - prometheus and promtool from Debian's packages;
+#   - prometheus, promtool and redis-server from Debian's packages (node and npm too, when
+#     they are missing);
+#   - the BullMQ fleet's npm packages (internal/testenv/bullmq), with `npm ci` from its
+#     checked-in package-lock.json, into the cache keyed by the lock file's hash;
 #   - etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok and
 #     VictoriaMetrics' single-node server, built from the Go module proxy and cached outside
 #     the repository, keyed by version, so a second run costs nothing;
@@ -43,6 +46,34 @@ install_prometheus() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
   # The package starts a system service on boot-capable machines; the tests run their own.
   $sudo systemctl disable --now prometheus >/dev/null 2>&1 || true
+}
+
+# install_debian COMMAND PACKAGE: installs a Debian package when its command is missing.
+install_debian() {
+  command -v "$1" >/dev/null && return
+  log "installing $2 from Debian's packages"
+  local sudo=""
+  [[ "$(id -u)" == "0" ]] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$2" >/dev/null
+  # A package may start a system service; the tests run their own server on a free port.
+  $sudo systemctl disable --now "$2" >/dev/null 2>&1 || true
+}
+
+# install_bullmq_fleet: `npm ci` of internal/testenv/bullmq into the cache, in a directory
+# named after the lock file's hash (testenv.BullMQModules computes the same), so a changed
+# lock file gets a fresh install and an unchanged one costs nothing.
+install_bullmq_fleet() {
+  local src="internal/testenv/bullmq"
+  local hash
+  hash=$(sha256sum "$src/package-lock.json" | cut -c1-12)
+  local dir="$CACHE_ROOT/node/bullmq-$hash"
+  [[ -f "$dir/node_modules/bullmq/package.json" ]] && return
+  log "installing the BullMQ fleet's npm packages with npm ci (a few seconds)"
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  cp "$src/package.json" "$src/package-lock.json" "$dir/"
+  (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 }
 
 # build_in_helper NAME VERSION DIR: builds in a throwaway module kept under the cache, so
@@ -184,6 +215,10 @@ fetch_monitoring_crds() {
 }
 
 install_prometheus
+install_debian redis-server redis-server
+install_debian node nodejs
+install_debian npm npm
+install_bullmq_fleet
 fetch_vpa_crd
 fetch_monitoring_crds
 build_etcd

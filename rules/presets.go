@@ -10,12 +10,23 @@ import (
 
 // The query presets.
 const (
-	// PresetBullMQ reads BullMQ's built-in exporter: bullmq_job_count{queue,state},
-	// bullmq_job_completed_total and bullmq_job_failed_total.
+	// PresetBullMQ reads BullMQ's built-in exporter (queue.exportPrometheusMetrics(), npm
+	// bullmq 6.x): bullmq_job_count{queue,state} for every state of getJobCounts(), and
+	// bullmq_job_completed_total and bullmq_job_failed_total, which BullMQ counts only when
+	// the Workers are created with the metrics option. Without it both stay at 0 (the series
+	// are there, with value 0) while jobs complete; the preset then makes throughput and
+	// completionRate missing with BullMQMetricsOptionReason, never a throughput of 0
+	// (internal/prom's TestBullMQPresetOnTheRealExporter checks all of it against BullMQ).
 	PresetBullMQ = "bullmq"
 	// PresetBullMQQueue reads the metric names of the second seed:
 	// bullmq_queue_waiting_jobs, bullmq_queue_active_jobs and bullmq_queue_processing_rate
 	// (jobs per minute). It has no failure metric, so completionRate needs a template.
+	// These are not BullMQ's built-in exporter's names, nor those of a published exporter we
+	// know of: they are gauges an application defines itself (with prom-client, as through
+	// @willsoto/nestjs-prometheus's makeGaugeProvider) and fills from getJobCounts() and
+	// its own count of jobs per minute. Where every worker sets the queue-wide gauges under
+	// its own worker_id label, sum by (queue) counts the queue once per worker: override
+	// the templates with max by (queue).
 	PresetBullMQQueue = "bullmq-queue"
 )
 
@@ -41,6 +52,45 @@ func resourceQuery(usage, resource string) string {
 // freshnessByQueue is the freshness template of a queue metric read from selector.
 func freshnessByQueue(selector string) string {
 	return fmt.Sprintf(`min by (queue) (timestamp(%s))`, selector)
+}
+
+// bullmqCountsOff selects, per queue, the sign that BullMQ keeps no completed count:
+// bullmq_job_completed_total did not increase in the rate window while jobs completed
+// (the completed state's count grew), or it is 0 while completed jobs are kept. BullMQ's
+// exporter reads that counter from the metrics its Workers record only when created with
+// the metrics option; without it the counter stays 0, and a throughput of 0 would read as
+// "nothing completes". It cannot be told when the Workers keep no completed job either
+// (removeOnComplete: true): then the completed count stays 0 as well.
+const bullmqCountsOff = `(sum by (queue) (increase(bullmq_job_completed_total{queue=~"{{.Queues}}"}[{{.RateWindow}}])) == 0)
+and on (queue) (
+  (sum by (queue) (delta(bullmq_job_count{queue=~"{{.Queues}}", state="completed"}[{{.RateWindow}}])) > 0)
+  or on (queue)
+  ((sum by (queue) (bullmq_job_completed_total{queue=~"{{.Queues}}"}) == 0) and on (queue) (sum by (queue) (bullmq_job_count{queue=~"{{.Queues}}", state="completed"}) > 0))
+)`
+
+// BullMQMetricsOptionReason is the reason a bullmq preset's throughput and completionRate
+// are missing when BullMQ keeps no completed count.
+const BullMQMetricsOptionReason = "metrics unavailable: jobs complete but bullmq_job_completed_total does not move;" +
+	" BullMQ counts completed and failed jobs only when the Workers are created with the metrics option" +
+	" (metrics: { maxDataPoints: MetricsTime.ONE_WEEK })"
+
+// unlessCountsOff is expr for the queues where BullMQ keeps its completed count, and for
+// the others a series labelled UnavailableLabel, which makes the metric missing with
+// BullMQMetricsOptionReason.
+func unlessCountsOff(expr string) string {
+	return fmt.Sprintf("(\n%s\n)\nunless on (queue) (\n%s\n)\nor\nlabel_replace(\n%s,\n%q, %q, \"\", \"\")",
+		expr, bullmqCountsOff, bullmqCountsOff, UnavailableLabel, BullMQMetricsOptionReason)
+}
+
+// WithoutUnavailable is expr less its series labelled UnavailableLabel (a series with no
+// such label matches vector(1) on it). Where the values of a query are aggregated, as in
+// a recording rule, a series that says "unavailable" must not count as a value: the
+// metric then has no value at all, as the engine sees it.
+func WithoutUnavailable(expr string) string {
+	if !strings.Contains(expr, UnavailableLabel) {
+		return expr
+	}
+	return fmt.Sprintf("(%s)\nand on (%s) vector(1)", expr, UnavailableLabel)
 }
 
 // presetQueries returns a preset's templates.
@@ -77,10 +127,10 @@ func presetQueries(name string) map[string]Query {
 		return map[string]Query{
 			QueueDepth: q(`sum by (queue) (bullmq_job_count{queue=~"{{.Queues}}", state=~"waiting|prioritized"})`, counts),
 			ActiveJobs: q(`sum by (queue) (bullmq_job_count{queue=~"{{.Queues}}", state="active"})`, counts),
-			Throughput: q(completed, completedSel),
+			Throughput: q(unlessCountsOff(completed), completedSel),
 			// A queue that has never failed has no failure series; count it as 0 failures.
 			// No finished job at all gives 0/0, which is missing, never 0 %.
-			CompletionRate: q(completed+"\n/\n("+completed+" + ("+failed+" or on (queue) 0 * "+completed+"))", completedSel),
+			CompletionRate: q(unlessCountsOff(completed+"\n/\n("+completed+" + ("+failed+" or on (queue) 0 * "+completed+"))"), completedSel),
 			CPU:            cpu,
 			Memory:         memory,
 			OOMKills:       oomKills,

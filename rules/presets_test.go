@@ -179,7 +179,7 @@ func checkSelectors(t *testing.T, metric, expr string, allowed map[string][]stri
 	if err != nil {
 		t.Fatalf("%s: %v\n%s", metric, err, expr)
 	}
-	fixed := map[string]bool{`state=~"waiting|prioritized"`: true, `state="active"`: true, `container!=""`: true,
+	fixed := map[string]bool{`state=~"waiting|prioritized"`: true, `state="active"`: true, `state="completed"`: true, `container!=""`: true,
 		`container!="POD"`: true, `phase="Running"`: true, `resource="cpu"`: true, `resource="memory"`: true, `reason="OOMKilled"`: true}
 	seen := 0
 	parser.Inspect(node, func(n parser.Node, _ []parser.Node) error {
@@ -206,5 +206,34 @@ func checkSelectors(t *testing.T, metric, expr string, allowed map[string][]stri
 	})
 	if seen == 0 {
 		t.Errorf("%s: no selector matches the rules' names\n%s", metric, expr)
+	}
+}
+
+// TestWithoutUnavailable: only a query that can mark series unavailable is wrapped, and
+// the wrapped query parses.
+func TestWithoutUnavailable(t *testing.T) {
+	plain := `sum by (queue) (x)`
+	if got := rules.WithoutUnavailable(plain); got != plain {
+		t.Errorf("WithoutUnavailable(%q) = %q, want it unchanged", plain, got)
+	}
+	r, err := rules.Parse("t.yaml", []byte(`
+prometheus: {url: "http://p:9090"}
+queries: {preset: bullmq}
+classes: [{name: s, cpu: "1", memory: 2Gi}]
+workloads: [{name: a, maxReplicas: 3}]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	text, err := r.Workloads[0].Queries[rules.Throughput].Render(r.TemplateData())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := rules.WithoutUnavailable(text)
+	if !strings.HasSuffix(got, "and on ("+rules.UnavailableLabel+") vector(1)") {
+		t.Errorf("the bullmq throughput is not wrapped:\n%s", got)
+	}
+	if _, err := promql.ParseExpr(got); err != nil {
+		t.Errorf("%v\n%s", err, got)
 	}
 }

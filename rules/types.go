@@ -133,7 +133,9 @@ type Queries struct {
 // against the workload's target.
 type Query struct {
 	// Query is the PromQL, a Go template ({{.Queues}}, {{.Namespaces}}, {{.Workloads}},
-	// {{.RateWindow}}).
+	// {{.RateWindow}}). A series carrying the label UnavailableLabel makes its queue's (or
+	// target's) value missing, with the label's value as the reason, whatever the other
+	// series say.
 	Query string `yaml:"query"`
 	// Match says how series are matched to workloads: queue (the default) or target.
 	Match string `yaml:"match"`
@@ -143,6 +145,11 @@ type Query struct {
 	// value whose samples are older than prometheus.staleness is stale, not current.
 	Freshness string `yaml:"freshness"`
 }
+
+// UnavailableLabel is the label by which a query says that its metric cannot be told for
+// a queue or target, and why: the bullmq preset's throughput, for one, when the Workers
+// keep no completed count.
+const UnavailableLabel = "workerscale_unavailable"
 
 // The ways a query's series are matched to workloads.
 const (

@@ -26,7 +26,7 @@ type Metrics struct {
 }
 
 // outcomeNames are the outcomes of workerscale_prometheus_observations_total.
-var outcomeNames = [...]string{"fresh", "stale", "failed", "empty", "no_series", "duplicate", "unlabeled", "nan", "inf", "unmatched"}
+var outcomeNames = [...]string{"fresh", "stale", "failed", "empty", "no_series", "duplicate", "unlabeled", "nan", "inf", "unavailable", "unmatched"}
 
 // outcomeCounters is workerscale_prometheus_observations_total: a count per workload and
 // outcome, kept as numbers and turned into series when scraped (a series of a

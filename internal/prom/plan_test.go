@@ -2,12 +2,17 @@ package prom
 
 import (
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	promclient "github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/promql/parser"
 
+	"github.com/workerscale/workerscale/autoscaler"
 	"github.com/workerscale/workerscale/rules"
 )
 
@@ -103,5 +108,71 @@ func TestPlanEscapesQueueNames(t *testing.T) {
 	// Queue depth, active jobs, throughput, completion rate (3) and two freshness queries.
 	if queueMatchers < 8 {
 		t.Errorf("%d queue matchers, want at least 8", queueMatchers)
+	}
+}
+
+// TestUnavailableSeriesMakeTheMetricMissing: a series labelled rules.UnavailableLabel
+// makes its queue's metric missing with the label's value as the reason, even beside a
+// value for that queue; other queues read their values.
+func TestUnavailableSeriesMakeTheMetricMissing(t *testing.T) {
+	now := time.Now()
+	prometheus := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		value := func(v float64) string { return fmt.Sprintf(`[%d, "%v"]`, now.Unix(), v) }
+		series := fmt.Sprintf(`{"metric": {"queue": "q0"}, "value": %s},
+			{"metric": {"queue": "q1", %q: "the counter is off"}, "value": %s},
+			{"metric": {"queue": "q2"}, "value": %s},
+			{"metric": {"queue": "q2", %q: "the counter is off"}, "value": %s}`,
+			value(3), rules.UnavailableLabel, value(0), value(1), rules.UnavailableLabel, value(0))
+		if strings.Contains(r.FormValue("query"), "timestamp(") {
+			series = fmt.Sprintf(`{"metric": {"queue": "q0"}, "value": %[1]s}, {"metric": {"queue": "q1"}, "value": %[1]s}, {"metric": {"queue": "q2"}, "value": %[1]s}`, value(float64(now.Unix())))
+		}
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"status": "success", "data": {"resultType": "vector", "result": [%s]}}`, series)
+	}))
+	t.Cleanup(prometheus.Close)
+	r, err := rules.Parse("t.yaml", []byte(fmt.Sprintf(`
+prometheus: {url: %q, staleness: 30s}
+queries:
+  templates:
+    throughput: {query: 'sum by (queue) (rate(done_total{queue=~"{{.Queues}}"}[5m]))', freshness: 'min by (queue) (timestamp(done_total{queue=~"{{.Queues}}"}))'}
+classes: [{name: s, cpu: "1", memory: 2Gi}]
+workloads:
+  - {name: a, queues: [q0], maxReplicas: 3}
+  - {name: b, queues: [q1], maxReplicas: 3}
+  - {name: c, queues: [q2], maxReplicas: 3}
+`, prometheus.URL)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := promclient.NewRegistry()
+	s := newSource(t, r, reg)
+	c := s.Observe(t.Context(), r, now)
+	if o := c.Observations["a"][rules.Throughput]; o.Status != autoscaler.Fresh || o.Value != 3 {
+		t.Errorf("a = %+v, want fresh 3", o)
+	}
+	for _, w := range []string{"b", "c"} {
+		want := "the counter is off (queue " + map[string]string{"b": "q1", "c": "q2"}[w] + ")"
+		if o := c.Observations[w][rules.Throughput]; o.Status != autoscaler.Missing || o.Reason != want {
+			t.Errorf("%s = %+v, want missing: %s", w, o, want)
+		}
+	}
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	counted := 0.0
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if f.GetName() == "workerscale_prometheus_observations_total" && labels["outcome"] == "unavailable" {
+				counted += m.GetCounter().GetValue()
+			}
+		}
+	}
+	if counted != 2 {
+		t.Errorf("unavailable outcomes counted: %v, want 2 (b and c)", counted)
 	}
 }

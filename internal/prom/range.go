@@ -74,6 +74,9 @@ func (s *Source) rangeQuery(ctx context.Context, b *batch, rg promv1.Range) (map
 	}
 	streams := map[string][]*model.SampleStream{}
 	for _, ss := range v.(model.Matrix) {
+		if _, ok := ss.Metric[rules.UnavailableLabel]; ok {
+			continue // the metric cannot be told at those steps: no points there
+		}
 		if k, ok := keyOf(&model.Sample{Metric: ss.Metric}, b.match); ok {
 			streams[k] = append(streams[k], ss)
 		}

@@ -55,6 +55,8 @@ type index struct {
 	byKey     map[string][]float64
 	total     int
 	unlabeled int
+	// unavailable holds, per key, the reason of a series labelled rules.UnavailableLabel.
+	unavailable map[string]string
 }
 
 // keysOf are the label values under which a workload's series come back.
@@ -168,6 +170,9 @@ func (s *Source) Observe(ctx context.Context, r *rules.Rules, at time.Time) Cycl
 		for _, u := range b.uses {
 			w := &r.Workloads[u.workload]
 			o, outcome := observe(b, u, w, at, staleness)
+			if outcome == "unavailable" {
+				s.log.Warn("metric unavailable", "workload", w.Name, "metric", u.metric, "reason", o.Reason)
+			}
 			c.Observations[w.Name][u.metric] = o
 			s.opts.Metrics.outcome(w.Name, outcome, 1)
 			for _, k := range keysOf(w, b.match) {
@@ -233,6 +238,13 @@ func (s *Source) instant(ctx context.Context, query, match string, at time.Time)
 			idx.unlabeled++
 			continue
 		}
+		if reason, ok := sample.Metric[rules.UnavailableLabel]; ok {
+			if idx.unavailable == nil {
+				idx.unavailable = map[string]string{}
+			}
+			idx.unavailable[k] = string(reason)
+			continue
+		}
 		idx.byKey[k] = append(idx.byKey[k], float64(sample.Value))
 	}
 	return idx, nil
@@ -250,6 +262,11 @@ func observe(b *batch, u use, w *rules.Workload, at time.Time, staleness time.Du
 	}
 	keys := keysOf(w, b.match)
 	values := make([]float64, 0, len(keys))
+	for _, k := range keys {
+		if reason, ok := idx.unavailable[k]; ok {
+			return absent("unavailable", "%s (%s)", reason, describeKey(k, b.match))
+		}
+	}
 	for _, k := range keys {
 		ss := idx.byKey[k]
 		switch {

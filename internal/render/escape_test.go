@@ -118,7 +118,7 @@ func matchersOf(t *testing.T, expr string) []*labels.Matcher {
 // values among the candidates, and that every other matcher is one of fixed.
 func selects(t *testing.T, where, expr string, want map[string][]string, candidates []string) {
 	t.Helper()
-	fixed := regexp.MustCompile(`^(__name__=.*|state=~"waiting\|prioritized"|state="(active|current)"|applied="true"|kind!="hold"|container!="(POD)?"|phase="Running"|resource="(cpu|memory)"|reason="OOMKilled"|metric="\w+"|result="error"|limit="circuitBreaker"|limit=~"maxReplicas\|classMax\|rateBudget")$`)
+	fixed := regexp.MustCompile(`^(__name__=.*|state=~"waiting\|prioritized"|state="(active|current|completed)"|applied="true"|kind!="hold"|container!="(POD)?"|phase="Running"|resource="(cpu|memory)"|reason="OOMKilled"|metric="\w+"|result="error"|limit="circuitBreaker"|limit=~"maxReplicas\|classMax\|rateBudget")$`)
 	for _, m := range matchersOf(t, expr) {
 		values, ok := want[m.Name]
 		if !ok {

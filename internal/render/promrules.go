@@ -82,6 +82,8 @@ func recordingRules(r *rules.Rules) ([]Rule, error) {
 			if err != nil {
 				return nil, fmt.Errorf("workload %s, %s: %w", w.Name, metric, err)
 			}
+			// The series a query marks unavailable are no value to sum.
+			expr = rules.WithoutUnavailable(expr)
 			if q.Match == rules.MatchTarget {
 				// Keep only the target's series: a join with a vector of its labels.
 				target := constant(1, [2]string{"namespace", w.Target.Namespace}, [2]string{"workload", w.Target.Name})

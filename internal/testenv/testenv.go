@@ -1,11 +1,13 @@
 // Package testenv starts real components for integration tests: a Prometheus server, a
 // VictoriaMetrics server, and etcd with a kube-apiserver (and, for a realistic cluster,
-// kube-controller-manager, kube-scheduler and kwok), each on free loopback ports with its
-// data in the test's temporary directory, stopped when the test ends.
+// kube-controller-manager, kube-scheduler and kwok), a Redis with a BullMQ fleet (the npm
+// bullmq package's exporter, producers and workers, run by node), each on free loopback
+// ports with its data in the test's temporary directory, stopped when the test ends.
 //
-// The binaries come from `hack/install-testenv.sh` (Prometheus from Debian's package;
-// etcd, the Kubernetes components, kwok and VictoriaMetrics built from the Go module proxy
-// into a cache outside the repository). `make test` runs that script and sets
+// The binaries come from `hack/install-testenv.sh` (Prometheus and redis-server from
+// Debian's packages; etcd, the Kubernetes components, kwok and VictoriaMetrics built from
+// the Go module proxy into a cache outside the repository; the fleet's npm packages
+// installed with `npm ci` into the same cache). `make test` runs that script and sets
 // WORKERSCALE_TESTENV=required, under which a missing binary fails the test; a plain
 // `go test` skips such tests instead.
 package testenv
@@ -57,18 +59,31 @@ func BinDir() string {
 // (client-go v0.X.Y goes with Kubernetes v1.X.Y), read from the go.mod above the working
 // directory, which is the package directory under `go test`.
 func KubeVersion() (string, error) {
+	root, err := moduleRoot()
+	if err != nil {
+		return "", err
+	}
+	data, err := os.ReadFile(filepath.Join(root, "go.mod"))
+	if err != nil {
+		return "", err
+	}
+	m := clientGoRequire.FindSubmatch(data)
+	if m == nil {
+		return "", fmt.Errorf("%s does not require k8s.io/client-go v0.X.Y", filepath.Join(root, "go.mod"))
+	}
+	return "v1." + string(m[1]), nil
+}
+
+// moduleRoot is the directory of the go.mod above the working directory, which is the
+// package directory under `go test`.
+func moduleRoot() (string, error) {
 	dir, err := os.Getwd()
 	if err != nil {
 		return "", err
 	}
 	for {
-		data, err := os.ReadFile(filepath.Join(dir, "go.mod"))
-		if err == nil {
-			m := clientGoRequire.FindSubmatch(data)
-			if m == nil {
-				return "", fmt.Errorf("%s does not require k8s.io/client-go v0.X.Y", filepath.Join(dir, "go.mod"))
-			}
-			return "v1." + string(m[1]), nil
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
 		}
 		parent := filepath.Dir(dir)
 		if parent == dir {
@@ -141,12 +156,21 @@ type process struct {
 // the test binary, should that die first).
 func start(t testing.TB, name, bin string, args ...string) *process {
 	t.Helper()
+	return startWithEnv(t, name, nil, bin, args...)
+}
+
+// startWithEnv is start with variables added to the test's environment.
+func startWithEnv(t testing.TB, name string, env []string, bin string, args ...string) *process {
+	t.Helper()
 	logPath := filepath.Join(t.TempDir(), name+".log")
 	logFile, err := os.Create(logPath)
 	if err != nil {
 		t.Fatalf("creating %s log: %v", name, err)
 	}
 	cmd := exec.Command(bin, args...)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {

@@ -24,6 +24,7 @@ type pod struct {
 	memLim  float64 // MiB
 
 	terminating bool // got SIGTERM: takes no job; leaves when its jobs are done or its grace period ends
+	rolledOut   bool // it was terminated by a rollout, not a scale-in
 	running     []int
 	scraped     int     // its running jobs at the last scrape: the per-pod active-jobs gauge workerscale reads
 	demand      float64 // the CPU its running jobs ask for
@@ -143,13 +144,13 @@ type fleet struct {
 	oomKills, actions, rollouts int
 	// Jobs killed at the end of a grace period, those of them whose remaining time at
 	// SIGTERM fit the grace period, and the job-seconds of work their attempts had done.
-	killed, killedFit int
-	wasted            float64
-	podCost, podHours float64
-	classChanges      []ClassChange
-	queueArea         float64 // integral of the jobs queued over time
-	systemArea        float64 // integral of the jobs queued or running
-	lastArea          float64
+	killed, killedFit, killedInRollouts int
+	wasted                              float64
+	podCost, podHours                   float64
+	classChanges                        []ClassChange
+	queueArea                           float64 // integral of the jobs queued over time
+	systemArea                          float64 // integral of the jobs queued or running
+	lastArea                            float64
 }
 
 func (f *fleet) push(e event) {
@@ -445,6 +446,7 @@ func (f *fleet) account(p *pod) {
 // period could.
 func (f *fleet) terminate(p *pod) {
 	p.terminating = true
+	p.rolledOut = p.gen != f.gen // only a rollout removes the pods of an older template
 	if len(p.running) == 0 {
 		f.remove(p)
 		return
@@ -467,6 +469,9 @@ func (f *fleet) kill(p *pod) {
 		f.killed++
 		if jb.fitGrace {
 			f.killedFit++
+		}
+		if p.rolledOut {
+			f.killedInRollouts++
 		}
 		f.wasted += jb.work - jb.left
 		jb.stalls++

@@ -102,6 +102,9 @@ func TestGracePeriod(t *testing.T) {
 			if math.Abs(f.wasted-tc.wasted) > 1e-6 {
 				t.Errorf("wasted %v job-seconds, want %v", f.wasted, tc.wasted)
 			}
+			if f.killedInRollouts != 0 {
+				t.Errorf("a scale-in's kills counted as a rollout's: %d", f.killedInRollouts)
+			}
 			wantHours := tc.leftAt / 3600
 			if math.Abs(f.podHours-wantHours) > 1e-9 {
 				t.Errorf("the pod left after %v s, want %v s", f.podHours*3600, tc.leftAt)
@@ -207,5 +210,27 @@ func TestKilledJobsAreCounted(t *testing.T) {
 	}
 	if res.KilledJobsThatFit > res.KilledJobs || res.TerminationGracePeriodSeconds != 10 {
 		t.Errorf("%d jobs killed that fit of %d killed, grace period %v s", res.KilledJobsThatFit, res.KilledJobs, res.TerminationGracePeriodSeconds)
+	}
+}
+
+// A rollout's old pods get SIGTERM too (the idlest-first order of scale-ins does not apply
+// to them), and the jobs it kills are counted apart: no policy chose those pods.
+func TestRolloutKillsAreCounted(t *testing.T) {
+	f := cpuFleet(t, 1, 0)
+	f.idlestFirst = true
+	old := f.pods[0]
+	f.startJob(old, 1, 1000)
+	s := f.spec
+	s.Class = "large"
+	f.apply(s)
+	if f.rollouts != 1 {
+		t.Fatalf("%d rollouts, want 1", f.rollouts)
+	}
+	f.settle(t) // the new pod is ready after the start-up delay; then the old one goes
+	if slices.Contains(f.pods, old) || f.killed != 1 || f.killedInRollouts != 1 {
+		t.Errorf("old pod still there: %v; killed %d, %d of them in rollouts; want 1, 1", slices.Contains(f.pods, old), f.killed, f.killedInRollouts)
+	}
+	if want := 30.0 + 30; math.Abs(f.wasted-want) > 1e-6 {
+		t.Errorf("wasted %v job-seconds, want %v (start-up delay, then the grace period)", f.wasted, want)
 	}
 }

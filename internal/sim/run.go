@@ -168,8 +168,11 @@ type Result struct {
 	// (after a scale-in or a rollout); KilledJobsThatFit those of them whose remaining
 	// time at SIGTERM, at the speed they ran, fit the grace period; WastedJobSeconds the
 	// work (job-seconds at full speed) the killed attempts had done, to be done again.
+	// KilledJobsInRollouts are the killed jobs whose pod a rollout removed: no policy
+	// chooses those pods.
 	KilledJobs                    int     `json:"killedJobs"`
 	KilledJobsThatFit             int     `json:"killedJobsThatFit"`
+	KilledJobsInRollouts          int     `json:"killedJobsInRollouts"`
 	WastedJobSeconds              float64 `json:"wastedJobSeconds"`
 	TerminationGracePeriodSeconds float64 `json:"terminationGracePeriodSeconds"`
 	// MeanQueued and MeanInSystem are the time averages of the jobs queued, and queued or
@@ -385,7 +388,7 @@ func (f *fleet) result(policy string, s Series) Result {
 		MeanWaitSeconds: sum / n, OverTargetShare: float64(over) / n, OverCriticalShare: float64(overCrit) / n,
 		Cost: f.podCost, PodHours: f.podHours, Actions: f.actions, Rollouts: f.rollouts,
 		RateLimited: int(f.rejected429), OOMKills: f.oomKills, FailedJobs: int(f.failed),
-		KilledJobs: f.killed, KilledJobsThatFit: f.killedFit, WastedJobSeconds: f.wasted, TerminationGracePeriodSeconds: f.cfg.grace(),
+		KilledJobs: f.killed, KilledJobsThatFit: f.killedFit, KilledJobsInRollouts: f.killedInRollouts, WastedJobSeconds: f.wasted, TerminationGracePeriodSeconds: f.cfg.grace(),
 		MeanQueued: f.queueArea / secs, MeanInSystem: f.systemArea / secs, ArrivalRate: float64(len(f.jobs)) / f.cfg.Arrivals.Duration().Seconds(),
 		Seconds: secs, Series: s, ClassChanges: f.classChanges, End: f.spec,
 	}

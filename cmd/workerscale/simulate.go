@@ -41,7 +41,7 @@ func newSimulateCommand(e *env) *cobra.Command {
 	var (
 		files, policies, scenarios, traces stringList
 		name, mix, class, output, plotFile string
-		duration, startup                  time.Duration
+		duration, startup, grace           time.Duration
 		rate, meanRate, scale, speed       float64
 		slack                              float64
 		seed                               uint64
@@ -67,6 +67,13 @@ workerscale simulate --rules mine.yaml --rules tuned.yaml --workload render --tr
 				return usagef("--replicas must not be negative")
 			case concurrency < 0:
 				return usagef("--concurrency must not be negative")
+			case grace < 0:
+				return usagef("--termination-grace-period must not be negative")
+			}
+			// sim.Config reads a zero grace period as the default and a negative one as none.
+			simGrace := grace
+			if simGrace == 0 {
+				simGrace = -1
 			}
 			var variants []sim.Variant
 			for _, f := range files {
@@ -103,7 +110,7 @@ workerscale simulate --rules mine.yaml --rules tuned.yaml --workload render --tr
 					factor *= meanRate / a.Mean()
 				}
 				a = a.Scaled(factor, speed)
-				cfg := &sim.Config{Rules: variants[0].Rules, Workload: name, Arrivals: a, Seed: seed, StartupDelay: startup, CPUSlack: slack,
+				cfg := &sim.Config{Rules: variants[0].Rules, Workload: name, Arrivals: a, Seed: seed, StartupDelay: startup, CPUSlack: slack, TerminationGracePeriod: simGrace,
 					Start: autoscaler.Shape{Replicas: int32(replicas), Class: class, Concurrency: concurrency}, Types: types, Mix: jobMix}
 				bar := newProgress(e.stderr, time.Now(), a.Name)
 				results, err := sim.Compare(c.Context(), cfg, names, variants, bar.update)
@@ -143,7 +150,7 @@ workerscale simulate --rules mine.yaml --rules tuned.yaml --workload render --tr
 			case formatCSV:
 				return sim.WriteCSV(e.stdout, cs)
 			}
-			return sim.WriteText(e.stdout, fmt.Sprintf("workload %s, seed %d", name, seed), cs)
+			return sim.WriteText(e.stdout, fmt.Sprintf("workload %s, seed %d, termination grace period %s", name, seed, grace), cs)
 		},
 	}
 	fs := c.Flags()
@@ -164,6 +171,7 @@ workerscale simulate --rules mine.yaml --rules tuned.yaml --workload render --tr
 	fs.Uint64Var(&seed, "seed", 1, "the random seed: the same seed gives the same run")
 	fs.StringVar(&mix, "mix", "", "the job mix, TYPE=SHARE,... over 2d-render, 3d-render, ar-preview, texture-blend (default 0.4, 0.2, 0.2, 0.2)")
 	fs.DurationVar(&startup, "startup-delay", 30*time.Second, "how long a new pod takes before it takes jobs")
+	fs.DurationVar(&grace, "termination-grace-period", 30*time.Second, "the pods' terminationGracePeriodSeconds: how long a pod sent SIGTERM by a scale-in or a rollout may finish its running jobs before they are killed and go back to the queue")
 	fs.Float64Var(&slack, "cpu-slack", 0, "CPU the nodes have beyond the fleet's requests, as a share of them, that pods may borrow up to their limits (0: only what other pods leave unused; Inf: limits are free)")
 	fs.IntVar(&replicas, "replicas", 5, "the starting replicas, and the static fleet's")
 	fs.IntVar(&concurrency, "concurrency", 0, "the starting concurrency, and the static fleet's (default the class's)")

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestSimulate(t *testing.T) {
@@ -26,7 +27,7 @@ func TestSimulate(t *testing.T) {
 	var policies []string
 	for _, r := range rows {
 		policies = append(policies, r["policy"].(string))
-		for _, k := range []string{"scenario", "p95WaitSeconds", "overTargetShare", "cost", "actions", "rollouts"} {
+		for _, k := range []string{"scenario", "p95WaitSeconds", "overTargetShare", "cost", "actions", "rollouts", "killedJobs", "killedJobsThatFit", "wastedJobSeconds", "terminationGracePeriodSeconds"} {
 			if _, ok := r[k]; !ok {
 				t.Errorf("%s: no %q in %v", r["policy"], k, r)
 			}
@@ -83,6 +84,7 @@ func TestSimulateErrors(t *testing.T) {
 		{[]string{"--rules", "../../rules/examples/luneo-render.yaml", "--workload", "nope", "--scenario", "steady"}, 2, `no workload "nope"`},
 		{[]string{"--rules", "../../rules/examples/luneo-render.yaml", "--workload", "render", "--scenario", "steady", "--policies", "vpa"}, 2, `unknown policy "vpa"`},
 		{[]string{"--rules", "../../rules/examples/luneo-render.yaml", "--workload", "render", "--trace", bad}, 1, "bad.csv:3: bad trace: a gap"},
+		{[]string{"--rules", "../../rules/examples/luneo-render.yaml", "--workload", "render", "--scenario", "steady", "--termination-grace-period", "-1s"}, 2, "--termination-grace-period must not be negative"},
 		{[]string{"--rules", "../../rules/examples/luneo-render.yaml", "--workload", "render", "--scenario", "steady", "--plot", "x.pdf"}, 1, ".svg or .png"},
 	} {
 		var out, errOut bytes.Buffer
@@ -90,6 +92,33 @@ func TestSimulateErrors(t *testing.T) {
 		if code != tc.code || !strings.Contains(errOut.String(), tc.want) {
 			t.Errorf("%v: exit %d, %q; want %d and %q", tc.args, code, errOut.String(), tc.code, tc.want)
 		}
+	}
+}
+
+// --termination-grace-period is the pods' grace period: the report gives it, and a longer
+// one kills no more of the engine's jobs than none at all.
+func TestSimulateTerminationGracePeriod(t *testing.T) {
+	killed := map[string]float64{}
+	for _, grace := range []string{"0s", "30s", "10m"} {
+		var out, errOut bytes.Buffer
+		args := []string{"simulate", "--rules", "../../rules/examples/luneo-render.yaml", "--workload", "render",
+			"--scenario", "on-off", "--duration", "30m", "--policies", "workerscale", "--termination-grace-period", grace, "-o", "json"}
+		if code := run(t.Context(), args, &out, &errOut); code != 0 {
+			t.Fatalf("%s: exit %d: %s", grace, code, errOut.String())
+		}
+		var rows []map[string]any
+		if err := json.Unmarshal(out.Bytes(), &rows); err != nil || len(rows) != 1 {
+			t.Fatalf("%s: %v:\n%s", grace, err, out.String())
+		}
+		d, _ := time.ParseDuration(grace)
+		if got := rows[0]["terminationGracePeriodSeconds"]; got != d.Seconds() {
+			t.Errorf("%s: terminationGracePeriodSeconds %v", grace, got)
+		}
+		killed[grace] = rows[0]["killedJobs"].(float64)
+	}
+	t.Logf("killed jobs by grace period: %v", killed)
+	if killed["0s"] == 0 || killed["10m"] != 0 {
+		t.Errorf("killed jobs %v: want some with no grace period, none with 10 minutes (longer than any job)", killed)
 	}
 }
 

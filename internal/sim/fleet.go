@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"cmp"
 	"container/heap"
 	"math"
 	"slices"
@@ -22,8 +23,10 @@ type pod struct {
 	memReq  float64 // MiB
 	memLim  float64 // MiB
 
-	terminating bool // stops taking jobs; leaves when its running jobs are done
+	terminating bool // got SIGTERM: takes no job; leaves when its jobs are done or its grace period ends
+	rolledOut   bool // it was terminated by a rollout, not a scale-in
 	running     []int
+	scraped     int     // its running jobs at the last scrape: the per-pod active-jobs gauge workerscale reads
 	demand      float64 // the CPU its running jobs ask for
 	speed       float64 // 1, or less under CPU contention
 	last        float64 // when the running jobs' work was last advanced
@@ -56,6 +59,7 @@ const (
 	evDecide
 	evSample
 	evDispatch
+	evKill // a terminating pod's grace period has ended
 )
 
 type event struct {
@@ -127,6 +131,10 @@ type fleet struct {
 	// dispatch already scheduled for when it closes.
 	limCount        int
 	limEnd, limWake float64
+	// idlestFirst: a scale-in removes the pods with the fewest running jobs first, as
+	// workerscale makes it with controller.kubernetes.io/pod-deletion-cost; otherwise the
+	// ReplicaSet's order.
+	idlestFirst bool
 
 	// Counters, as the exporters would show them.
 	completed, failed, rejected429 float64
@@ -134,11 +142,15 @@ type fleet struct {
 	// Statistics.
 	waits                       []float64
 	oomKills, actions, rollouts int
-	podCost, podHours           float64
-	classChanges                []ClassChange
-	queueArea                   float64 // integral of the jobs queued over time
-	systemArea                  float64 // integral of the jobs queued or running
-	lastArea                    float64
+	// Jobs killed at the end of a grace period, those of them whose remaining time at
+	// SIGTERM fit the grace period, and the job-seconds of work their attempts had done.
+	killed, killedFit, killedInRollouts int
+	wasted                              float64
+	podCost, podHours                   float64
+	classChanges                        []ClassChange
+	queueArea                           float64 // integral of the jobs queued over time
+	systemArea                          float64 // integral of the jobs queued or running
+	lastArea                            float64
 }
 
 func (f *fleet) push(e event) {
@@ -426,12 +438,78 @@ func (f *fleet) account(p *pod) {
 	f.podCost += hours * p.cost
 }
 
-// terminate stops a pod taking jobs; it leaves once its running jobs are done.
+// terminate sends pod p SIGTERM: its worker stops taking jobs and waits for the running
+// ones (BullMQ's worker.close()), and the pod leaves when they are done or, at the latest,
+// when its grace period ends and the kubelet kills it. Each running job notes whether its
+// remaining time, at the speed it runs now, fits the grace period, so that the report can
+// tell the kills a better choice of pods could have avoided from those only a longer grace
+// period could.
 func (f *fleet) terminate(p *pod) {
 	p.terminating = true
+	p.rolledOut = p.gen != f.gen // only a rollout removes the pods of an older template
 	if len(p.running) == 0 {
 		f.remove(p)
+		return
 	}
+	f.advance(p)
+	grace := f.cfg.grace()
+	for _, j := range p.running {
+		f.jobs[j].fitGrace = f.jobs[j].left/p.speed <= grace
+	}
+	f.push(event{t: f.now + grace, kind: evKill, pod: p})
+}
+
+// kill ends pod p's grace period: the jobs still running on it are killed, and come back
+// to the queue as BullMQ's stalled jobs do (from the start), or fail for good once they
+// have stalled more than maxStalledCount times.
+func (f *fleet) kill(p *pod) {
+	f.advance(p)
+	for _, j := range p.running {
+		jb := &f.jobs[j]
+		f.killed++
+		if jb.fitGrace {
+			f.killedFit++
+		}
+		if p.rolledOut {
+			f.killedInRollouts++
+		}
+		f.wasted += jb.work - jb.left
+		jb.stalls++
+		if jb.stalls > maxStalledCount {
+			f.failed++
+			f.waits = append(f.waits, jb.waited)
+			continue
+		}
+		f.enqueue(j)
+	}
+	p.running = p.running[:0]
+	f.remove(p)
+	f.reconcile()
+}
+
+// replicaSetOrder is the order in which a ReplicaSet removes pods: not ready first, then
+// the youngest (the pod id breaks ties of creation time, so that the order is total).
+func (f *fleet) replicaSetOrder(a, b *pod) int {
+	if ra, rb := a.ready(f.now), b.ready(f.now); ra != rb {
+		if ra {
+			return 1
+		}
+		return -1
+	}
+	if c := cmp.Compare(b.created, a.created); c != 0 {
+		return c
+	}
+	return cmp.Compare(b.id, a.id)
+}
+
+// idlestFirstOrder is the order workerscale's pod-deletion costs give a scale-in: fewest
+// running jobs first, as the last scrape of the per-pod active jobs showed them (the
+// controller knows no more), then the ReplicaSet's order.
+func (f *fleet) idlestFirstOrder(a, b *pod) int {
+	if c := cmp.Compare(a.scraped, b.scraped); c != 0 {
+		return c
+	}
+	return f.replicaSetOrder(a, b)
 }
 
 // apply makes the Deployment's spec the given shape.
@@ -474,16 +552,11 @@ func (f *fleet) reconcile() {
 			f.newPod(startup)
 		}
 		if extra := len(cur) - want; extra > 0 {
-			// The ReplicaSet removes pods not ready first, then the youngest.
-			slices.SortStableFunc(cur, func(a, b *pod) int {
-				if a.ready(f.now) != b.ready(f.now) {
-					if a.ready(f.now) {
-						return 1
-					}
-					return -1
-				}
-				return int(math.Copysign(1, b.created-a.created))
-			})
+			if f.idlestFirst {
+				slices.SortStableFunc(cur, f.idlestFirstOrder)
+			} else {
+				slices.SortStableFunc(cur, f.replicaSetOrder)
+			}
 			for _, p := range cur[:extra] {
 				f.terminate(p)
 			}
@@ -508,6 +581,9 @@ func (f *fleet) reconcile() {
 		}
 	}
 	removable := ready - (want - unavailable)
+	// The old ReplicaSet scales down in its own order: workerscale sets deletion costs only
+	// before a scale-in it writes, and a rollout is not one.
+	slices.SortStableFunc(old, f.replicaSetOrder)
 	for _, p := range old {
 		if !p.ready(f.now) {
 			f.terminate(p) // an old pod that is not ready can always go

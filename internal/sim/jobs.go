@@ -79,11 +79,18 @@ type job struct {
 	queuedAt float64 // when it last entered the queue
 	waited   float64 // seconds spent queued, over every attempt
 	fails    int     // failed attempts (OOM, 429)
+	stalls   int     // attempts killed at the end of a grace period
 	left     float64 // work left in the running attempt
+	fitGrace bool    // at its pod's SIGTERM, its remaining time fit the grace period
 }
 
 // maxAttempts is BullMQ's `attempts` here: a job failing this often fails for good.
 const maxAttempts = 3
+
+// maxStalledCount is BullMQ's default: a job whose worker dies under it goes back to the
+// queue once the stalled-job check finds it; a job that stalls more often than this fails
+// for good.
+const maxStalledCount = 1
 
 // makeJobs draws the jobs of the arrivals: each second's jobs at uniform offsets within the
 // second, their type from the trace or the mix, their needs from the type's ranges.

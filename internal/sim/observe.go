@@ -35,6 +35,7 @@ func (o *observer) scrape(f *fleet) {
 		completed: f.completed, failed: f.failed, rejected: f.rejected429, oomKills: float64(f.oomKills)}
 	for _, p := range f.pods {
 		f.advance(p)
+		p.scraped = len(p.running)
 		if p.terminating && len(p.running) == 0 {
 			continue
 		}

@@ -46,7 +46,7 @@ func Oracle(cfg *Config) (Result, error) {
 	hours := cfg.Arrivals.Duration().Hours()
 	byWork := work / 3600 * slotCost
 	byMin := float64(*cfg.w.MinReplicas) * hours * podCost
-	r := Result{Policy: "oracle", Jobs: len(cfg.jobs), Completed: len(cfg.jobs), LowerBound: true, ArrivalRate: float64(len(cfg.jobs)) / cfg.Arrivals.Duration().Seconds()}
+	r := Result{Policy: "oracle", Jobs: len(cfg.jobs), Completed: len(cfg.jobs), LowerBound: true, TerminationGracePeriodSeconds: cfg.grace(), ArrivalRate: float64(len(cfg.jobs)) / cfg.Arrivals.Duration().Seconds()}
 	byCPU, cpuHours := 0.0, 0.0
 	if !math.IsInf(cfg.CPUSlack, 1) && podCPU > 0 {
 		cpuHours = cpuWork / 3600 / (1 + cfg.CPUSlack)

@@ -38,6 +38,10 @@ func (e *Engine) Decide(s Snapshot) autoscaler.Shape {
 	return d.To
 }
 
+// RemovesIdlestFirst is true: before a scale-in, the controller sets pod-deletion costs
+// so that the pods running the fewest jobs go first.
+func (e *Engine) RemovesIdlestFirst() bool { return true }
+
 // Static is a fixed fleet.
 type Static struct{ Shape autoscaler.Shape }
 

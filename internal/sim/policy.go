@@ -34,3 +34,12 @@ type Policy interface {
 	// Decide returns the shape to run from now on. Baselines change only Replicas.
 	Decide(s Snapshot) autoscaler.Shape
 }
+
+// DeletionCoster is a policy that chooses which pods its scale-ins remove, as workerscale
+// does by setting controller.kubernetes.io/pod-deletion-cost right before one. The HPA and
+// KEDA cannot: their scale-ins remove pods in the ReplicaSet's order.
+type DeletionCoster interface {
+	// RemovesIdlestFirst reports whether a scale-in removes the pods with the fewest
+	// running jobs (as last scraped) first, then in the ReplicaSet's order.
+	RemovesIdlestFirst() bool
+}

@@ -15,22 +15,24 @@ type Comparison struct {
 	Results  []Result `json:"results"`
 }
 
-// WriteText prints one line per scenario and policy, under one header.
+// WriteText prints one line per scenario and policy, under one header. KILLED is the jobs
+// killed at the end of a grace period, FIT those of them whose remaining time fit it, and
+// WASTED the job-seconds of work the killed attempts had done.
 func WriteText(w io.Writer, title string, cs []Comparison) error {
 	if title != "" {
 		fmt.Fprintf(w, "%s\n", title)
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "SCENARIO\tPOLICY\tJOBS\tWAIT P50\tP95\tP99\t>TARGET\t>CRITICAL\tCOST $\tPOD-H\tACTIONS\tROLLOUTS\t429s\tOOM\tFAILED\t")
+	fmt.Fprintln(tw, "SCENARIO\tPOLICY\tJOBS\tWAIT P50\tP95\tP99\t>TARGET\t>CRITICAL\tCOST $\tPOD-H\tACTIONS\tROLLOUTS\t429s\tOOM\tKILLED\tFIT\tWASTED\tFAILED\t")
 	for _, c := range cs {
 		for _, r := range c.Results {
 			if r.LowerBound {
-				fmt.Fprintf(tw, "%s\t%s\t%d\t-\t-\t-\t-\t-\t>= %.2f\t>= %.1f\t-\t-\t-\t-\t-\t\n", c.Scenario, r.Policy, r.Jobs, r.Cost, r.PodHours)
+				fmt.Fprintf(tw, "%s\t%s\t%d\t-\t-\t-\t-\t-\t>= %.2f\t>= %.1f\t-\t-\t-\t-\t-\t-\t-\t-\t\n", c.Scenario, r.Policy, r.Jobs, r.Cost, r.PodHours)
 				continue
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%.1fs\t%.1fs\t%.1fs\t%.1f%%\t%.1f%%\t%.2f\t%.1f\t%d\t%d\t%d\t%d\t%d\t\n", c.Scenario, r.Policy, r.Jobs,
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%.1fs\t%.1fs\t%.1fs\t%.1f%%\t%.1f%%\t%.2f\t%.1f\t%d\t%d\t%d\t%d\t%d\t%d\t%.0fs\t%d\t\n", c.Scenario, r.Policy, r.Jobs,
 				r.P50WaitSeconds, r.P95WaitSeconds, r.P99WaitSeconds, 100*r.OverTargetShare, 100*r.OverCriticalShare,
-				r.Cost, r.PodHours, r.Actions, r.Rollouts, r.RateLimited, r.OOMKills, r.FailedJobs)
+				r.Cost, r.PodHours, r.Actions, r.Rollouts, r.RateLimited, r.OOMKills, r.KilledJobs, r.KilledJobsThatFit, r.WastedJobSeconds, r.FailedJobs)
 		}
 	}
 	return tw.Flush()
@@ -57,13 +59,15 @@ func WriteJSON(w io.Writer, cs []Comparison) error {
 func WriteCSV(w io.Writer, cs []Comparison) error {
 	cw := csv.NewWriter(w)
 	_ = cw.Write([]string{"scenario", "policy", "jobs", "p50WaitSeconds", "p95WaitSeconds", "p99WaitSeconds", "overTargetShare", "overCriticalShare",
-		"cost", "podHours", "actions", "rollouts", "rateLimited429s", "oomKills", "failedJobs", "lowerBound"})
+		"cost", "podHours", "actions", "rollouts", "rateLimited429s", "oomKills", "killedJobs", "killedJobsThatFit", "killedJobsInRollouts", "wastedJobSeconds",
+		"terminationGracePeriodSeconds", "failedJobs", "lowerBound"})
 	f := func(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) }
 	for _, c := range cs {
 		for _, r := range c.Results {
 			_ = cw.Write([]string{c.Scenario, r.Policy, strconv.Itoa(r.Jobs), f(r.P50WaitSeconds), f(r.P95WaitSeconds), f(r.P99WaitSeconds),
 				f(r.OverTargetShare), f(r.OverCriticalShare), f(r.Cost), f(r.PodHours), strconv.Itoa(r.Actions), strconv.Itoa(r.Rollouts),
-				strconv.Itoa(r.RateLimited), strconv.Itoa(r.OOMKills), strconv.Itoa(r.FailedJobs), strconv.FormatBool(r.LowerBound)})
+				strconv.Itoa(r.RateLimited), strconv.Itoa(r.OOMKills), strconv.Itoa(r.KilledJobs), strconv.Itoa(r.KilledJobsThatFit), strconv.Itoa(r.KilledJobsInRollouts),
+				f(r.WastedJobSeconds), f(r.TerminationGracePeriodSeconds), strconv.Itoa(r.FailedJobs), strconv.FormatBool(r.LowerBound)})
 		}
 	}
 	cw.Flush()

@@ -39,6 +39,10 @@ type Config struct {
 	// unused. 0 (the default) is nodes that hold the fleet's requests and nothing more;
 	// +Inf makes every limit free.
 	CPUSlack float64
+	// TerminationGracePeriod is the pods' terminationGracePeriodSeconds: how long a pod
+	// that got SIGTERM may finish its running jobs before they are killed (default 30 s,
+	// as in Kubernetes; a negative value is none, terminationGracePeriodSeconds: 0).
+	TerminationGracePeriod time.Duration
 	// Drain lets the run go on past the arrivals until every job has finished (at most
 	// as long again), so that every job's wait is counted.
 	Drain bool
@@ -77,6 +81,9 @@ func (c *Config) Prepare() error {
 	c.StartupDelay = orDefault(c.StartupDelay, 30*time.Second)
 	c.ScrapeInterval = orDefault(c.ScrapeInterval, 15*time.Second)
 	c.SampleEvery = orDefault(c.SampleEvery, time.Minute)
+	if c.TerminationGracePeriod == 0 {
+		c.TerminationGracePeriod = 30 * time.Second
+	}
 	if math.IsNaN(c.CPUSlack) || c.CPUSlack < 0 {
 		return fmt.Errorf("--cpu-slack: %v is not a share of 0 or more", c.CPUSlack)
 	}
@@ -129,6 +136,9 @@ func (c *Config) Prepare() error {
 	return nil
 }
 
+// grace is the pods' grace period in seconds.
+func (c *Config) grace() float64 { return max(c.TerminationGracePeriod.Seconds(), 0) }
+
 func orDefault(d, def time.Duration) time.Duration {
 	if d <= 0 {
 		return def
@@ -154,6 +164,17 @@ type Result struct {
 	RateLimited       int     `json:"rateLimited429s"`
 	OOMKills          int     `json:"oomKills"`
 	FailedJobs        int     `json:"failedJobs"`
+	// KilledJobs are the job attempts still running when their pod's grace period ended
+	// (after a scale-in or a rollout); KilledJobsThatFit those of them whose remaining
+	// time at SIGTERM, at the speed they ran, fit the grace period; WastedJobSeconds the
+	// work (job-seconds at full speed) the killed attempts had done, to be done again.
+	// KilledJobsInRollouts are the killed jobs whose pod a rollout removed: no policy
+	// chooses those pods.
+	KilledJobs                    int     `json:"killedJobs"`
+	KilledJobsThatFit             int     `json:"killedJobsThatFit"`
+	KilledJobsInRollouts          int     `json:"killedJobsInRollouts"`
+	WastedJobSeconds              float64 `json:"wastedJobSeconds"`
+	TerminationGracePeriodSeconds float64 `json:"terminationGracePeriodSeconds"`
 	// MeanQueued and MeanInSystem are the time averages of the jobs queued, and queued or
 	// running; with ArrivalRate they check Little's law.
 	MeanQueued   float64 `json:"meanQueued"`
@@ -193,6 +214,9 @@ func Run(ctx context.Context, cfg *Config, p Policy) (Result, error) {
 		return Result{}, err
 	}
 	f := &fleet{cfg: cfg, w: cfg.w, jobs: slices.Clone(cfg.jobs), spec: cfg.Start}
+	if c, ok := p.(DeletionCoster); ok {
+		f.idlestFirst = c.RemovesIdlestFirst()
+	}
 	f.tmpl = f.classTemplate(cfg.Start)
 	for range cfg.Start.Replicas {
 		f.newPod(0) // a warm start: the first pods are ready
@@ -241,22 +265,10 @@ func Run(ctx context.Context, cfg *Config, p Policy) (Result, error) {
 			continue
 		}
 		e := heap.Pop(&f.events).(event)
+		if f.handle(e) {
+			continue
+		}
 		switch e.kind {
-		case evReady:
-			if e.pod.readyAt == e.t && slices.Contains(f.pods, e.pod) {
-				f.reconcile()
-				f.dispatch()
-			}
-		case evDone:
-			if e.version == e.pod.version && slices.Contains(f.pods, e.pod) {
-				f.done(e.pod)
-				f.dispatch()
-			}
-		case evRetry:
-			f.enqueue(e.job)
-			f.dispatch()
-		case evDispatch:
-			f.dispatch()
 		case evScrape:
 			obs.scrape(f)
 			f.push(event{t: t + cfg.ScrapeInterval.Seconds(), kind: evScrape})
@@ -278,6 +290,35 @@ func Run(ctx context.Context, cfg *Config, p Policy) (Result, error) {
 		f.account(p)
 	}
 	return f.result(p.Name(), series), nil
+}
+
+// handle handles an event of the fleet's own (a pod ready, jobs done, a retry, a
+// dispatch, a grace period's end), and reports whether it was one.
+func (f *fleet) handle(e event) bool {
+	switch e.kind {
+	case evReady:
+		if e.pod.readyAt == e.t && slices.Contains(f.pods, e.pod) {
+			f.reconcile()
+			f.dispatch()
+		}
+	case evDone:
+		if e.version == e.pod.version && slices.Contains(f.pods, e.pod) {
+			f.done(e.pod)
+			f.dispatch()
+		}
+	case evRetry:
+		f.enqueue(e.job)
+		f.dispatch()
+	case evDispatch:
+		f.dispatch()
+	case evKill:
+		if slices.Contains(f.pods, e.pod) {
+			f.kill(e.pod)
+		}
+	default:
+		return false
+	}
+	return true
 }
 
 // finished reports whether every arrived job has completed or failed for good.
@@ -347,6 +388,7 @@ func (f *fleet) result(policy string, s Series) Result {
 		MeanWaitSeconds: sum / n, OverTargetShare: float64(over) / n, OverCriticalShare: float64(overCrit) / n,
 		Cost: f.podCost, PodHours: f.podHours, Actions: f.actions, Rollouts: f.rollouts,
 		RateLimited: int(f.rejected429), OOMKills: f.oomKills, FailedJobs: int(f.failed),
+		KilledJobs: f.killed, KilledJobsThatFit: f.killedFit, KilledJobsInRollouts: f.killedInRollouts, WastedJobSeconds: f.wasted, TerminationGracePeriodSeconds: f.cfg.grace(),
 		MeanQueued: f.queueArea / secs, MeanInSystem: f.systemArea / secs, ArrivalRate: float64(len(f.jobs)) / f.cfg.Arrivals.Duration().Seconds(),
 		Seconds: secs, Series: s, ClassChanges: f.classChanges, End: f.spec,
 	}

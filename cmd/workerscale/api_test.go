@@ -116,7 +116,7 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 // restart of the controller, and lapses by itself at its expiry, handing back to the
 // engine.
 func TestAPIOverrideAgainstTheAPIServer(t *testing.T) {
-	w := newWorld(t, "classes: [medium]\n    minReplicas: 2\n    concurrency: {max: 8}")
+	w := newRealisticWorld(t, "classes: [medium]\n    minReplicas: 2\n    concurrency: {max: 8}")
 	w.createDeployment(2, "2", "4Gi", "5", "2", nil)
 	w.load(testenv.Queue{Waiting: 2, Active: 4, CompletedPerSecond: 2}, 0.3)
 	a := startAPIRun(t, w, "s3cret")
@@ -134,7 +134,7 @@ func TestAPIOverrideAgainstTheAPIServer(t *testing.T) {
 	if ann := w.deployment().Annotations[kube.OverrideAnnotation]; !strings.Contains(ann, `"concurrency":6`) {
 		t.Errorf("the override annotation: %q", ann)
 	}
-	w.cluster.CompleteRollout(t, "default", "render")
+	w.cluster.WaitForRollout(t, "default", "render")
 
 	// A new process: the override is still there, and still holds.
 	a.stop()
@@ -198,7 +198,7 @@ func TestAlertLoopEndToEnd(t *testing.T) {
 	}
 	w := &world{t: t, fleet: fleet, rulesFile: rulesFile}
 	w.prom = testenv.StartPrometheus(t, testenv.PrometheusOptions{Targets: []string{fleet.Addr()}, RuleFiles: ruleFiles, ExtraArgs: []string{"--rules.alert.for-grace-period=1s"}})
-	w.cluster = testenv.StartCluster(t)
+	w.cluster = testenv.StartRealisticCluster(t) // the Deployment controller rolls the raise out
 	w.kubeconfig = w.cluster.Kubeconfig(t, w.cluster.Config)
 	w.writeRules(extra)
 	w.createDeployment(2, "2", "4Gi", "5", "2", nil)
@@ -220,7 +220,7 @@ func TestAlertLoopEndToEnd(t *testing.T) {
 	waitUntil(t, "WORKER_CONCURRENCY raised from 5 to 6", func() bool {
 		return envOf(&w.deployment().Spec.Template.Spec.Containers[0], "WORKER_CONCURRENCY") == "6"
 	})
-	w.cluster.CompleteRollout(t, "default", "render")
+	w.cluster.WaitForRollout(t, "default", "render")
 	before := w.deployment().Annotations[kube.OverrideAnnotation]
 	if code := a.do(t, "POST", "/api/v1/alerts", payload, &out); code != 200 || out.Results[0].Outcome != "duplicate" {
 		t.Fatalf("the same notification again: %d %+v", code, out)

@@ -25,7 +25,8 @@ import (
 	"github.com/workerscale/workerscale/rules"
 )
 
-// world is a real Prometheus scraping a fixture fleet, and a real kube-apiserver.
+// world is a real Prometheus scraping a fixture fleet, and a real kube-apiserver (with
+// the controllers, the scheduler and kwok when it is a newRealisticWorld).
 type world struct {
 	t          *testing.T
 	fleet      *testenv.Fleet
@@ -51,9 +52,23 @@ workloads:
 
 func newWorld(t *testing.T, workloadExtra string) *world {
 	t.Helper()
+	return newWorldOn(t, workloadExtra, testenv.StartCluster)
+}
+
+// newRealisticWorld is newWorld on a testenv.StartRealisticCluster, for a test that needs
+// a rollout to complete: the Deployment controller completes it (wait with
+// WaitForRollout). worldRules' classes select no nodes, so kwok's one node takes every pod.
+func newRealisticWorld(t *testing.T, workloadExtra string) *world {
+	t.Helper()
+	return newWorldOn(t, workloadExtra, testenv.StartRealisticCluster)
+}
+
+// newWorldOn is a world whose cluster startCluster starts.
+func newWorldOn(t *testing.T, workloadExtra string, startCluster func(testing.TB) *testenv.Cluster) *world {
+	t.Helper()
 	w := &world{t: t, fleet: testenv.NewFleet(t)}
 	w.prom = testenv.StartPrometheus(t, testenv.PrometheusOptions{Targets: []string{w.fleet.Addr()}})
-	w.cluster = testenv.StartCluster(t)
+	w.cluster = startCluster(t)
 	w.kubeconfig = w.cluster.Kubeconfig(t, w.cluster.Config)
 	w.rulesFile = filepath.Join(t.TempDir(), "rules.yaml")
 	w.writeRules(workloadExtra)
@@ -258,6 +273,13 @@ func readOnly(t *testing.T, c *testenv.Cluster, user string) {
 
 // TestRunRestartKeepsCooldown: a class change is recorded on the workload, so a new
 // process (no memory of the first) still waits out the cooldown.
+//
+// It stays on the plain cluster, its rollout faked with CompleteRollout: the concurrency
+// raise it holds and then makes is decided while workerscale has not yet followed the
+// fleet's jobs for the 4s rate window, so a job's CPU is not yet measured and its memory
+// alone says the jobs are light. On a realistic cluster the Deployment controller takes
+// several seconds to roll 20 large pods out; by then a job's CPU (0.8 cores, too heavy for
+// an 11th slot) is measured, and the runs no longer decide the raise at all.
 func TestRunRestartKeepsCooldown(t *testing.T) {
 	w := newWorld(t, "vertical: {sustainFor: 10m}")
 	w.createDeployment(10, "2", "4Gi", "5", "2", nil)

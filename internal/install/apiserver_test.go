@@ -69,7 +69,8 @@ func checkBaseRules(t *testing.T) {
 // scales the workload and records its event, and no request of either is forbidden.
 func TestInstallOnTheAPIServer(t *testing.T) {
 	checkBaseRules(t)
-	c := testenv.StartCluster(t)
+	// The controllers roll the workload out, and the installed controller's own Deployment.
+	c := testenv.StartRealisticCluster(t)
 	bin := binary(t)
 	ctx := t.Context()
 	for _, plural := range []string{"servicemonitors", "prometheusrules"} {
@@ -132,7 +133,7 @@ func TestInstallOnTheAPIServer(t *testing.T) {
 }
 
 // newWorkload creates the workload of deploy/base/rules.yaml anew: 2 medium workers, rolled
-// out (no controller runs here to do it), with no state of workerscale's.
+// out by the Deployment controller, with no state of workerscale's.
 func newWorkload(t *testing.T, c *testenv.Cluster) {
 	t.Helper()
 	err := c.Client.AppsV1().Deployments(workloadNamespace).Delete(t.Context(), workloadName, metav1.DeleteOptions{})
@@ -140,7 +141,7 @@ func newWorkload(t *testing.T, c *testenv.Cluster) {
 		t.Fatal(err)
 	}
 	c.CreateDeployment(t, testenv.WorkerDeployment(workloadNamespace, workloadName, 2, "2", "4Gi", testenv.Concurrency("5", "2")...))
-	c.CompleteRollout(t, workloadNamespace, workloadName)
+	c.WaitForRollout(t, workloadNamespace, workloadName)
 }
 
 // kubectl applies rendered objects as `kubectl apply --server-side` does.
@@ -205,16 +206,29 @@ func (k *kubectl) get(t *testing.T, o *unstructured.Unstructured) *unstructured.
 	return got
 }
 
-// versions are the objects' resourceVersions on the API server ("" for one not there).
+// versions are the objects as kubectl wrote them on the API server, as JSON ("" for one
+// not there): without their status, resourceVersion, managed fields and the Deployment
+// controller's revision annotation, which the cluster's controllers write by themselves
+// (the Deployment's and the PodDisruptionBudget's as the installed controller's pods come
+// and go) and a dry-run never does.
 func (k *kubectl) versions(t *testing.T, objs objects) map[string]string {
 	t.Helper()
 	out := map[string]string{}
 	for _, o := range objs {
-		if got := k.get(t, o); got != nil {
-			out[id(o)] = got.GetResourceVersion()
-		} else {
+		got := k.get(t, o)
+		if got == nil {
 			out[id(o)] = ""
+			continue
 		}
+		unstructured.RemoveNestedField(got.Object, "status")
+		unstructured.RemoveNestedField(got.Object, "metadata", "resourceVersion")
+		unstructured.RemoveNestedField(got.Object, "metadata", "managedFields")
+		unstructured.RemoveNestedField(got.Object, "metadata", "annotations", "deployment.kubernetes.io/revision")
+		b, err := got.MarshalJSON()
+		if err != nil {
+			t.Fatalf("encoding %s: %v", id(o), err)
+		}
+		out[id(o)] = string(b)
 	}
 	return out
 }
@@ -242,7 +256,7 @@ func (k *kubectl) applyWithServerDryRunFirst(t *testing.T, objs objects) {
 	}
 	for key, v := range k.versions(t, objs) {
 		if v != before[key] {
-			t.Errorf("the server-side dry-run changed %s (resourceVersion %q -> %q)", key, before[key], v)
+			t.Errorf("the server-side dry-run changed %s:\n%s\n->\n%s", key, before[key], v)
 		}
 	}
 	for _, o := range objs {
@@ -496,7 +510,7 @@ func (ctl *controller) checkNoForbidden(t *testing.T) {
 }
 
 // state is what a write of the controller would change: the workload (its
-// resourceVersion, and its replicas), the events, the Lease.
+// resourceVersion, and its replicas), workerscale's events, the Lease.
 type state struct {
 	workload string
 	replicas int32
@@ -515,7 +529,14 @@ func readState(t *testing.T, cs kubernetes.Interface) state {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := state{workload: d.ResourceVersion, replicas: *d.Spec.Replicas, events: len(events.Items)}
+	// Only workerscale's events count: the Deployment and ReplicaSet controllers and the
+	// scheduler record theirs in the namespace too, some after the rollout is done.
+	s := state{workload: d.ResourceVersion, replicas: *d.Spec.Replicas}
+	for _, e := range events.Items {
+		if e.Source.Component == "workerscale" || e.ReportingController == "workerscale" {
+			s.events++
+		}
+	}
 	lease, err := cs.CoordinationV1().Leases(namespace).Get(ctx, "workerscale", metav1.GetOptions{})
 	switch {
 	case apierrors.IsNotFound(err):

@@ -47,6 +47,19 @@ func setup(t *testing.T) *fixture {
 	return setupOn(t, testenv.StartCluster(t))
 }
 
+// setupRealistic is setup on a testenv.StartRealisticCluster with a node in each pool
+// the classes of testRules and limiterRules select (pool=medium, pool=large), besides
+// kwok's unlabelled one: the Deployment controller rolls out what a test writes, whatever
+// the class, and WaitForRollout replaces faking its status.
+func setupRealistic(t *testing.T) *fixture {
+	t.Helper()
+	f := setupOn(t, testenv.StartRealisticCluster(t))
+	for _, pool := range []string{"medium", "large"} {
+		f.cluster.AddNode(t, pool+"-0", map[string]string{"pool": pool})
+	}
+	return f
+}
+
 // setupOn is setup on a cluster already started, such as a testenv.StartRealisticCluster.
 func setupOn(t *testing.T, c *testenv.Cluster) *fixture {
 	t.Helper()
@@ -237,8 +250,9 @@ func TestAChangeIsOneWrite(t *testing.T) {
 }
 
 func TestVerticalWriteTouchesOnlyItsFields(t *testing.T) {
-	f := setup(t)
+	f := setupRealistic(t)
 	f.createDeployment(t, 12, podTemplate("2", "4Gi", concurrencyEnv("5", "2")...))
+	f.cluster.WaitForRollout(t, "default", "render")
 	medium := autoscaler.Shape{Replicas: 12, Class: "medium", Concurrency: 5, TenantConcurrency: 2}
 	large := autoscaler.Shape{Replicas: 6, Class: "large", Concurrency: 10, TenantConcurrency: 3}
 	if err := f.client.Apply(t.Context(), f.rules, &f.rules.Workloads[0], decision(medium, large), time.Now()); err != nil {
@@ -263,7 +277,7 @@ func TestVerticalWriteTouchesOnlyItsFields(t *testing.T) {
 	}
 	// Once the Deployment controller reports the rollout done, it is not in progress (as
 	// soon as the informer has seen the status: reads come from its cache).
-	f.cluster.CompleteRollout(t, "default", "render")
+	f.cluster.WaitForRollout(t, "default", "render")
 	f.sync(t)
 	if cur, _ = f.client.Read(t.Context(), f.rules, &f.rules.Workloads[0]); cur.State.RolloutInProgress {
 		t.Error("rollout still in progress after the status caught up")
@@ -532,9 +546,7 @@ func TestPausedOrOverriddenSinceTheDecisionIsNotWritten(t *testing.T) {
 // changes it holds the engine until the status catches up, or RolloutDeadline passes. The
 // status is the Deployment controller's, on a realistic cluster with a node per pool.
 func TestRolloutTracking(t *testing.T) {
-	f := setupOn(t, testenv.StartRealisticCluster(t))
-	f.cluster.AddNode(t, "large-0", map[string]string{"pool": "large"})
-	f.cluster.AddNode(t, "medium-0", map[string]string{"pool": "medium"})
+	f := setupRealistic(t)
 	tpl := podTemplate("4", "8Gi", concurrencyEnv("10", "3")...)
 	tpl.Spec.Containers[1].Resources.Limits = corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("8"), corev1.ResourceMemory: resource.MustParse("16Gi")}
 	tpl.Spec.NodeSelector = map[string]string{"pool": "large"}

@@ -32,7 +32,12 @@ workloads:
 
 func limiterFixture(t *testing.T) (*fixture, *rules.Workload) {
 	t.Helper()
-	f := setup(t)
+	return limiterRulesOn(t, setup(t))
+}
+
+// limiterRulesOn puts f on limiterRules.
+func limiterRulesOn(t *testing.T, f *fixture) (*fixture, *rules.Workload) {
+	t.Helper()
 	r, err := rules.Parse("limiter.yaml", []byte(limiterRules))
 	if err != nil {
 		t.Fatal(err)
@@ -52,10 +57,12 @@ func (f *fixture) read(t *testing.T, w *rules.Workload) autoscaler.Current {
 
 // TestRateLimiterIsWrittenToTheContainer: a new limit is one server-side apply of the two
 // env vars, which starts a rollout and the cooldown; it touches neither the resources nor
-// the node selector, and later class changes keep it.
+// the node selector, and later class changes keep it. The Deployment controller rolls each
+// change out before the next.
 func TestRateLimiterIsWrittenToTheContainer(t *testing.T) {
-	f, w := limiterFixture(t)
+	f, w := limiterRulesOn(t, setupRealistic(t))
 	f.createDeployment(t, 4, podTemplate("2", "4Gi", concurrencyEnv("5", "2")...))
+	f.cluster.WaitForRollout(t, "default", "render")
 	cur := f.read(t, w)
 	from := autoscaler.Shape{Replicas: 4, Class: "medium", Concurrency: 5, TenantConcurrency: 2}
 	if cur.State.Shape != from {
@@ -82,7 +89,7 @@ func TestRateLimiterIsWrittenToTheContainer(t *testing.T) {
 	if cur.State.RateLimitMax != 61 || !cur.State.RolloutInProgress || !cur.History.LastClassChange.Equal(now) || len(cur.History.ScaleEvents) != 1 {
 		t.Errorf("read back %+v, history %+v: want the limit, a rollout, the cooldown and the scale event", cur.State, cur.History)
 	}
-	f.cluster.CompleteRollout(t, "default", "render")
+	f.cluster.WaitForRollout(t, "default", "render")
 	f.sync(t)
 
 	// A class change carries the limit: server-side apply would remove a field its
@@ -94,7 +101,7 @@ func TestRateLimiterIsWrittenToTheContainer(t *testing.T) {
 	if c := worker(f.deployment(t)); env(c, "RATE_LIMIT_MAX") != "61" || env(c, "RATE_LIMIT_DURATION") != "1000" || env(c, "WORKER_CONCURRENCY") != "10" {
 		t.Errorf("after a class change: %+v", c.Env)
 	}
-	f.cluster.CompleteRollout(t, "default", "render")
+	f.cluster.WaitForRollout(t, "default", "render")
 	f.sync(t)
 	// Even one that decides no limit keeps the one written.
 	medium := autoscaler.Shape{Replicas: 6, Class: "medium", Concurrency: 5, TenantConcurrency: 2}

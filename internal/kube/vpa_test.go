@@ -189,9 +189,11 @@ func outgrown() autoscaler.Observations {
 
 // Against the real VPA CRD: each axis another autoscaler owns is left as it is, the other
 // is written, and an AutoscalerConflict event names the owner and its axis. A VPA whose
-// mode, or whose policy for the worker container, is Off owns nothing.
+// mode, or whose policy for the worker container, is Off owns nothing. The Deployment
+// controller rolls each workload out before the cycle; the HPA controller runs too, but
+// with no metrics API it leaves the replicas, within its bounds, alone.
 func TestAnotherAutoscalerOwnsAnAxis(t *testing.T) {
-	f := setup(t)
+	f := setupRealistic(t)
 	f.cluster.InstallCRD(t, testenv.VPACRD(t))
 	dyn := dynamic.NewForConfigOrDie(f.cluster.Config)
 	type want struct {
@@ -244,7 +246,7 @@ func TestAnotherAutoscalerOwnsAnAxis(t *testing.T) {
 		if _, err := f.cluster.Client.AppsV1().Deployments("default").Create(t.Context(), d, metav1.CreateOptions{FieldManager: "kubectl"}); err != nil {
 			t.Fatal(err)
 		}
-		f.cluster.CompleteRollout(t, "default", tc.name)
+		f.cluster.WaitForRollout(t, "default", tc.name)
 		tc.setup(t, tc.name)
 	}
 	r, err := rules.Parse("owners.yaml", []byte(yaml))

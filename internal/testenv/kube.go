@@ -298,7 +298,9 @@ func (c *Cluster) CreateDeployment(t testing.TB, d *appsv1.Deployment) {
 }
 
 // CompleteRollout does what the Deployment controller would, which StartCluster does not
-// run (StartRealisticCluster does; wait there with WaitForRollout): it reports the Deployment's current generation rolled out, every replica ready.
+// run: it reports the Deployment's current generation rolled out, every replica ready, at
+// once. Prefer StartRealisticCluster, whose controller does it, and WaitForRollout; this is
+// for the few tests whose timing a real rollout, which takes seconds, would change.
 func (c *Cluster) CompleteRollout(t testing.TB, namespace, name string) {
 	t.Helper()
 	ctx := context.Background()

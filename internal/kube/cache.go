@@ -45,9 +45,11 @@ type nsCache struct {
 const cacheSyncTimeout = time.Minute
 
 type caches struct {
-	mu   sync.Mutex
-	ns   map[string]*nsCache
-	stop chan struct{}
+	mu sync.Mutex
+	ns map[string]*nsCache
+	// starting are the namespaces whose informers are being started (namespace).
+	starting map[string]*nsStart
+	stop     chan struct{}
 	// written holds the object our last write of a workload returned, until its cache
 	// has caught up with it.
 	written map[string]workload
@@ -57,7 +59,7 @@ type caches struct {
 }
 
 func newCaches() *caches {
-	return &caches{ns: map[string]*nsCache{}, stop: make(chan struct{}), written: map[string]workload{}, dirty: map[string]bool{}}
+	return &caches{ns: map[string]*nsCache{}, starting: map[string]*nsStart{}, stop: make(chan struct{}), written: map[string]workload{}, dirty: map[string]bool{}}
 }
 
 // Close stops the informers.
@@ -76,10 +78,46 @@ func (c *Client) Close() {
 // gets no informer: waiting for a cache that can never fill would hold every read.
 func (c *Client) namespace(ctx context.Context, ns string) *nsCache {
 	c.caches.mu.Lock()
-	defer c.caches.mu.Unlock()
 	if n, ok := c.caches.ns[ns]; ok {
+		c.caches.mu.Unlock()
 		return n
 	}
+	// One start per namespace at a time, outside the lock: a namespace whose informers take
+	// their time to sync (up to cacheSyncTimeout) holds neither the reads of the others nor
+	// the record of a write.
+	if s, ok := c.caches.starting[ns]; ok {
+		c.caches.mu.Unlock()
+		select {
+		case <-s.done:
+			return s.n
+		case <-ctx.Done():
+			return &nsCache{}
+		}
+	}
+	s := &nsStart{done: make(chan struct{})}
+	c.caches.starting[ns] = s
+	c.caches.mu.Unlock()
+	n, keep := c.startNamespace(ctx, ns)
+	c.caches.mu.Lock()
+	if keep {
+		c.caches.ns[ns] = n
+	}
+	delete(c.caches.starting, ns)
+	c.caches.mu.Unlock()
+	s.n = n
+	close(s.done)
+	return n
+}
+
+// nsStart is a namespace's informers being started; done is closed once n is set.
+type nsStart struct {
+	done chan struct{}
+	n    *nsCache
+}
+
+// startNamespace starts the informers of ns and waits for their sync; keep is false when
+// the result is for this time only (ctx ended first), so the next read tries again.
+func (c *Client) startNamespace(ctx context.Context, ns string) (n *nsCache, keep bool) {
 	one := metav1.ListOptions{Limit: 1}
 	allowed := func(what string, list func() error) bool {
 		err := list()
@@ -90,7 +128,7 @@ func (c *Client) namespace(ctx context.Context, ns string) *nsCache {
 	}
 	f := informers.NewSharedInformerFactoryWithOptions(c.cs, 0, informers.WithNamespace(ns),
 		informers.WithTransform(trimForCache))
-	n := &nsCache{}
+	n = &nsCache{}
 	var synced []cache.InformerSynced
 	if allowed("deployments", func() error { _, err := c.cs.AppsV1().Deployments(ns).List(ctx, one); return err }) {
 		i := f.Apps().V1().Deployments()
@@ -108,7 +146,7 @@ func (c *Client) namespace(ctx context.Context, ns string) *nsCache {
 		synced, n.hpas = append(synced, i.Informer().HasSynced), i.Lister()
 	}
 	if ctx.Err() != nil {
-		return &nsCache{} // direct reads this time; try again next time
+		return &nsCache{}, false // direct reads this time; try again next time
 	}
 	shutdown := c.startFactory(f)
 	wait, cancel := context.WithTimeout(ctx, cacheSyncTimeout)
@@ -116,15 +154,10 @@ func (c *Client) namespace(ctx context.Context, ns string) *nsCache {
 	if !cache.WaitForCacheSync(wait.Done(), synced...) {
 		c.log.Warn("the informers did not sync; reading from the API server", "namespace", ns, "timeout", cacheSyncTimeout)
 		shutdown()
-		if ctx.Err() != nil {
-			return &nsCache{}
-		}
-		n = &nsCache{}
-	} else {
-		n.shutdown = shutdown
+		return &nsCache{}, ctx.Err() == nil
 	}
-	c.caches.ns[ns] = n
-	return n
+	n.shutdown = shutdown
+	return n, true
 }
 
 // Retain drops what the client keeps for workloads, targets and namespaces that r no

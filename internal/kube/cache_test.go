@@ -1,6 +1,7 @@
 package kube
 
 import (
+	"context"
 	"fmt"
 	"maps"
 	"net/http"
@@ -194,5 +195,86 @@ func TestGracePeriod(t *testing.T) {
 		if got := gracePeriod(&corev1.PodSpec{TerminationGracePeriodSeconds: tc.set}); got == nil || *got != tc.want {
 			t.Errorf("gracePeriod(%v) = %v, want %d", tc.set, got, tc.want)
 		}
+	}
+}
+
+// gatedTransport holds every request for one namespace until open is closed, and says on
+// held when the first one arrives.
+type gatedTransport struct {
+	next      http.RoundTripper
+	namespace string
+	open      chan struct{}
+	held      chan struct{}
+	once      sync.Once
+}
+
+func (g *gatedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if strings.Contains(r.URL.Path, "/namespaces/"+g.namespace+"/") {
+		g.once.Do(func() { close(g.held) })
+		select {
+		case <-g.open:
+		case <-r.Context().Done():
+			return nil, r.Context().Err()
+		}
+	}
+	return g.next.RoundTrip(r)
+}
+
+// A namespace whose informers are still starting holds neither the reads of another
+// namespace nor the record of a write: its start runs outside the caches' lock. The API
+// server holds the slow namespace's requests until the test lets them through; the other
+// namespace's read must complete meanwhile.
+func TestASlowNamespaceHoldsNoOther(t *testing.T) {
+	f := setup(t)
+	for _, ns := range []string{"slow", "fast"} {
+		if _, err := f.cluster.Client.CoreV1().Namespaces().Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		replicas := int32(2)
+		d := &appsv1.Deployment{
+			ObjectMeta: metav1.ObjectMeta{Name: "render", Namespace: ns},
+			Spec: appsv1.DeploymentSpec{Replicas: &replicas, Template: podTemplate("2", "4Gi", concurrencyEnv("5", "2")...),
+				Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "render"}}},
+		}
+		if _, err := f.cluster.Client.AppsV1().Deployments(ns).Create(t.Context(), d, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, err := rules.Parse("two.yaml", []byte("prometheus: {url: \"http://prometheus:9090\"}\nclasses:\n  - {name: medium, cpu: \"2\", memory: 4Gi, concurrency: 5, tenantConcurrency: 2}\nqueries: {preset: bullmq}\nworkloads:\n"+
+		"  - {name: slow, maxReplicas: 10, target: {namespace: slow, name: render, container: worker}}\n"+
+		"  - {name: fast, maxReplicas: 10, target: {namespace: fast, name: render, container: worker}}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gate := &gatedTransport{namespace: "slow", open: make(chan struct{}), held: make(chan struct{})}
+	cfg := rest.CopyConfig(f.cluster.Config)
+	cfg.WrapTransport = func(rt http.RoundTripper) http.RoundTripper { gate.next = rt; return gate }
+	kc, err := New(cfg, nil, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(kc.Close)
+
+	slow := make(chan error, 1)
+	go func() {
+		_, err := kc.Read(t.Context(), r, &r.Workloads[0])
+		slow <- err
+	}()
+	<-gate.held // the slow namespace's informers are starting
+	// Held behind the slow namespace, the read would wait for ever: a liveness bound, far
+	// above what the read takes, turns that into a failure rather than a hung test.
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	if cur, err := kc.Read(ctx, r, &r.Workloads[1]); err != nil || cur.State.Replicas != 2 {
+		t.Fatalf("the other namespace's read: %+v %v", cur.State, err)
+	}
+	select {
+	case err := <-slow:
+		t.Fatalf("the slow namespace's read returned before its requests were let through: %v", err)
+	default:
+	}
+	close(gate.open)
+	if err := <-slow; err != nil {
+		t.Errorf("the slow namespace's read, once let through: %v", err)
 	}
 }

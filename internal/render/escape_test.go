@@ -1,6 +1,7 @@
 package render
 
 import (
+	"bytes"
 	"fmt"
 	"maps"
 	"regexp"
@@ -46,55 +47,45 @@ func hostileRules(t *testing.T) *rules.Rules {
 	return r
 }
 
-// grafanaOptions reads a custom variable's query as Grafana does (grafana/scenes'
-// CsvValueOptionsProvider): items split at commas not after a backslash, \, made a
-// comma, then "text : value" split at the last " : " (JavaScript's . stops at line
-// breaks), both trimmed.
-func grafanaOptions(query string) []Option {
-	item := regexp.MustCompile(`(?:\\,|[^,])+`)
-	pair := regexp.MustCompile(`^\s*([^\n\r\x{2028}\x{2029}]+)\s:\s([^\n\r\x{2028}\x{2029}]+)$`)
-	var out []Option
-	for _, text := range item.FindAllString(query, -1) {
-		text = strings.ReplaceAll(text, `\,`, ",")
-		if m := pair.FindStringSubmatch(text); m != nil {
-			out = append(out, Option{Text: strings.TrimSpace(m[1]), Value: strings.TrimSpace(m[2])})
-		} else {
-			out = append(out, Option{Text: strings.TrimSpace(text), Value: strings.TrimSpace(text)})
-		}
+// grafanaValue is a variable's selected values as Grafana's Prometheus data source
+// writes them into a query (its interpolateQueryExpr): a single-value variable's value
+// with backslashes and single quotes escaped; a multi-value or All variable's values
+// escaped as regular expressions and joined as (a|b); All, when the variable has an
+// allValue and nothing is selected, that value.
+func grafanaValue(v Variable, values []string) string {
+	if v.IncludeAll && values == nil && v.AllValue != "" {
+		return v.AllValue
 	}
-	return out
+	if !v.Multi && !v.IncludeAll {
+		return strings.NewReplacer(`\`, `\\`, `'`, `\\'`).Replace(values[0])
+	}
+	special := regexp.MustCompile(`[$^*{}\[\]'+?.()|]`)
+	var escaped []string
+	for _, s := range values {
+		s = strings.ReplaceAll(s, `\`, `\\\\`)
+		escaped = append(escaped, special.ReplaceAllString(s, `\\$0`))
+	}
+	if len(escaped) == 1 {
+		return escaped[0]
+	}
+	return "(" + strings.Join(escaped, "|") + ")"
 }
 
-// interpolate replaces the dashboards' variables as Grafana does, each variable with
-// the given options selected: ${v:pipe} joins their values with |, ${v:text} their
-// texts with " + ". Other variables are an error: Grafana would escape them its own way.
-func interpolate(t *testing.T, expr string, selected map[string][]Option) string {
+// interpolate replaces a dashboard's variables as Grafana does, each with the given
+// values selected (nil: All). A variable left over is an error.
+func interpolate(t *testing.T, expr string, d Dashboard, selected map[string][]string) string {
 	t.Helper()
 	expr = strings.ReplaceAll(expr, "$__rate_interval", "1m")
-	for name, opts := range selected {
-		var values, texts []string
-		for _, o := range opts {
-			values, texts = append(values, o.Value), append(texts, o.Text)
+	for _, v := range d.Templating.List {
+		if v.Type == "datasource" {
+			continue
 		}
-		expr = strings.ReplaceAll(expr, "${"+name+":pipe}", strings.Join(values, "|"))
-		expr = strings.ReplaceAll(expr, "${"+name+":text}", strings.Join(texts, " + "))
+		expr = strings.ReplaceAll(expr, "$"+v.Name, grafanaValue(v, selected[v.Name]))
 	}
 	if strings.Contains(expr, "$") {
-		t.Fatalf("a variable is left, or used without the pipe format: %s", expr)
+		t.Fatalf("a variable is left: %s", expr)
 	}
 	return expr
-}
-
-// variableOptions are a dashboard's custom variables with every option selected (the
-// queue variable's All, and the only workload of a one-workload rules file).
-func variableOptions(d Dashboard) map[string][]Option {
-	out := map[string][]Option{}
-	for _, v := range d.Templating.List {
-		if v.Type == "custom" {
-			out[v.Name] = v.Options
-		}
-	}
-	return out
 }
 
 // matchersOf parses expr and returns the label matchers of its selectors.
@@ -118,7 +109,7 @@ func matchersOf(t *testing.T, expr string) []*labels.Matcher {
 // values among the candidates, and that every other matcher is one of fixed.
 func selects(t *testing.T, where, expr string, want map[string][]string, candidates []string) {
 	t.Helper()
-	fixed := regexp.MustCompile(`^(__name__=.*|state=~"waiting\|prioritized"|state="(active|current|completed)"|applied="true"|kind!="hold"|container!="(POD)?"|phase="Running"|resource="(cpu|memory)"|reason="OOMKilled"|metric="\w+"|result="error"|limit="circuitBreaker"|limit=~"maxReplicas\|classMax\|rateBudget")$`)
+	fixed := regexp.MustCompile(`^(__name__=.*|state=~"waiting\|prioritized"|state="(active|current|completed)"|applied="true"|kind!="hold"|container!="(POD)?"|phase="Running"|resource="(cpu|memory)"|reason="OOMKilled"|metric="\w+"|result="error"|limit="circuitBreaker"|limit=~"maxReplicas\|classMax\|rateBudget"|cluster=~"\.\*")$`)
 	for _, m := range matchersOf(t, expr) {
 		values, ok := want[m.Name]
 		if !ok {
@@ -153,7 +144,6 @@ func TestHostileNamesSelectOnlyThemselves(t *testing.T) {
 		names = append(names, w.Name)
 		queues = append(queues, w.Queues...)
 	}
-	slices.Sort(queues) // as the queue variable lists them
 	candidates := slices.Concat(names, queues, decoys, []string{o.ControllerJob, "workerscale", "ns", "w0"})
 	rf, err := PrometheusRules(r, o)
 	if err != nil {
@@ -177,28 +167,28 @@ func TestHostileNamesSelectOnlyThemselves(t *testing.T) {
 		}
 	}
 
+	// The dashboards hold no workload, queue or namespace name: they are the same for
+	// rules whose names are plain.
+	plain := hostileRules(t)
+	for i := range plain.Workloads {
+		plain.Workloads[i].Name = fmt.Sprintf("p%d", i)
+		plain.Workloads[i].Queues = []string{fmt.Sprintf("q%d", i)}
+	}
+	plainFiles, err := Render(plain, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{FleetFile, WorkloadFile} {
+		if !bytes.Equal(files[name], plainFiles[name]) {
+			t.Errorf("%s depends on the names of the rules:\n%s", name, diff(plainFiles[name], files[name]))
+		}
+	}
+	// The names Grafana reads from the recording rules (DNS labels, as rules.Load
+	// requires) select themselves and nothing else once it interpolates them; the job
+	// is written in, escaped.
+	valid := []string{"w3", "w4", "w10"}
 	for _, name := range []string{FleetFile, WorkloadFile} {
 		d := decodeDashboard(t, files[name])
-		vars := map[string]Variable{}
-		for _, v := range d.Templating.List {
-			vars[v.Name] = v
-		}
-		// The options Grafana reads from the variables' queries are the ones written,
-		// and each value is the regular expression of its name.
-		for v, names := range map[string][]string{"workload": names, "queue": queues} {
-			got := grafanaOptions(vars[v].Query)
-			for i := range got {
-				got[i].Selected = vars[v].Options[i].Selected
-			}
-			if !slices.Equal(got, vars[v].Options) || len(got) != len(names) {
-				t.Fatalf("%s: Grafana reads the %s options\n%+v\nfrom %q, want\n%+v", name, v, got, vars[v].Query, vars[v].Options)
-			}
-			for i, n := range names {
-				if got[i].Value != rules.PromQLAlternation([]string{n}) {
-					t.Errorf("%s: the %s option %q has the value %s", name, v, n, got[i].Value)
-				}
-			}
-		}
 		var exprs []string
 		for _, p := range d.Panels {
 			for _, tg := range p.Targets {
@@ -210,33 +200,19 @@ func TestHostileNamesSelectOnlyThemselves(t *testing.T) {
 				exprs = append(exprs, a.Expr)
 			}
 		}
-		if name == FleetFile {
-			for _, expr := range exprs {
-				// Each panel is about one workload, named in its selectors.
-				var one []string
-				for _, m := range matchersOf(t, expr) {
-					for _, n := range names {
-						if m.Name == "workload" && m.Matches(n) {
-							one = append(one, n)
-						}
-					}
-				}
-				if one = slices.Compact(one); len(one) != 1 {
-					t.Fatalf("fleet: %s selects the workloads %q", expr, one)
-				}
-				selects(t, "fleet", expr, map[string][]string{"workload": one, "queue": nil, "job": nil}, candidates)
+		for _, v := range d.Templating.List {
+			if v.Type == "query" {
+				exprs = append(exprs, strings.TrimSuffix(strings.TrimPrefix(v.Query, "label_values("), ", "+v.Name+")"))
 			}
-			continue
 		}
-		// Each workload selected, with all queues (Grafana's All is every value), one, or
-		// three.
-		for i, wo := range vars["workload"].Options {
-			for _, qs := range [][2]int{{0, len(queues)}, {i, i + 1}, {0, 3}} {
-				sel := map[string][]Option{"workload": {wo}, "queue": vars["queue"].Options[qs[0]:qs[1]]}
-				want := map[string][]string{"workload": {names[i]}, "queue": queues[qs[0]:qs[1]], "job": nil}
-				for _, expr := range exprs {
-					selects(t, "workload dashboard", interpolate(t, expr, sel), want, candidates)
-				}
+		selections := [][]string{{"w3"}, {"w10"}}
+		if name == FleetFile {
+			selections = append(selections, valid)
+		}
+		for _, sel := range selections {
+			for _, expr := range exprs {
+				expr = interpolate(t, expr, d, map[string][]string{"workload": sel, "namespace": {"ns"}})
+				selects(t, name, expr, map[string][]string{"workload": sel, "namespace": {"ns"}, "job": {o.ControllerJob}}, candidates)
 			}
 		}
 	}

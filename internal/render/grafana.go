@@ -41,6 +41,9 @@ type Link struct {
 	AsDropdown  bool     `json:"asDropdown"`
 	IncludeVars bool     `json:"includeVars"`
 	KeepTime    bool     `json:"keepTime"`
+	Icon        string   `json:"icon"`
+	Tooltip     string   `json:"tooltip"`
+	TargetBlank bool     `json:"targetBlank"`
 }
 
 // Templating holds the variables.
@@ -61,6 +64,9 @@ type Variable struct {
 	IncludeAll bool           `json:"includeAll"`
 	Hide       int            `json:"hide"`
 	Refresh    int            `json:"refresh,omitempty"`
+	Definition string         `json:"definition,omitempty"`
+	Sort       int            `json:"sort,omitempty"`
+	AllValue   string         `json:"allValue,omitempty"`
 }
 
 // Option is a variable's value.
@@ -97,7 +103,7 @@ type Annotation struct {
 	TagKeys     string         `json:"tagKeys,omitempty"`
 }
 
-// Panel is a dashboard panel (row, stat, timeseries, state-timeline, text).
+// Panel is a dashboard panel (row, table, timeseries, state-timeline, status-history).
 type Panel struct {
 	ID          int            `json:"id"`
 	Type        string         `json:"type"`
@@ -109,7 +115,10 @@ type Panel struct {
 	FieldConfig *FieldConfig   `json:"fieldConfig,omitempty"`
 	Options     map[string]any `json:"options,omitempty"`
 	Collapsed   *bool          `json:"collapsed,omitempty"`
-	Panels      []Panel        `json:"panels,omitempty"`
+	// Panels are a row's collapsed panels: empty, but present, on a row.
+	Panels *[]Panel `json:"panels,omitempty"`
+	// Transformations are applied to the queries' results in order (merge, organize).
+	Transformations []any `json:"transformations,omitempty"`
 }
 
 // GridPos places a panel on the 24-column grid.
@@ -128,6 +137,7 @@ type Target struct {
 	LegendFormat string         `json:"legendFormat,omitempty"`
 	Instant      bool           `json:"instant,omitempty"`
 	Range        bool           `json:"range,omitempty"`
+	Format       string         `json:"format,omitempty"`
 }
 
 // FieldConfig sets units, colours and thresholds.

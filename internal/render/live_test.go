@@ -35,7 +35,9 @@ func TestEveryDashboardQueryReturnsData(t *testing.T) {
 	r, _ := renderExample(t, "luneo-render")
 	one := rules.Duration(time.Second)
 	r.Interval = &one // evaluate the recording rules every second
-	files, err := Render(r, DefaultOptions())
+	o := DefaultOptions()
+	o.ControllerJob = "fixture" // the job the fixture Prometheus scrapes every target as
+	files, err := Render(r, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,18 +112,28 @@ func TestEveryDashboardQueryReturnsData(t *testing.T) {
 	var cost string
 	for _, name := range []string{FleetFile, WorkloadFile} {
 		d := decodeDashboard(t, files[name])
-		vars := variableOptions(d)
+		vars := selectionOf(r)
 		for _, panel := range d.Panels {
 			for _, tg := range panel.Targets {
-				queries = append(queries, query{fmt.Sprintf("%s %q", d.UID, panel.Title), interpolate(t, tg.Expr, vars)})
-				if panel.Title == "Cost per hour" {
-					cost = tg.Expr
-				}
+				queries = append(queries, query{fmt.Sprintf("%s %q %s", d.UID, panel.Title, tg.RefID), interpolate(t, tg.Expr, d, vars)})
 			}
+		}
+		if name == FleetFile {
+			cost = interpolate(t, fleetColumns(t, d)["Cost per hour"], d, vars)
 		}
 		for _, a := range d.Annotations.List {
 			if a.Expr != "" {
-				queries = append(queries, query{fmt.Sprintf("%s annotation %q", d.UID, a.Name), interpolate(t, a.Expr, vars)})
+				queries = append(queries, query{fmt.Sprintf("%s annotation %q", d.UID, a.Name), interpolate(t, a.Expr, d, vars)})
+			}
+		}
+		// The variables' own queries list the workload and its namespace.
+		for _, v := range d.Templating.List {
+			if v.Type != "query" {
+				continue
+			}
+			series := strings.TrimSuffix(strings.TrimPrefix(v.Query, "label_values("), ", "+v.Name+")")
+			if v.Name != "cluster" { // one Prometheus: no cluster label
+				queries = append(queries, query{fmt.Sprintf("%s variable %s", d.UID, v.Name), interpolate(t, series, d, vars)})
 			}
 		}
 	}
@@ -170,13 +182,13 @@ func TestEveryDashboardQueryReturnsData(t *testing.T) {
 	}
 	// Every example's dashboard queries parse, whether or not this fleet feeds them.
 	for _, ex := range examples {
-		_, files := renderExample(t, ex)
+		rx, files := renderExample(t, ex)
 		for _, name := range []string{FleetFile, WorkloadFile} {
 			d := decodeDashboard(t, files[name])
-			vars := variableOptions(d)
+			vars := selectionOf(rx)
 			for _, panel := range d.Panels {
 				for _, tg := range panel.Targets {
-					if _, _, _, err := papi.Query(t.Context(), interpolate(t, tg.Expr, vars), time.Now()); err != nil {
+					if _, _, _, err := papi.Query(t.Context(), interpolate(t, tg.Expr, d, vars), time.Now()); err != nil {
 						t.Errorf("%s %s %q: %v\n%s", ex, d.UID, panel.Title, err, tg.Expr)
 					}
 				}

@@ -49,22 +49,33 @@ func TestPromtoolTwoControllers(t *testing.T) {
 	// its variables on this workload and all queues.
 	want := map[string][]expSample{
 		"Replicas":      {{Labels: "{" + one + "}", Value: 2}},
-		"Class":         {{Labels: "{" + one + ", " + is("class", medium.Name) + "}", Value: 1}},
+		"Desired":       {{Labels: "{" + one + "}", Value: 2}},
 		"Concurrency":   {{Labels: "{" + one + "}", Value: 5}},
 		"Cost per hour": {{Labels: "{" + one + "}", Value: 2 * medium.CostPerHour}},
 	}
+	o := DefaultOptions()
+	sel := selectionOf(r)
+	fleet := FleetDashboard(r, o)
 	checked := 0
-	for _, p := range FleetDashboard(r).Panels {
-		if exp, ok := want[p.Title]; ok {
-			test.ExprTests = append(test.ExprTests, exprTest{Expr: p.Targets[0].Expr, EvalTime: "5m", ExpSamples: exp})
+	for title, expr := range fleetColumns(t, fleet) {
+		if exp, ok := want[title]; ok {
+			test.ExprTests = append(test.ExprTests, exprTest{Expr: interpolate(t, expr, fleet, sel), EvalTime: "5m", ExpSamples: exp})
 			checked++
 		}
 	}
-	wd := WorkloadDashboard(r)
-	vars := variableOptions(wd)
+	for _, p := range fleet.Panels {
+		for _, tg := range p.Targets {
+			if strings.Contains(tg.Expr, "max by (workload, class)") {
+				test.ExprTests = append(test.ExprTests, exprTest{Expr: interpolate(t, tg.Expr, fleet, sel), EvalTime: "5m",
+					ExpSamples: []expSample{{Labels: "{" + one + ", " + is("class", medium.Name) + "}", Value: 1}}})
+				checked++
+			}
+		}
+	}
+	wd := WorkloadDashboard(r, o)
 	for _, p := range wd.Panels {
 		for _, tg := range p.Targets {
-			if !strings.Contains(tg.Expr, "max by") {
+			if !strings.Contains(tg.Expr, "max by (workload") {
 				continue
 			}
 			var exp []expSample
@@ -80,12 +91,12 @@ func TestPromtoolTwoControllers(t *testing.T) {
 			default:
 				t.Fatalf("no expected value for the panel %q", p.Title)
 			}
-			test.ExprTests = append(test.ExprTests, exprTest{Expr: interpolate(t, tg.Expr, vars), EvalTime: "5m", ExpSamples: exp})
+			test.ExprTests = append(test.ExprTests, exprTest{Expr: interpolate(t, tg.Expr, wd, sel), EvalTime: "5m", ExpSamples: exp})
 			checked++
 		}
 	}
-	if checked != len(want)+5 {
-		t.Errorf("%d controller panels checked, want %d", checked, len(want)+5)
+	if checked != len(want)+6 {
+		t.Errorf("%d controller panels checked, want %d", checked, len(want)+6)
 	}
 
 	// Saturation alerts: once each, with the workload's labels, not one per instance.

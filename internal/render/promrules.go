@@ -38,8 +38,17 @@ const (
 	// metricSeries is workerscale:<metric>{workload}: each metric of each workload, read
 	// with the rules' own templates and combined across queues as the engine combines them.
 	metricSeries = "workerscale:%s"
-	// ThresholdSeries is each graded metric's levels: {workload, metric, level}.
+	// ThresholdSeries is each graded metric's levels: {workload, metric, level}, level
+	// target, warning or critical.
 	ThresholdSeries = "workerscale:threshold:value"
+	// LevelSeries is each graded metric's grade: {workload, metric}, 0 ok, 1 at or beyond
+	// its warning level, 2 beyond its critical level, as the alerts grade it.
+	LevelSeries = "workerscale:level"
+	// InfoSeries is 1 per workload: {workload, namespace, target_kind, target_name}. The
+	// dashboards' namespace and workload variables read their values from it.
+	InfoSeries = "workerscale:workload_info"
+	// QueueDepthSeries is a workload's queue depth by queue: {workload, queue}.
+	QueueDepthSeries = "workerscale:queue_depth:by_queue"
 	// ClassCostSeries is each class's cost per hour: {class}.
 	ClassCostSeries = "workerscale:class_cost_per_hour:value"
 )
@@ -94,6 +103,10 @@ func recordingRules(r *rules.Rules) ([]Rule, error) {
 				Expr:   fmt.Sprintf("%s(%s)", w.Aggregation(metric), expr),
 				Labels: map[string]string{"workload": w.Name},
 			})
+			if metric == rules.QueueDepth && q.Match == rules.MatchQueue {
+				out = append(out, Rule{Record: QueueDepthSeries, Expr: fmt.Sprintf("sum by (queue) (%s)", expr),
+					Labels: map[string]string{"workload": w.Name}})
+			}
 		}
 		// What the engine derives, for dashboards and alerts. The controller's gauges come
 		// from every instance it runs as (see controllerGauge).
@@ -115,8 +128,29 @@ func recordingRules(r *rules.Rules) ([]Rule, error) {
 					selector(MetricSeries(rules.QueueDepth), wl), selector(MetricSeries(rules.Throughput), wl)), Labels: map[string]string{"workload": w.Name}})
 			}
 		}
+		out = append(out, levelRules(w)...)
 	}
 	return out, nil
+}
+
+// levelRules grade each graded metric of w by its levels, as its alerts do: 0 ok, 1 at
+// or beyond its warning level, 2 beyond its critical level.
+func levelRules(w *rules.Workload) []Rule {
+	var out []Rule
+	for _, metric := range gradedWithQuery(w) {
+		t := w.Thresholds[metric]
+		series := selector(MetricSeries(metric), is("workload", w.Name))
+		warn, crit := ">=", ">"
+		if t.Direction == rules.LowerIsWorse {
+			warn, crit = "<=", "<"
+		}
+		out = append(out, Rule{
+			Record: LevelSeries,
+			Expr:   fmt.Sprintf("(%s %s bool %s) + (%s %s bool %s)", series, warn, num(*t.Warning), series, crit, num(*t.Critical)),
+			Labels: map[string]string{"workload": w.Name, "metric": metric},
+		})
+	}
+	return out
 }
 
 // controllerGauge reads one of the controller's per-workload gauges
@@ -136,17 +170,25 @@ func controllerGaugeBy(metric, by string, matchers ...string) string {
 	return fmt.Sprintf("max by (%s) (%s)", by, selector(metric, matchers...))
 }
 
-// thresholdRules publish each workload's levels, so a dashboard can draw the selected
-// workload's own thresholds.
+// thresholdRules publish each workload's target (its namespace, kind and name, in
+// InfoSeries) and levels, so that the dashboards list the workloads and draw each one's
+// own thresholds without holding any of them.
 func thresholdRules(r *rules.Rules) []Rule {
 	var out []Rule
 	for _, w := range r.Workloads {
+		out = append(out, Rule{Record: InfoSeries, Expr: constant(1), Labels: map[string]string{
+			"workload": w.Name, "namespace": w.Target.Namespace, "target_kind": w.Target.Kind, "target_name": w.Target.Name,
+		}})
 		for _, metric := range gradedWithQuery(&w) {
 			t := w.Thresholds[metric]
+			target := *t.Warning
+			if t.Target != nil {
+				target = *t.Target
+			}
 			for _, lv := range []struct {
 				name string
 				v    float64
-			}{{"warning", *t.Warning}, {"critical", *t.Critical}} {
+			}{{"target", target}, {"warning", *t.Warning}, {"critical", *t.Critical}} {
 				out = append(out, Rule{Record: ThresholdSeries, Expr: constant(lv.v),
 					Labels: map[string]string{"workload": w.Name, "metric": metric, "level": lv.name}})
 			}

@@ -49,7 +49,7 @@ func Render(r *rules.Rules, o Options) (map[string][]byte, error) {
 		return nil, err
 	}
 	files := map[string][]byte{}
-	dashboards := map[string]Dashboard{FleetFile: FleetDashboard(r), WorkloadFile: WorkloadDashboard(r)}
+	dashboards := map[string]Dashboard{FleetFile: FleetDashboard(r, o), WorkloadFile: WorkloadDashboard(r, o)}
 	cm := map[string]string{}
 	for _, name := range slices.Sorted(maps.Keys(dashboards)) {
 		b, err := json.MarshalIndent(dashboards[name], "", "  ")

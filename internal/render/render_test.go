@@ -158,9 +158,9 @@ func decodeDashboard(t *testing.T, b []byte) Dashboard {
 	return d
 }
 
-// TestDashboardStructure: schema version, unique panel ids, no overlapping panels, the
-// datasource variable on every panel and query, the workload and queue variables, and
-// stat thresholds equal to the rules'.
+// TestDashboardStructure: schema version, unique panel ids, no overlapping panels, a
+// description and the datasource variable on every panel and query, the cluster,
+// namespace and workload variables from label values, and a fleet column per metric.
 func TestDashboardStructure(t *testing.T) {
 	for _, ex := range examples {
 		r, files := renderExample(t, ex)
@@ -174,8 +174,16 @@ func TestDashboardStructure(t *testing.T) {
 				for _, v := range d.Templating.List {
 					vars[v.Name] = v
 				}
-				if vars["datasource"].Type != "datasource" || vars["datasource"].Query != "prometheus" || vars["workload"].Type == "" || vars["queue"].Type == "" {
+				if vars["datasource"].Type != "datasource" || vars["datasource"].Query != "prometheus" {
 					t.Errorf("variables: %+v", d.Templating.List)
+				}
+				for _, v := range []string{"cluster", "namespace", "workload"} {
+					if q := vars[v].Query; vars[v].Type != "query" || !strings.HasPrefix(q, "label_values("+InfoSeries) || !strings.HasSuffix(q, ", "+v+")") {
+						t.Errorf("variable %s: %+v", v, vars[v])
+					}
+				}
+				if vars["workload"].Multi != (name == FleetFile) || vars["cluster"].AllValue != ".*" {
+					t.Errorf("the fleet dashboard selects several workloads, the workload dashboard one, and the cluster may be missing: %+v", d.Templating.List)
 				}
 				ids := map[int]bool{}
 				var cells []GridPos
@@ -197,6 +205,9 @@ func TestDashboardStructure(t *testing.T) {
 					if p.Type == "row" {
 						continue
 					}
+					if p.Description == "" {
+						t.Errorf("panel %q has no description", p.Title)
+					}
 					if p.Datasource == nil || p.Datasource.UID != "${datasource}" {
 						t.Errorf("panel %q does not use the datasource variable", p.Title)
 					}
@@ -212,52 +223,63 @@ func TestDashboardStructure(t *testing.T) {
 					}
 				}
 				if name == FleetFile {
-					checkFleetThresholds(t, r, d)
+					checkFleetColumns(t, r, d)
 				}
 			})
 		}
 	}
 }
 
-// checkFleetThresholds: each metric's stat panel has the steps of its workload's rules.
-func checkFleetThresholds(t *testing.T, r *rules.Rules, d Dashboard) {
+// selectionOf selects r's first workload and its namespace in the dashboards'
+// variables, and every cluster.
+func selectionOf(r *rules.Rules) map[string][]string {
+	w := r.Workloads[0]
+	return map[string][]string{"workload": {w.Name}, "namespace": {w.Target.Namespace}}
+}
+
+// fleetColumns are the fleet table's value columns, each query by its column's title.
+func fleetColumns(t *testing.T, d Dashboard) map[string]string {
 	t.Helper()
-	series := regexp.MustCompile(`^workerscale:(\w+)\{workload="([^"]+)"\}$`)
-	checked := 0
 	for _, p := range d.Panels {
-		if p.Type != "stat" || len(p.Targets) != 1 {
+		if p.Type != "table" {
 			continue
 		}
-		m := series.FindStringSubmatch(p.Targets[0].Expr)
-		if m == nil {
-			continue
-		}
-		var w *rules.Workload
-		for i := range r.Workloads {
-			if r.Workloads[i].Name == m[2] {
-				w = &r.Workloads[i]
+		title := map[string]string{}
+		for _, o := range p.FieldConfig.Overrides {
+			o := o.(map[string]any)
+			name := o["matcher"].(map[string]any)["options"].(string)
+			for _, prop := range o["properties"].([]any) {
+				if prop := prop.(map[string]any); prop["id"] == "displayName" {
+					title[name] = prop["value"].(string)
+				}
 			}
 		}
-		th := w.Thresholds[m[1]]
-		steps := p.FieldConfig.Defaults.Thresholds.Steps
-		lo, hi := *th.Warning, *th.Critical
-		colors := []string{"green", "orange", "red"}
-		if th.Direction == rules.LowerIsWorse {
-			lo, hi = *th.Critical, *th.Warning
-			colors = []string{"red", "orange", "green"}
+		out := map[string]string{}
+		for _, tg := range p.Targets {
+			if c, ok := title["Value #"+tg.RefID]; ok {
+				out[c] = tg.Expr
+			}
 		}
-		if len(steps) != 3 || steps[0].Value != nil || *steps[1].Value != lo || *steps[2].Value != hi ||
-			steps[0].Color != colors[0] || steps[1].Color != colors[1] || steps[2].Color != colors[2] {
-			t.Errorf("%s %s: steps %+v, want %v at %v and %v", m[2], m[1], steps, colors, lo, hi)
+		return out
+	}
+	t.Fatalf("%s has no table", d.UID)
+	return nil
+}
+
+// checkFleetColumns: the fleet table has a column for each metric some workload grades,
+// and the levels, as every other name and number, come from series.
+func checkFleetColumns(t *testing.T, r *rules.Rules, d Dashboard) {
+	t.Helper()
+	cols := fleetColumns(t, d)
+	for _, m := range graded(r) {
+		if cols[infoOf(m).title] != fmt.Sprintf("max by (workload) (%s)", selector(MetricSeries(m), clusterMatcher, workloadsMatcher)) {
+			t.Errorf("the fleet table's column for %s: %q", m, cols[infoOf(m).title])
 		}
-		checked++
 	}
-	want := 0
-	for i := range r.Workloads {
-		want += len(gradedWithQuery(&r.Workloads[i]))
-	}
-	if checked != want || want == 0 {
-		t.Errorf("checked %d metric panels, want %d", checked, want)
+	for _, c := range []string{"Level", "Replicas", "Desired", "Concurrency", "Cost per hour"} {
+		if cols[c] == "" {
+			t.Errorf("the fleet table has no column %s", c)
+		}
 	}
 }
 
@@ -422,5 +444,50 @@ func TestAlertConventions(t *testing.T) {
 				t.Errorf("%s: %s is never critical (%v)", ex, name, severities[name])
 			}
 		}
+	}
+}
+
+// kubectlApplyLimit is the most a Kubernetes object's annotations may hold: `kubectl
+// apply` keeps the whole object in its last-applied-configuration annotation.
+const kubectlApplyLimit = 256 << 10
+
+// fleetRules are rules with n workloads, each in its own namespace with its own queue
+// and its own levels.
+func fleetRules(t *testing.T, n int) *rules.Rules {
+	t.Helper()
+	var y strings.Builder
+	y.WriteString("prometheus: {url: 'http://p:9090'}\nqueries: {preset: bullmq}\nclasses: [{name: s, cpu: '1', memory: 2Gi, costPerHour: 1}]\nworkloads:\n")
+	for i := range n {
+		fmt.Fprintf(&y, "  - {name: w%d, maxReplicas: %d, queues: [q%d], target: {namespace: team%d, name: worker%d},\n", i, 3+i, i, i%17, i)
+		fmt.Fprintf(&y, "     thresholds: {queueDepth: {warning: %d, critical: %d}}}\n", 100+i, 1000+i)
+	}
+	r, err := rules.Parse("fleet.yaml", []byte(y.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// TestDashboardsDoNotGrowWithTheWorkloads: the dashboards, and so their ConfigMap, are
+// the same for 1 workload and for 200 with their own names, namespaces, queues and
+// levels, and the ConfigMap stays well under what `kubectl apply` can keep.
+func TestDashboardsDoNotGrowWithTheWorkloads(t *testing.T) {
+	sizes := map[int]map[string][]byte{}
+	for _, n := range []int{1, 200} {
+		files, err := Render(fleetRules(t, n), DefaultOptions())
+		if err != nil {
+			t.Fatal(err)
+		}
+		sizes[n] = files
+		t.Logf("%d workloads: ConfigMap %d bytes (fleet %d, workload %d), PrometheusRule %d bytes",
+			n, len(files[DashboardsCMFile]), len(files[FleetFile]), len(files[WorkloadFile]), len(files[PrometheusRuleFile]))
+	}
+	for _, name := range []string{FleetFile, WorkloadFile, DashboardsCMFile} {
+		if !bytes.Equal(sizes[1][name], sizes[200][name]) {
+			t.Errorf("%s differs between 1 and 200 workloads:\n%s", name, diff(sizes[1][name], sizes[200][name]))
+		}
+	}
+	if n := len(sizes[200][DashboardsCMFile]); n > kubectlApplyLimit/2 {
+		t.Errorf("the dashboards ConfigMap is %d bytes, over half of kubectl apply's %d", n, kubectlApplyLimit)
 	}
 }

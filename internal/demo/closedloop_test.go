@@ -25,9 +25,12 @@ import (
 
 // closedLoopRules are the first seed's render policy (rules/examples/luneo-render.yaml)
 // compressed in time: a 1s interval, a 10s rate window, job durations of a few hundred
-// milliseconds, a 5s sustainFor and a 15s scale-down window. Each class runs on its own
-// pool of nodes. Its maxReplicas are smaller than the seed's, so that the fleet stays a
-// handful of Node processes on a shared machine.
+// milliseconds and a 15s scale-down window. sustainFor is 75s: the engine moves to a
+// cheaper class only when the savings over sustainFor pay for the rollout, which it counts
+// as 2 minutes of both fleets side by side, so that a shorter one would keep the fleet on
+// its largest class after the burst. Each class runs on its own pool of nodes. The
+// classes' maxReplicas are smaller than the seed's, so that the fleet stays a handful of
+// Node processes on a shared machine.
 const closedLoopRules = `prometheus: {url: %q, timeout: 5s, staleness: 30s}
 interval: 1s
 classes:
@@ -39,6 +42,8 @@ thresholds:
   queueDepth:     {target: 50,   warning: 50,   critical: 100}
   saturation:     {target: 0.8,  warning: 0.9,  critical: 0.99}
   waitSeconds:    {target: 10,   warning: 10,   critical: 60}
+  cpu:            {target: 0.8,  warning: 0.9,  critical: 0.95}
+  memory:         {target: 0.85, warning: 0.9,  critical: 0.95}
   completionRate: {target: 0.95, warning: 0.95, critical: 0.9, direction: lowerIsWorse}
 queries: {preset: bullmq, rateWindow: 10s}
 workloads:
@@ -48,7 +53,7 @@ workloads:
     minReplicas: 2
     maxReplicas: 6
     horizontal: {utilization: 0.8, buffer: 0.2, jobDuration: 400ms, sizing: seed}
-    vertical: {sustainFor: 5s, scaleDownCPUBelow: 0.5, minSavings: 0.2}
+    vertical: {sustainFor: 75s, scaleDownCPUBelow: 0.5, minSavings: 0.2}
     behavior:
       scaleDown: {stabilizationWindow: 15s}
 `
@@ -66,6 +71,9 @@ func seedJobs(total int) []testenv.BullMQJobType {
 
 // classByCPU names the class of a pod template by its CPU request.
 var classByCPU = map[string]string{"1": "small", "2": "medium", "4": "large", "8": "xlarge"}
+
+// classConcurrency is each class's WORKER_CONCURRENCY in closedLoopRules.
+var classConcurrency = map[string]int{"small": 2, "medium": 5, "large": 10, "xlarge": 20}
 
 // sample is the fleet at one moment of the run.
 type sample struct {
@@ -94,7 +102,6 @@ func TestClosedLoop(t *testing.T) {
 	redis := testenv.StartRedis(t)
 	bull := testenv.NewBullMQ(t, redis)
 	exporter := bull.StartExporter(t, "render")
-	p := testenv.StartPrometheus(t, testenv.PrometheusOptions{Targets: []string{exporter}})
 
 	// The seed's Deployment at its minimum: 2 medium workers.
 	d := testenv.WorkerDeployment("luneo", "luneo-worker-ia", 2, "2", "4Gi", testenv.Concurrency("5", "2")...)
@@ -108,6 +115,9 @@ func TestClosedLoop(t *testing.T) {
 		}
 		return nil
 	})
+	// Prometheus scrapes BullMQ's exporter, and the Workers' CPU and memory as cAdvisor and
+	// kube-state-metrics would report their pods.
+	p := testenv.StartPrometheus(t, testenv.PrometheusOptions{Targets: []string{exporter, fleet.ServeMetrics(t)}})
 
 	rulesFile := filepath.Join(t.TempDir(), "rules.yaml")
 	if err := os.WriteFile(rulesFile, []byte(fmt.Sprintf(closedLoopRules, p.URL)), 0o600); err != nil {
@@ -125,7 +135,7 @@ func TestClosedLoop(t *testing.T) {
 		waitTarget   = 10 * time.Second
 		minReplicas  = 2
 		drainBound   = 90 * time.Second // from the burst to the last job that waited more than the target
-		settleBound  = 60 * time.Second // from the end of the load to the fleet at its minimum
+		settleBound  = 90 * time.Second // from the end of the load to the fleet at its minimum, in a class no larger than medium
 		maxReversals = 2
 	)
 	steadyJobs := seedJobs(steadyRate * int(steadyFor/time.Second))
@@ -158,11 +168,15 @@ func TestClosedLoop(t *testing.T) {
 	loadEnd := time.Now()
 	t.Logf("t=%s: the load ends (%d jobs produced)", loadEnd.Sub(loadStart).Round(100*time.Millisecond), produced)
 
-	// (d) Back to the minimum: the Deployment, its Ready pods and the Workers.
+	// (d) Back to the minimum: the Deployment, its Ready pods and the Workers, in a class no
+	// larger than the one it started in (the seed's policy: CPU under 50 %, consider
+	// small), each Worker running that class's concurrency.
 	testenv.Eventually(t, settleBound, "the fleet back at its minimum after the load", func() error {
 		s := rec.last()
-		if s.replicas != minReplicas || s.ready != minReplicas || s.workers != minReplicas || s.queued+s.active > 0 {
-			return fmt.Errorf("%d replicas, %d ready, %d Workers, %v queued, %v active", s.replicas, s.ready, s.workers, s.queued, s.active)
+		if s.replicas != minReplicas || s.ready != minReplicas || s.workers != minReplicas || s.queued+s.active > 0 ||
+			classConcurrency[s.class] > classConcurrency["medium"] || s.slots != minReplicas*classConcurrency[s.class] {
+			return fmt.Errorf("%d replicas of %s, %d ready, %d Workers with %d slots, %v queued, %v active",
+				s.replicas, s.class, s.ready, s.workers, s.slots, s.queued, s.active)
 		}
 		return nil
 	})
@@ -258,8 +272,8 @@ func TestClosedLoop(t *testing.T) {
 	if reversals > maxReversals || addedAfterIn > 2 {
 		t.Errorf("the replica count oscillated: %d direction changes (want at most %d), %d replicas added after the scale-in began (want at most 2)", reversals, maxReversals, addedAfterIn)
 	}
-	t.Logf("bounds: scale-out after the burst; wait under %s within %s of the burst; at most %d direction changes (saw %d); the minimum within %s of the load's end (took %s); %d jobs, each completed once",
-		waitTarget, drainBound, maxReversals, reversals, settleBound, settled.Round(time.Second), produced)
+	t.Logf("bounds: scale-out after the burst; wait under %s within %s of the burst; at most %d direction changes (saw %d); the minimum, class %s, within %s of the load's end (took %s); %d jobs, each completed once",
+		waitTarget, drainBound, maxReversals, reversals, samples[len(samples)-1].class, settleBound, settled.Round(time.Second), produced)
 }
 
 func count(jobs []testenv.BullMQJobType) int {
@@ -508,8 +522,8 @@ func logTimeline(t *testing.T, samples []sample, reports []autoscaler.Report) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "timeline (t from the start of the load):\n%7s %8s %5s %7s %7s %6s %6s %9s\n", "t", "replicas", "ready", "class", "workers", "queued", "active", "completed")
 	next := time.Duration(0)
-	for _, s := range samples {
-		if s.at < next {
+	for i, s := range samples {
+		if s.at < next && i != len(samples)-1 {
 			continue
 		}
 		next = s.at + 3*time.Second

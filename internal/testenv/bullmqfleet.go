@@ -4,6 +4,9 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"strconv"
 	"strings"
@@ -25,7 +28,8 @@ const ConcurrencyEnv = "WORKER_CONCURRENCY"
 // gracefully (SIGTERM, then BullMQ's worker.close(), which lets its running jobs finish)
 // once its pod is terminating, gone or no longer Ready. A rollout thus replaces the
 // Workers and a scale-in stops some. The Workers run with the metrics option and print
-// every job they complete, with its wait, which Completed reads.
+// every job they complete, with its wait, which Completed reads; ServeMetrics reports
+// their CPU and memory as cAdvisor and kube-state-metrics would report their pods.
 type BullMQFleet struct {
 	cluster   *Cluster
 	bullmq    *BullMQ
@@ -48,6 +52,10 @@ type fleetWorker struct {
 	pod         string
 	concurrency int
 	proc        *process
+	// container is the pod's container the Worker stands for, and its requests (cores and
+	// bytes).
+	container          string
+	cpuRequest, memory float64
 }
 
 // StartBullMQFleet starts keeping Workers on queue for the pods of the Deployment
@@ -125,7 +133,7 @@ func (f *BullMQFleet) reconcile(ctx context.Context) error {
 		if _, ok := f.workers[name]; ok {
 			continue
 		}
-		n, err := podConcurrency(p)
+		c, n, err := podConcurrency(p)
 		if err != nil {
 			return err
 		}
@@ -135,7 +143,8 @@ func (f *BullMQFleet) reconcile(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("starting the Worker of pod %s: %w", name, err)
 		}
-		w := &fleetWorker{pod: name, concurrency: n, proc: proc}
+		w := &fleetWorker{pod: name, concurrency: n, proc: proc, container: c.Name,
+			cpuRequest: c.Resources.Requests.Cpu().AsApproximateFloat64(), memory: c.Resources.Requests.Memory().AsApproximateFloat64()}
 		f.workers[name] = w
 		f.all = append(f.all, w)
 	}
@@ -152,21 +161,21 @@ func PodReady(p *corev1.Pod) bool {
 	return false
 }
 
-// podConcurrency is the WORKER_CONCURRENCY of p's first container that sets it.
-func podConcurrency(p *corev1.Pod) (int, error) {
-	for _, c := range p.Spec.Containers {
+// podConcurrency is p's first container that sets WORKER_CONCURRENCY, and its value.
+func podConcurrency(p *corev1.Pod) (*corev1.Container, int, error) {
+	for i, c := range p.Spec.Containers {
 		for _, e := range c.Env {
 			if e.Name != ConcurrencyEnv {
 				continue
 			}
 			n, err := strconv.Atoi(e.Value)
 			if err != nil || n < 1 {
-				return 0, fmt.Errorf("pod %s: %s=%q is not a concurrency", p.Name, ConcurrencyEnv, e.Value)
+				return nil, 0, fmt.Errorf("pod %s: %s=%q is not a concurrency", p.Name, ConcurrencyEnv, e.Value)
 			}
-			return n, nil
+			return &p.Spec.Containers[i], n, nil
 		}
 	}
-	return 0, fmt.Errorf("pod %s sets no %s", p.Name, ConcurrencyEnv)
+	return nil, 0, fmt.Errorf("pod %s sets no %s", p.Name, ConcurrencyEnv)
 }
 
 func (f *BullMQFleet) fail(err error) {
@@ -211,6 +220,78 @@ func (f *BullMQFleet) Started() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return len(f.all)
+}
+
+// ServeMetrics serves, on a loopback port until the test ends, what cAdvisor and
+// kube-state-metrics would report of the pods whose Worker runs, each pod's container
+// being its Worker process: container_cpu_usage_seconds_total and
+// container_memory_working_set_bytes from the process's CPU time and resident memory
+// (/proc), kube_pod_container_resource_requests from the pod's spec, and
+// kube_pod_status_phase Running. It returns the host:port, a scrape target.
+func (f *BullMQFleet) ServeMetrics(t testing.TB) string {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, _ *http.Request) {
+		rw.Header().Set("Content-Type", "text/plain; version=0.0.4")
+		_, _ = io.WriteString(rw, f.exposition())
+	}))
+	t.Cleanup(srv.Close)
+	return strings.TrimPrefix(srv.URL, "http://")
+}
+
+// exposition is the text ServeMetrics serves.
+func (f *BullMQFleet) exposition() string {
+	f.mu.Lock()
+	workers := make([]*fleetWorker, 0, len(f.workers))
+	for _, w := range f.workers {
+		workers = append(workers, w)
+	}
+	f.mu.Unlock()
+	var cpu, mem, req, phase strings.Builder
+	for _, w := range workers {
+		usage, rss, err := processUsage(w.proc.cmd.Process.Pid)
+		if err != nil {
+			continue // exited: no container, no series
+		}
+		labels := fmt.Sprintf(`namespace=%q,pod=%q,container=%q`, f.namespace, w.pod, w.container)
+		fmt.Fprintf(&cpu, "container_cpu_usage_seconds_total{%s} %g\n", labels, usage)
+		fmt.Fprintf(&mem, "container_memory_working_set_bytes{%s} %g\n", labels, rss)
+		fmt.Fprintf(&req, "kube_pod_container_resource_requests{%s,resource=\"cpu\",unit=\"core\"} %g\n", labels, w.cpuRequest)
+		fmt.Fprintf(&req, "kube_pod_container_resource_requests{%s,resource=\"memory\",unit=\"byte\"} %g\n", labels, w.memory)
+		fmt.Fprintf(&phase, "kube_pod_status_phase{namespace=%q,pod=%q,phase=\"Running\"} 1\n", f.namespace, w.pod)
+	}
+	return "# TYPE container_cpu_usage_seconds_total counter\n" + cpu.String() +
+		"# TYPE container_memory_working_set_bytes gauge\n" + mem.String() +
+		"# TYPE kube_pod_container_resource_requests gauge\n" + req.String() +
+		"# TYPE kube_pod_status_phase gauge\n" + phase.String()
+}
+
+// clockTicks is Linux's USER_HZ, the unit of the CPU times in /proc/PID/stat.
+const clockTicks = 100
+
+// processUsage is a running process's CPU time (user and system, in seconds) and
+// resident memory (bytes), from /proc.
+func processUsage(pid int) (cpuSeconds, rssBytes float64, err error) {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, 0, fmt.Errorf("reading the process's stat: %w", err)
+	}
+	// The fields after the command name (in parentheses, which may hold spaces): state is
+	// field 3, utime 14, stime 15, rss (pages) 24.
+	i := strings.LastIndexByte(string(stat), ')')
+	fields := strings.Fields(string(stat[i+1:]))
+	if i < 0 || len(fields) < 22 {
+		return 0, 0, fmt.Errorf("/proc/%d/stat: %q is not a process's stat", pid, stat)
+	}
+	if fields[0] == "Z" {
+		return 0, 0, fmt.Errorf("process %d has exited", pid)
+	}
+	utime, err1 := strconv.ParseFloat(fields[11], 64)
+	stime, err2 := strconv.ParseFloat(fields[12], 64)
+	rss, err3 := strconv.ParseFloat(fields[21], 64)
+	if err1 != nil || err2 != nil || err3 != nil {
+		return 0, 0, fmt.Errorf("/proc/%d/stat: %q is not a process's stat", pid, stat)
+	}
+	return (utime + stime) / clockTicks, rss * float64(os.Getpagesize()), nil
 }
 
 // Stop stops reconciling and stops every Worker gracefully, waiting for them all. Stopping

@@ -59,23 +59,6 @@ func exported(t *testing.T, addr string) (map[string]float64, []string) {
 	return values, lines
 }
 
-// eventually retries check every 250ms until it returns nil, or fails the test with its
-// last error after timeout.
-func eventually(t *testing.T, timeout time.Duration, what string, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not after %s: %v", what, timeout, err)
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
-}
-
 // fresh is an observation's value, or an error when it is not fresh.
 func fresh(c Cycle, workload, metric string) (float64, error) {
 	o := c.Observations[workload][metric]
@@ -121,7 +104,7 @@ workloads:
 	if ex["bullmq_job_count/q0/waiting"] != 220 || ex["bullmq_job_count/q0/prioritized"] != 4 || ex["bullmq_job_count/q1/waiting"] != 60 {
 		t.Fatalf("BullMQ reports %v; want 220 waiting and 4 prioritized on q0, 60 waiting on q1", ex)
 	}
-	eventually(t, 20*time.Second, "the backlog observed", func() error {
+	testenv.Eventually(t, 20*time.Second, "the backlog observed", func() error {
 		c := observe()
 		for _, want := range []struct {
 			workload, metric string
@@ -151,7 +134,7 @@ workloads:
 
 	// While q0 drains at a steady pace: active jobs, throughput and completion rate as
 	// BullMQ's own counters over 3 s say.
-	eventually(t, 15*time.Second, "q0 processing observed", func() error {
+	testenv.Eventually(t, 15*time.Second, "q0 processing observed", func() error {
 		before, _ := exported(t, addr)
 		t0 := time.Now()
 		time.Sleep(3 * time.Second)
@@ -191,7 +174,7 @@ workloads:
 
 	// q1, without the metrics option: its 60 jobs completed, BullMQ's completed count says
 	// so, and bullmq_job_completed_total stays 0.
-	eventually(t, 10*time.Second, "q1's jobs completed", func() error {
+	testenv.Eventually(t, 10*time.Second, "q1's jobs completed", func() error {
 		ex, _ := exported(t, addr)
 		if ex["bullmq_job_count/q1/completed"] != 60 {
 			return fmt.Errorf("q1 completed count %v, want 60", ex["bullmq_job_count/q1/completed"])
@@ -213,7 +196,7 @@ workloads:
 		t.Errorf("bullmq_job_failed_total for q1 = %v (present: %v); BullMQ 6.7.0 serves 0", v, ok)
 	}
 	want := rules.BullMQMetricsOptionReason + " (queue q1)"
-	eventually(t, 10*time.Second, "q1's throughput unavailable", func() error {
+	testenv.Eventually(t, 10*time.Second, "q1's throughput unavailable", func() error {
 		c := observe()
 		for _, m := range []string{rules.Throughput, rules.CompletionRate} {
 			if o := c.Observations["w1"][m]; o.Status != autoscaler.Missing || o.Reason != want {

@@ -136,6 +136,9 @@ type NodeProcess struct{ proc *process }
 // Stop sends SIGTERM (a worker then closes gracefully) and waits for the exit.
 func (n *NodeProcess) Stop() { n.proc.stop() }
 
+// Done is closed when the process has exited (a producer at a rate: once it added its jobs).
+func (n *NodeProcess) Done() <-chan struct{} { return n.proc.done }
+
 // start runs one mode of the fleet program and waits for its "ready" line.
 func (b *BullMQ) start(t testing.TB, name, mode string, args ...string) *NodeProcess {
 	t.Helper()
@@ -183,14 +186,26 @@ func (b *BullMQ) StartWorker(t testing.TB, queue string, concurrency int, withMe
 
 // Produce adds jobs to queue, the types spread evenly in proportion to their counts. With
 // perSecond 0 it adds them all at once and returns when they are added; otherwise it adds
-// them at that rate in the background and returns the running producer.
+// them at that rate in the background and returns the running producer. BullMQ numbers
+// the jobs.
 func (b *BullMQ) Produce(t testing.TB, queue string, perSecond float64, jobs ...BullMQJobType) *NodeProcess {
+	t.Helper()
+	return b.ProduceIDs(t, queue, "", perSecond, jobs...)
+}
+
+// ProduceIDs is Produce with job ids of its own: the i-th job added (from 0) gets the id
+// idPrefix-i, so that jobs of different producers never share an id. An empty idPrefix
+// lets BullMQ number them.
+func (b *BullMQ) ProduceIDs(t testing.TB, queue, idPrefix string, perSecond float64, jobs ...BullMQJobType) *NodeProcess {
 	t.Helper()
 	data, err := json.Marshal(jobs)
 	if err != nil {
 		t.Fatalf("encoding jobs: %v", err)
 	}
 	args := []string{"--queue", queue, "--jobs", string(data)}
+	if idPrefix != "" {
+		args = append(args, "--id-prefix", idPrefix)
+	}
 	if perSecond > 0 {
 		args = append(args, "--rate", strconv.FormatFloat(perSecond, 'f', -1, 64))
 	}

@@ -73,6 +73,10 @@ func StartRealisticCluster(t testing.TB) *Cluster {
 		// nodeipam needs a cluster CIDR; the token controller, a key: neither is needed here.
 		"--controllers=*,-nodeipam,-serviceaccount-token",
 		"--use-service-account-credentials=false",
+		// kwok's fast stages make a Node Ready once and send no heartbeat: with the default
+		// grace period (about 40s) the node lifecycle controller would mark every Node
+		// Unknown and its pods not Ready within a minute, until kwok makes it Ready again.
+		"--node-monitor-grace-period=1h",
 		"--bind-address=127.0.0.1",
 		fmt.Sprintf("--secure-port=%d", kcmPort),
 		"--cert-dir="+filepath.Join(c.dir, "kcm-certs"),

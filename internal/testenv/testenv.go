@@ -162,10 +162,26 @@ func start(t testing.TB, name, bin string, args ...string) *process {
 // startWithEnv is start with variables added to the test's environment.
 func startWithEnv(t testing.TB, name string, env []string, bin string, args ...string) *process {
 	t.Helper()
-	logPath := filepath.Join(t.TempDir(), name+".log")
+	p, err := startIn(t.TempDir(), name, env, bin, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		p.stop()
+		if t.Failed() {
+			t.Logf("last lines of %s's log (%s):\n%s", name, p.log, tail(p.log, 30))
+		}
+	})
+	return p
+}
+
+// startIn runs a component with its output in dir/name.log, killed with the test binary
+// should that die first. The caller stops it; startIn may be called from any goroutine.
+func startIn(dir, name string, env []string, bin string, args ...string) (*process, error) {
+	logPath := filepath.Join(dir, name+".log")
 	logFile, err := os.Create(logPath)
 	if err != nil {
-		t.Fatalf("creating %s log: %v", name, err)
+		return nil, fmt.Errorf("creating %s log: %w", name, err)
 	}
 	cmd := exec.Command(bin, args...)
 	if env != nil {
@@ -175,7 +191,7 @@ func startWithEnv(t testing.TB, name string, env []string, bin string, args ...s
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		logFile.Close()
-		t.Fatalf("starting %s: %v", name, err)
+		return nil, fmt.Errorf("starting %s: %w", name, err)
 	}
 	p := &process{name: name, cmd: cmd, log: logPath, done: make(chan struct{})}
 	go func() {
@@ -183,13 +199,7 @@ func startWithEnv(t testing.TB, name string, env []string, bin string, args ...s
 		logFile.Close()
 		close(p.done)
 	}()
-	t.Cleanup(func() {
-		p.stop()
-		if t.Failed() {
-			t.Logf("last lines of %s's log (%s):\n%s", name, logPath, tail(logPath, 30))
-		}
-	})
-	return p
+	return p, nil
 }
 
 // stop ends the process: SIGTERM, then SIGKILL after 10 s. Stopping twice is harmless.
@@ -282,4 +292,21 @@ func Workerscale(t testing.TB) string {
 		t.Fatalf("building workerscale: %v\n%s", err, out)
 	}
 	return bin
+}
+
+// Eventually retries check every 250ms until it returns nil, or fails the test with its
+// last error after timeout.
+func Eventually(t testing.TB, timeout time.Duration, what string, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not after %s: %v", what, timeout, err)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
 }

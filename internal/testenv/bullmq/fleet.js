@@ -3,10 +3,13 @@
 //
 //   node fleet.js exporter --redis HOST:PORT --port N --queue a [--queue b ...]
 //       serves `await queue.exportPrometheusMetrics()` on /metrics, as users deploy it;
-//   node fleet.js producer --redis HOST:PORT --queue a --jobs JSON|- [--rate PER_SECOND]
-//       adds jobs, then exits: all at once, or at a rate;
-//   node fleet.js worker --redis HOST:PORT --queue a [--concurrency N] [--metrics]
-//       processes jobs until SIGTERM, then closes gracefully with worker.close().
+//   node fleet.js producer --redis HOST:PORT --queue a --jobs JSON|- [--rate PER_SECOND] [--id-prefix P]
+//       adds jobs, then exits: all at once, or at a rate; with --id-prefix the i-th job
+//       added (from 0) gets the job id P-i, else BullMQ numbers them;
+//   node fleet.js worker --redis HOST:PORT --queue a [--concurrency N] [--metrics] [--log-jobs]
+//       processes jobs until SIGTERM, then closes gracefully with worker.close(); with
+//       --log-jobs it prints "completed ID WAIT_MS STARTED_MS" on stdout for every job it
+//       completes: how long the job waited before a worker took it, and when that was (Unix ms).
 //
 // --jobs is a JSON array (or - to read it from stdin) of job types:
 //   [{"name": "render", "durationMs": 300, "count": 10, "priority": 0, "fail": false}]
@@ -70,9 +73,11 @@ async function producer(opts) {
   await queue.waitUntilReady();
   console.log('ready');
   const gap = opts.rate ? 1000 / Number(opts.rate) : 0;
-  for (const t of jobs) {
+  for (const [i, t] of jobs.entries()) {
     const data = { durationMs: t.durationMs ?? 0, fail: Boolean(t.fail) };
-    await queue.add(t.name, data, t.priority ? { priority: t.priority } : {});
+    const options = t.priority ? { priority: t.priority } : {};
+    if (opts['id-prefix']) options.jobId = `${opts['id-prefix']}-${i}`;
+    await queue.add(t.name, data, options);
     if (gap) await sleep(gap);
   }
   await queue.close();
@@ -87,6 +92,7 @@ async function worker(opts) {
     if (job.data.fail) throw new Error(`job ${job.name} fails as its type says`);
   }, options);
   w.on('error', (err) => console.error(err));
+  if (opts['log-jobs']) w.on('completed', (job) => console.log(`completed ${job.id} ${job.processedOn - job.timestamp} ${job.processedOn}`));
   await w.waitUntilReady();
   console.log('ready');
   process.on('SIGTERM', async () => {
@@ -106,6 +112,8 @@ async function main() {
       rate: { type: 'string' },
       concurrency: { type: 'string', default: '1' },
       metrics: { type: 'boolean', default: false },
+      'id-prefix': { type: 'string' },
+      'log-jobs': { type: 'boolean', default: false },
     },
   });
   const modes = { exporter, producer, worker };

@@ -45,7 +45,7 @@ var rssCheckpoints = []int{10, 50, 100}
 // The process is the shipped build (CGO_ENABLED=0, -trimpath, -s -w), with run's default
 // flags but for --dry-run and the listen addresses; its decisions go to /dev/null and its
 // log (level info, as deployed) to a file. With WORKERSCALE_BENCH_PROFILES=DIR it also
-// serves its profiles (--profiling) and leaves its heap profile and memory map in DIR;
+// serves its profiles (--profiling) and leaves its heap profile, memory map and log in DIR;
 // WORKERSCALE_BENCH_ENV adds variables to its environment (GOMEMLIMIT=32MiB GOGC=50).
 func BenchmarkResidentMemory(b *testing.B) {
 	const n = 1000
@@ -65,11 +65,15 @@ func BenchmarkResidentMemory(b *testing.B) {
 	w.waitForSeries(b, source)
 	source.Close()
 
+	logFile := filepath.Join(dir, "run.log")
+	if profiles := os.Getenv("WORKERSCALE_BENCH_PROFILES"); profiles != "" {
+		logFile = filepath.Join(profiles, "run.log") // kept, with the runtime's traces GODEBUG asks for
+	}
 	var samples []memSample
 	for b.Loop() {
 		var err error
 		addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(b))
-		samples, err = runForCycles(b.Context(), bin, rulesFile, kubeconfig, addr, filepath.Join(dir, "run.log"), rssCheckpoints)
+		samples, err = runForCycles(b.Context(), bin, rulesFile, kubeconfig, addr, logFile, rssCheckpoints)
 		if err != nil {
 			b.Fatal(err)
 		}

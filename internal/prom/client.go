@@ -41,7 +41,8 @@ type Options struct {
 
 // Source queries one Prometheus server.
 type Source struct {
-	api     promv1.API
+	api     promv1.API // range queries (the backtest)
+	client  api.Client // instant queries, decoded by queryVector
 	http    *http.Client
 	timeout time.Duration
 	opts    Options
@@ -90,7 +91,7 @@ func New(cfg rules.Prometheus, opts Options) (*Source, error) {
 	if err != nil {
 		return nil, fmt.Errorf("prometheus client for %s: %w", cfg.URL, err)
 	}
-	return &Source{api: promv1.NewAPI(client), http: httpClient, timeout: cfg.Timeout.D(), opts: opts, log: log}, nil
+	return &Source{api: promv1.NewAPI(client), client: client, http: httpClient, timeout: cfg.Timeout.D(), opts: opts, log: log}, nil
 }
 
 // Close releases the source's idle connections; a source is dropped when a reload changes

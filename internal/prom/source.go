@@ -215,12 +215,7 @@ func (s *Source) instant(ctx context.Context, query, match string, at time.Time)
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	start := time.Now()
-	v, warnings, _, err := s.api.Query(ctx, query, at)
-	if err == nil {
-		if _, ok := v.(model.Vector); !ok {
-			err = fmt.Errorf("%w: the query returns a %s, not one series per workload", errBadResult, v.Type())
-		}
-	}
+	idx, warnings, err := s.queryVector(ctx, query, match, at)
 	s.opts.Metrics.query("instant", time.Since(start).Seconds(), err)
 	for _, w := range warnings {
 		s.log.Warn("prometheus warning", "query", oneLine(query), "warning", w)
@@ -228,24 +223,6 @@ func (s *Source) instant(ctx context.Context, query, match string, at time.Time)
 	if err != nil {
 		s.log.Warn("prometheus query failed", "query", oneLine(query), "error", err, "kind", errorKind(err))
 		return nil, err
-	}
-	vector := v.(model.Vector)
-	idx := &index{byKey: make(map[string][]float64, len(vector))}
-	for _, sample := range vector {
-		idx.total++
-		k, ok := keyOf(sample, match)
-		if !ok {
-			idx.unlabeled++
-			continue
-		}
-		if reason, ok := sample.Metric[rules.UnavailableLabel]; ok {
-			if idx.unavailable == nil {
-				idx.unavailable = map[string]string{}
-			}
-			idx.unavailable[k] = string(reason)
-			continue
-		}
-		idx.byKey[k] = append(idx.byKey[k], float64(sample.Value))
 	}
 	return idx, nil
 }

@@ -237,7 +237,15 @@ func (l *Loop) RunOnce(ctx context.Context) error {
 		if l.Report != nil {
 			l.Report(rep)
 		}
-		log.Info("decision", "workload", w.Name, "from", shapeString(d.From), "to", shapeString(d.To),
+		// A change (applied or not) is news; a hold is the same line every cycle for every
+		// workload (1,000 lines a second at 1,000 workloads and `interval: 1s`), so it is
+		// logged at debug level, as the HPA logs only what it changes. Its reasons are in
+		// the decision printed or served, its limits in events and metrics.
+		level := slog.LevelDebug
+		if d.Changed() || rep.Error != "" {
+			level = slog.LevelInfo
+		}
+		log.Log(ctx, level, "decision", "workload", w.Name, "from", shapeString(d.From), "to", shapeString(d.To),
 			"applied", rep.Applied, "skipped", rep.Skipped, "limitedBy", strings.Join(d.LimitedBy, ","), "reason", d.Reasons[0])
 	}
 	err := errors.Join(errs...)

@@ -3,10 +3,15 @@ package autoscaler
 import (
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/workerscale/workerscale/internal/families"
 )
 
 // LoopMetrics are the control loop's own metrics. Known label values start at 0, so a
@@ -71,44 +76,59 @@ func NewLoopMetrics(reg prometheus.Registerer) *LoopMetrics {
 }
 
 // workloadCollector exposes the workloads' series of workloadSeries, as the vectors that
-// held them did: the same names, help, labels, values and created timestamps.
+// held them did: the same names, help, labels, values and created timestamps. It is a
+// families.Source: /metrics writes its families one at a time.
 type workloadCollector struct {
-	m                                                                *LoopMetrics
-	decisions, limits, current, desired, concurrency, curConc, ready *prometheus.Desc
-	class, missing                                                   *prometheus.Desc
+	m     *LoopMetrics
+	descs map[string]*prometheus.Desc
+}
+
+// workloadFamilies are the names, help and labels of the per-workload families, in the
+// order they are written.
+var workloadFamilies = []struct {
+	name, help string
+	typ        dto.MetricType
+	labels     []string
+}{
+	{"workerscale_decisions_total", "Decisions by workload and kind: scale_out, scale_in, class_change, hold; and whether applied.", dto.MetricType_COUNTER, []string{"workload", "kind", "applied"}},
+	{"workerscale_limits_total", "Decisions bounded by each limit.", dto.MetricType_COUNTER, []string{"workload", "limit"}},
+	{"workerscale_current_replicas", "Replicas a workload runs.", dto.MetricType_GAUGE, []string{"workload"}},
+	{"workerscale_desired_replicas", "Replicas the last decision wants.", dto.MetricType_GAUGE, []string{"workload"}},
+	{"workerscale_desired_concurrency", "Concurrency the last decision wants.", dto.MetricType_GAUGE, []string{"workload"}},
+	{"workerscale_current_concurrency", "Concurrency (WORKER_CONCURRENCY) a workload runs with.", dto.MetricType_GAUGE, []string{"workload"}},
+	{"workerscale_ready_replicas", "Ready replicas of a workload.", dto.MetricType_GAUGE, []string{"workload"}},
+	{"workerscale_workload_class", "1 for the class a workload runs (state=current) and the one the last decision wants (state=desired).", dto.MetricType_GAUGE, []string{"workload", "class", "state"}},
+	{"workerscale_metrics_missing", "Replica inputs (metrics the replica count rests on) missing, stale or invalid in a workload's last decision: no scale-down while above 0.", dto.MetricType_GAUGE, []string{"workload"}},
 }
 
 // newWorkloadCollector describes m's per-workload series with the names, help and labels
 // they had as vectors.
 func newWorkloadCollector(m *LoopMetrics) *workloadCollector {
-	workload := []string{"workload"}
-	return &workloadCollector{
-		m:           m,
-		decisions:   prometheus.NewDesc("workerscale_decisions_total", "Decisions by workload and kind: scale_out, scale_in, class_change, hold; and whether applied.", []string{"workload", "kind", "applied"}, nil),
-		limits:      prometheus.NewDesc("workerscale_limits_total", "Decisions bounded by each limit.", []string{"workload", "limit"}, nil),
-		current:     prometheus.NewDesc("workerscale_current_replicas", "Replicas a workload runs.", workload, nil),
-		desired:     prometheus.NewDesc("workerscale_desired_replicas", "Replicas the last decision wants.", workload, nil),
-		concurrency: prometheus.NewDesc("workerscale_desired_concurrency", "Concurrency the last decision wants.", workload, nil),
-		curConc:     prometheus.NewDesc("workerscale_current_concurrency", "Concurrency (WORKER_CONCURRENCY) a workload runs with.", workload, nil),
-		ready:       prometheus.NewDesc("workerscale_ready_replicas", "Ready replicas of a workload.", workload, nil),
-		class:       prometheus.NewDesc("workerscale_workload_class", "1 for the class a workload runs (state=current) and the one the last decision wants (state=desired).", []string{"workload", "class", "state"}, nil),
-		missing:     prometheus.NewDesc("workerscale_metrics_missing", "Replica inputs (metrics the replica count rests on) missing, stale or invalid in a workload's last decision: no scale-down while above 0.", workload, nil),
+	c := &workloadCollector{m: m, descs: map[string]*prometheus.Desc{}}
+	for _, f := range workloadFamilies {
+		c.descs[f.name] = prometheus.NewDesc(f.name, f.help, f.labels, nil)
 	}
+	return c
 }
 
 // Describe implements prometheus.Collector.
 func (c *workloadCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.decisions, c.limits, c.current, c.desired, c.concurrency, c.curConc, c.ready, c.class, c.missing} {
-		ch <- d
+	for _, f := range workloadFamilies {
+		ch <- c.descs[f.name]
 	}
 }
 
-// Collect implements prometheus.Collector: the series of a copy of the values, so that
-// the loop does not wait for a scrape.
-func (c *workloadCollector) Collect(ch chan<- prometheus.Metric) {
+// Collect implements prometheus.Collector.
+func (c *workloadCollector) Collect(ch chan<- prometheus.Metric) { families.Collect(c, c.descs, ch) }
+
+// Families implements families.Source, from a copy of the values, so that the loop does
+// not wait for a scrape. Each family is built as it is yielded; the label pairs and
+// created timestamps its series share are built once.
+func (c *workloadCollector) Families(want func(string) bool, yield func(*dto.MetricFamily) error) error {
 	type named struct {
-		name string
-		s    workloadSeries
+		name    *dto.LabelPair
+		created *timestamppb.Timestamp
+		s       workloadSeries
 	}
 	c.m.mu.Lock()
 	all := make([]named, 0, len(c.m.workloads))
@@ -116,31 +136,64 @@ func (c *workloadCollector) Collect(ch chan<- prometheus.Metric) {
 		cp := *s
 		cp.limits = slices.Clone(s.limits)
 		cp.extraLimits = maps.Clone(s.extraLimits)
-		all = append(all, named{name, cp})
+		all = append(all, named{families.Label("workload", name), timestamppb.New(s.created), cp})
 	}
 	c.m.mu.Unlock()
-	applied := [2]string{"false", "true"}
-	for _, w := range all {
-		for k, kind := range decisionKinds {
-			for a := range applied {
-				ch <- prometheus.MustNewConstMetricWithCreatedTimestamp(c.decisions, prometheus.CounterValue, w.s.decisions[k][a], w.s.created, w.name, kind, applied[a])
+	slices.SortFunc(all, func(a, b named) int { return strings.Compare(a.name.GetValue(), b.name.GetValue()) })
+
+	pairs := func(label string, values ...string) []*dto.LabelPair {
+		ps := make([]*dto.LabelPair, len(values))
+		for i, v := range values {
+			ps[i] = families.Label(label, v)
+		}
+		return ps
+	}
+	applied := pairs("applied", "false", "true")
+	kinds := pairs("kind", decisionKinds[:]...)
+	limits := pairs("limit", limitNames...)
+	states := pairs("state", "current", "desired")
+	gauges := map[string]func(*workloadSeries) float64{
+		"workerscale_current_replicas":    func(s *workloadSeries) float64 { return s.current },
+		"workerscale_desired_replicas":    func(s *workloadSeries) float64 { return s.desired },
+		"workerscale_desired_concurrency": func(s *workloadSeries) float64 { return s.concurrency },
+		"workerscale_current_concurrency": func(s *workloadSeries) float64 { return s.curConc },
+		"workerscale_ready_replicas":      func(s *workloadSeries) float64 { return s.ready },
+		"workerscale_metrics_missing":     func(s *workloadSeries) float64 { return s.missing },
+	}
+	for _, spec := range workloadFamilies {
+		if !want(spec.name) {
+			continue
+		}
+		f := families.New(spec.name, spec.help, spec.typ)
+		for i := range all {
+			w := &all[i]
+			switch spec.name {
+			case "workerscale_decisions_total":
+				for k := range decisionKinds {
+					for a := range applied {
+						families.Add(f, w.s.decisions[k][a], w.created, applied[a], kinds[k], w.name)
+					}
+				}
+			case "workerscale_limits_total":
+				for l := range limitNames {
+					families.Add(f, w.s.limits[l], w.created, limits[l], w.name)
+				}
+				for _, l := range slices.Sorted(maps.Keys(w.s.extraLimits)) {
+					families.Add(f, w.s.extraLimits[l], w.created, families.Label("limit", l), w.name)
+				}
+			case "workerscale_workload_class":
+				for st := range states {
+					families.Add(f, 1, nil, families.Label("class", w.s.class[st]), states[st], w.name)
+				}
+			default:
+				families.Add(f, gauges[spec.name](&w.s), nil, w.name)
 			}
 		}
-		for i, l := range limitNames {
-			ch <- prometheus.MustNewConstMetricWithCreatedTimestamp(c.limits, prometheus.CounterValue, w.s.limits[i], w.s.created, w.name, l)
+		if err := yield(f); err != nil {
+			return err
 		}
-		for l, v := range w.s.extraLimits {
-			ch <- prometheus.MustNewConstMetricWithCreatedTimestamp(c.limits, prometheus.CounterValue, v, w.s.created, w.name, l)
-		}
-		for _, g := range []struct {
-			d *prometheus.Desc
-			v float64
-		}{{c.current, w.s.current}, {c.desired, w.s.desired}, {c.concurrency, w.s.concurrency}, {c.curConc, w.s.curConc}, {c.ready, w.s.ready}, {c.missing, w.s.missing}} {
-			ch <- prometheus.MustNewConstMetric(g.d, prometheus.GaugeValue, g.v, w.name)
-		}
-		ch <- prometheus.MustNewConstMetric(c.class, prometheus.GaugeValue, 1, w.name, w.s.class[0], "current")
-		ch <- prometheus.MustNewConstMetric(c.class, prometheus.GaugeValue, 1, w.name, w.s.class[1], "desired")
 	}
+	return nil
 }
 
 // The kinds of workerscale_decisions_total, as indexes of decisionKinds.

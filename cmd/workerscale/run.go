@@ -25,6 +25,7 @@ import (
 
 	"github.com/workerscale/workerscale/autoscaler"
 	"github.com/workerscale/workerscale/internal/api"
+	"github.com/workerscale/workerscale/internal/families"
 	"github.com/workerscale/workerscale/internal/kube"
 	"github.com/workerscale/workerscale/internal/prom"
 	"github.com/workerscale/workerscale/internal/selector"
@@ -156,7 +157,7 @@ func (o *runOptions) run(ctx context.Context, e *env, log *slog.Logger) error {
 	cfg.QPS, cfg.Burst = float32(o.qps), o.burst
 	elect := o.electLeader(inCluster)
 
-	reg := prometheus.NewRegistry()
+	reg := families.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	rulesValid := prometheus.NewGauge(prometheus.GaugeOpts{Name: "workerscale_rules_valid", Help: "1 when the newest rules file loaded, 0 while an invalid one is refused and the old rules stay in force."})
 	reg.MustRegister(rulesValid, buildInfo())
@@ -384,7 +385,7 @@ func podNamespace() string {
 	return "default"
 }
 
-func (o *runOptions) serve(ctx context.Context, reg *prometheus.Registry, ready func() error, log *slog.Logger) error {
+func (o *runOptions) serve(ctx context.Context, reg *families.Registry, ready func() error, log *slog.Logger) error {
 	if o.metricsAddr != "0" {
 		h := api.Handler(reg, ready)
 		if o.profiling {

@@ -22,9 +22,15 @@ import (
 )
 
 // Handler serves /metrics from g, /healthz, and /readyz from ready (nil error is ready).
+// A g that serves HTTP itself (a families.Registry, which writes the per-workload
+// families one at a time) serves /metrics.
 func Handler(g prometheus.Gatherer, ready func() error) http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
+	metrics, ok := g.(http.Handler)
+	if !ok {
+		metrics = promhttp.HandlerFor(g, promhttp.HandlerOpts{})
+	}
+	mux.Handle("GET /metrics", metrics)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})

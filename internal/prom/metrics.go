@@ -8,12 +8,16 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	promv1 "github.com/prometheus/client_golang/api/prometheus/v1"
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/workerscale/workerscale/internal/families"
 	"github.com/workerscale/workerscale/rules"
 )
 
@@ -87,31 +91,54 @@ func (o *outcomeCounters) retain(r *rules.Rules) {
 // Describe implements prometheus.Collector.
 func (o *outcomeCounters) Describe(ch chan<- *prometheus.Desc) { ch <- o.desc }
 
-// Collect implements prometheus.Collector, from a copy of the counts.
+// Collect implements prometheus.Collector.
 func (o *outcomeCounters) Collect(ch chan<- prometheus.Metric) {
+	families.Collect(o, map[string]*prometheus.Desc{observationsName: o.desc}, ch)
+}
+
+// Families implements families.Source: /metrics writes the family built from a copy of
+// the counts, its label pairs and created timestamps shared by its series.
+func (o *outcomeCounters) Families(want func(string) bool, yield func(*dto.MetricFamily) error) error {
+	if !want(observationsName) {
+		return nil
+	}
 	type named struct {
-		name string
-		w    workloadOutcomes
+		name    string
+		created *timestamppb.Timestamp
+		w       workloadOutcomes
 	}
 	o.mu.Lock()
 	all := make([]named, 0, len(o.by))
 	for name, w := range o.by {
 		cp := *w
 		cp.other = maps.Clone(w.other)
-		all = append(all, named{name, cp})
+		all = append(all, named{name, timestamppb.New(w.created), cp})
 	}
 	o.mu.Unlock()
+	slices.SortFunc(all, func(a, b named) int { return strings.Compare(a.name, b.name) })
+	outcomes := make([]*dto.LabelPair, len(outcomeNames))
+	for i, name := range outcomeNames {
+		outcomes[i] = families.Label("outcome", name)
+	}
+	f := families.New(observationsName, observationsHelp, dto.MetricType_COUNTER)
 	for _, n := range all {
-		for i, outcome := range outcomeNames {
+		workload := families.Label("workload", n.name)
+		for i := range outcomeNames {
 			if n.w.seen[i] {
-				ch <- prometheus.MustNewConstMetricWithCreatedTimestamp(o.desc, prometheus.CounterValue, n.w.counts[i], n.w.created, n.name, outcome)
+				families.Add(f, n.w.counts[i], n.created, outcomes[i], workload)
 			}
 		}
-		for outcome, v := range n.w.other {
-			ch <- prometheus.MustNewConstMetricWithCreatedTimestamp(o.desc, prometheus.CounterValue, v, n.w.created, n.name, outcome)
+		for _, outcome := range slices.Sorted(maps.Keys(n.w.other)) {
+			families.Add(f, n.w.other[outcome], n.created, families.Label("outcome", outcome), workload)
 		}
 	}
+	return yield(f)
 }
+
+const (
+	observationsName = "workerscale_prometheus_observations_total"
+	observationsHelp = "Per-workload observations, by workload and outcome: fresh, stale, failed, empty, no_series, duplicate, unlabeled, nan, inf; unmatched (a series for no workload) has an empty workload."
+)
 
 // NewMetrics creates the metrics and registers them with reg.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
@@ -130,10 +157,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 12),
 		}, []string{"type"}),
 		outcomes: &outcomeCounters{
-			desc: prometheus.NewDesc("workerscale_prometheus_observations_total",
-				"Per-workload observations, by workload and outcome: fresh, stale, failed, empty, no_series, duplicate, unlabeled, nan, inf; unmatched (a series for no workload) has an empty workload.",
-				[]string{"workload", "outcome"}, nil),
-			by: map[string]*workloadOutcomes{},
+			desc: prometheus.NewDesc(observationsName, observationsHelp, []string{"workload", "outcome"}, nil),
+			by:   map[string]*workloadOutcomes{},
 		},
 	}
 	if reg != nil {

@@ -10,7 +10,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -39,9 +38,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	go func() {
+		// The first Ctrl-C stops the demo in order; a second one kills it at once (its
+		// direct children with it, by their parent-death signal).
+		<-ctx.Done()
+		stop()
+	}()
 	_, err := demo.Run(ctx, opts)
 	switch {
-	case errors.Is(err, context.Canceled):
+	case err != nil && ctx.Err() != nil:
 		fmt.Fprintln(stderr, "demo: interrupted; every process it started is stopped and its temporary files removed")
 		return 130
 	case err != nil:

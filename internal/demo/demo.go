@@ -95,8 +95,8 @@ func count(jobs []testenv.BullMQJobType) int {
 	return n
 }
 
-// Rules are the demo's rules, with the given Prometheus URL.
-func Rules(prometheusURL string) (string, *rules.Rules, error) {
+// demoRules are the demo's rules, with the given Prometheus URL: the text and the loaded rules.
+func demoRules(prometheusURL string) (string, *rules.Rules, error) {
 	text := strings.Replace(rulesYAML, "url: "+prometheusPlaceholder, "url: "+prometheusURL, 1)
 	r, err := rules.Parse("rules.yaml", []byte(text))
 	if err != nil {
@@ -143,7 +143,7 @@ func Run(ctx context.Context, opts Options) (sum Summary, err error) {
 	if err != nil {
 		return Summary{}, err
 	}
-	_, ruleSet, err := Rules(prometheusPlaceholder)
+	_, ruleSet, err := demoRules(prometheusPlaceholder)
 	if err != nil {
 		return Summary{}, err
 	}
@@ -194,7 +194,7 @@ func Run(ctx context.Context, opts Options) (sum Summary, err error) {
 	if err != nil {
 		return Summary{}, err
 	}
-	rulesText, ruleSet, err := Rules(prom.URL)
+	rulesText, ruleSet, err := demoRules(prom.URL)
 	if err != nil {
 		return Summary{}, err
 	}

@@ -37,12 +37,16 @@ bench: build testenv
 	@echo
 	./$(BIN) simulate --rules rules/examples/blizzard-workers.yaml --workload characters --scenario all --rate 20 $(subst --mean-rate 2,--mean-rate 20,$(TRACES))
 
-# The main job, for real: the built binary against a real Prometheus (scraping a fixture
-# BullMQ fleet) and a real kube-apiserver holding the first seed's Deployment.
+# The main job, for real (hack/demo, internal/demo): the built binary on a realistic cluster
+# with a real BullMQ fleet, Prometheus and Redis, through a burst; about 2 minutes. It prints
+# the controller's decisions and a summary, and draws the run into bin/demo.svg.
+# DRYRUN=1 runs the controller with --dry-run. Ctrl-C stops everything it started.
+DRYRUN ?=
 demo: build testenv
 	@for f in $(EXAMPLES); do echo "\$$ workerscale check --rules $$f"; ./$(BIN) check --rules $$f || exit 1; done
-	@WORKERSCALE_BIN=$(CURDIR)/$(BIN) WORKERSCALE_TESTENV=required $(GO) test -count=1 -run '^TestDemo$$' -v ./internal/demo \
-		| grep -v -E '^(=== RUN|--- PASS|PASS$$|ok )'
+	@$(GO) build -o bin/demo ./hack/demo
+	@echo
+	@./bin/demo --workerscale $(BIN) --plot bin/demo.svg $(if $(filter 1 true yes,$(DRYRUN)),--dry-run,)
 
 # Regenerates dashboards/, deploy/prometheus/ and deploy/alertmanager/ from the example rules,
 # and deploy/components/kube-prometheus-stack/generated/ from deploy/base/rules.yaml (a test

@@ -1,126 +1,293 @@
-package demo
+package demo_test
 
 import (
-	"fmt"
-	"io"
+	"bufio"
+	"bytes"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
+	"github.com/workerscale/workerscale/internal/demo"
 	"github.com/workerscale/workerscale/internal/testenv"
 )
 
-// out is where the walkthrough speaks: the terminal under `make demo` (go test -v).
-var out io.Writer = os.Stdout
-
-func say(format string, args ...any) { fmt.Fprintf(out, format+"\n", args...) }
-
-func TestDemo(t *testing.T) {
-	bin := binary(t)
-	say("\n== workerscale demo ==")
-	say("starting a real Prometheus scraping a fixture BullMQ fleet, and a real kube-apiserver with etcd...")
-	fleet := testenv.NewFleet(t)
-	p := testenv.StartPrometheus(t, testenv.PrometheusOptions{Targets: []string{fleet.Addr()}})
-	cluster := testenv.StartCluster(t)
-	kubeconfig := cluster.Kubeconfig(t, cluster.Config)
-	say("  Prometheus %s, kube-apiserver %s", p.URL, cluster.Version)
-
-	// The first seed's example: luneo-worker-ia, 2 Medium workers (2 CPU, 4Gi, 5/2), limits
-	// twice the requests, and Redis settings beside the concurrency.
-	seed := testenv.WorkerDeployment("luneo", "luneo-worker-ia", 2, "2", "4Gi",
-		append(testenv.Concurrency("5", "2"), corev1.EnvVar{Name: "REDIS_HOST", Value: "redis-service"}, corev1.EnvVar{Name: "REDIS_PORT", Value: "6379"})...)
-	seed.Spec.Template.Spec.Containers[0].Image = "luneo/worker-ia:latest"
-	seed.Spec.Template.Spec.Containers[0].Resources.Limits = corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("4"), corev1.ResourceMemory: resource.MustParse("8Gi")}
-	cluster.CreateDeployment(t, seed)
-	say("created deployment luneo/luneo-worker-ia: 2 replicas of class medium (2 CPU, 4Gi, WORKER_CONCURRENCY=5)")
-
-	// The example rules, pointed at this Prometheus, with a short rate window so the demo
-	// need not wait five minutes for rate() to settle.
-	example, err := os.ReadFile("../../rules/examples/luneo-render.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	rulesText := regexp.MustCompile(`(?m)^  url: .*$`).ReplaceAllString(string(example), "  url: "+p.URL)
-	rulesText = strings.Replace(rulesText, "  preset: bullmq ", "  rateWindow: 10s\n  preset: bullmq ", 1)
-	rulesFile := filepath.Join(t.TempDir(), "luneo-render.yaml")
-	if err := os.WriteFile(rulesFile, []byte(rulesText), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	say("rules: rules/examples/luneo-render.yaml (Prometheus URL and rate window adjusted for the demo)")
-
-	setFleet(fleet, testenv.Queue{Waiting: 30, Active: 8, CompletedPerSecond: 4, FailedPerSecond: 0.02}, 0.55)
-	say("\nthe queue holds 30 jobs, 8 active, 4 completed/s; workers at 55%% CPU. Waiting for Prometheus to have it...")
-	time.Sleep(12 * time.Second)
-	workerscale(t, bin, "\n$ workerscale run --rules luneo-render.yaml --dry-run --once", "run", "--rules", rulesFile, "--kubeconfig", kubeconfig, "--dry-run", "--once", "--log-level", "error")
-
-	setFleet(fleet, testenv.Queue{Waiting: 500, Active: 10, CompletedPerSecond: 40, FailedPerSecond: 0.2}, 0.6)
-	say("\na burst: 500 jobs waiting (the seed's worked example). Waiting for Prometheus to see it...")
-	time.Sleep(6 * time.Second)
-	workerscale(t, bin, "\n$ workerscale explain ... (why, step by step)", "explain", "--rules", rulesFile, "--workload", "render",
-		"--replicas", "2", "--class", "medium", "--set", "queueDepth=500", "--set", "throughput=40", "--set", "activeJobs=10", "--set", "cpu=0.6", "--set", "memory=0.4")
-	workerscale(t, bin, "\n$ workerscale run --rules luneo-render.yaml --once   (for real)", "run", "--rules", rulesFile, "--kubeconfig", kubeconfig, "--once", "--log-level", "error")
-
-	d, err := cluster.Client.AppsV1().Deployments("luneo").Get(t.Context(), "luneo-worker-ia", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := d.Spec.Template.Spec.Containers[0]
-	say("\ndeployment luneo/luneo-worker-ia now: %d replicas, requests cpu=%s memory=%s, limits cpu=%s memory=%s, env %s",
-		*d.Spec.Replicas, c.Resources.Requests.Cpu().String(), c.Resources.Requests.Memory().String(),
-		c.Resources.Limits.Cpu().String(), c.Resources.Limits.Memory().String(), envString(c.Env))
-	say("  annotation workerscale.io/state: %s", d.Annotations["workerscale.io/state"])
-	if *d.Spec.Replicas == 2 || c.Resources.Requests.Cpu().String() == "2" {
-		t.Errorf("the burst changed nothing: %d replicas, cpu %s", *d.Spec.Replicas, c.Resources.Requests.Cpu().String())
-	}
-	time.Sleep(time.Second)
-	events, err := cluster.Client.CoreV1().Events("luneo").List(t.Context(), metav1.ListOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	say("\nevents on the deployment:")
-	for _, e := range events.Items {
-		say("  %-8s %-18s %s", e.Type, e.Reason, truncate(e.Message, 150))
-	}
-	say("\nrunning in a cluster: kubectl apply -k deploy/overlays/dry-run, then deploy/overlays/live (README, \"Quick start on a real cluster\").")
-}
-
-func setFleet(f *testenv.Fleet, q testenv.Queue, cpu float64) {
-	f.SetQueue("render", q)
-	f.SetWorkload("luneo", "luneo-worker-ia", testenv.Workload{Pods: 2, CPUCores: 2 * cpu, CPURequest: 2, MemoryBytes: 1.6 * (1 << 30), MemoryRequest: 4 << 30})
-}
-
-func workerscale(t *testing.T, bin, title string, args ...string) {
+// run is demo.Run for a test: a missing component ends it as testenv does (a failure
+// under make test, a skip under a plain go test).
+func run(t *testing.T, opts demo.Options) (demo.Summary, error) {
 	t.Helper()
-	say("%s", title)
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("workerscale %s: %v", args[0], err)
+	var out bytes.Buffer // Run serializes its writes; read once it has returned
+	opts.Out = &out
+	sum, err := demo.Run(t.Context(), opts)
+	t.Logf("the demo's output:\n%s", out.String())
+	if errors.Is(err, testenv.ErrMissing) && os.Getenv(testenv.RequiredEnv) != "required" {
+		t.Skip(err)
+	}
+	return sum, err
+}
+
+// TestDemo runs the demo `make demo` runs, its time compressed as it is, and checks issue
+// 15's closed loop converges: the controller scales out during the burst and steps the
+// class, the wait comes back under target, the replica count does not oscillate, the fleet
+// returns to its minimum (Run fails otherwise), every job completes exactly once, and the
+// plot is drawn and the temporary files removed.
+func TestDemo(t *testing.T) {
+	const (
+		drainBound   = 90 * time.Second // from the burst to the last job that waited more than the target
+		maxReversals = 2
+	)
+	tmp := t.TempDir()
+	plot := filepath.Join(t.TempDir(), "demo.svg")
+	sum, err := run(t, demo.Options{Workerscale: testenv.Workerscale(t), Plot: plot, TempDir: tmp})
+	if err != nil {
+		for _, s := range sum.Samples {
+			t.Logf("t=%5.1fs %d replicas of %s, %d ready, %d Workers (%d slots), %v queued, %v active, %v completed",
+				s.At.Seconds(), s.Replicas, s.Class, s.Ready, s.Workers, s.Slots, s.Queued, s.Active, s.Completed)
+		}
+		t.Fatal(err)
+	}
+	load := demo.DefaultLoad()
+
+	// Scaled out during the burst, and stepped the class.
+	first := sum.Samples[0]
+	if sum.Peak.Slots <= first.Slots || sum.ScaleOuts == 0 {
+		t.Errorf("the fleet never grew past its start (%d slots; peak %d replicas of %s, %d slots; %d scale-outs)",
+			first.Slots, sum.Peak.Replicas, sum.Peak.Class, sum.Peak.Slots, sum.ScaleOuts)
+	}
+	if sum.Peak.At < load.BurstAt {
+		t.Errorf("the fleet peaked at t=%s, before the burst at t=%s", sum.Peak.At, load.BurstAt)
+	}
+	if sum.ClassChanges == 0 || sum.Peak.Class == first.Class {
+		t.Errorf("no class change (%d written; peak in %s, started in %s)", sum.ClassChanges, sum.Peak.Class, first.Class)
+	}
+
+	// Every job completed exactly once, none failed.
+	if len(sum.Jobs) != sum.Produced || sum.Distinct != sum.Produced || sum.Duplicates != 0 {
+		t.Errorf("the Workers completed %d jobs (%d distinct ids, %d more than once), %d were produced",
+			len(sum.Jobs), sum.Distinct, sum.Duplicates, sum.Produced)
+	}
+	if f := sum.Samples[len(sum.Samples)-1].Failed; f != 0 {
+		t.Errorf("BullMQ counts %v failed jobs, want 0", f)
+	}
+
+	// The wait back under target within drainBound of the burst.
+	if sum.BackUnderTarget > drainBound {
+		t.Errorf("jobs still waited more than %s %s after the burst, want within %s", sum.WaitTarget, sum.BackUnderTarget, drainBound)
+	}
+
+	// No oscillation: the writes of the replica count change direction at most
+	// maxReversals times (out, in, and one small step), and once the scale-in began later
+	// scale-outs add at most 2 replicas in all.
+	if sum.Reversals > maxReversals || sum.AddedAfterScaleIn > 2 {
+		t.Errorf("the replica count oscillated: %d direction changes (want at most %d), %d replicas added after the scale-in began (want at most 2)",
+			sum.Reversals, maxReversals, sum.AddedAfterScaleIn)
+	}
+
+	// Back at the minimum (Run waited for it, within its bound).
+	if last := sum.Samples[len(sum.Samples)-1]; last.Replicas != sum.MinReplicas {
+		t.Errorf("the fleet ended at %d replicas, want its minimum %d", last.Replicas, sum.MinReplicas)
+	}
+
+	if st, err := os.Stat(plot); err != nil || st.Size() == 0 {
+		t.Errorf("the plot %s was not drawn: %v", plot, err)
+	}
+	if left, _ := os.ReadDir(tmp); len(left) != 0 {
+		t.Errorf("the demo left %d entries in its temporary directory's parent: %v", len(left), left)
+	}
+	t.Logf("converged: scale-out at t=%s to %d x %s; wait under %s %s after the burst (bound %s); %d direction changes (at most %d); the minimum %s after the load ended; %d jobs, each completed once",
+		sum.Peak.At.Round(100*time.Millisecond), sum.Peak.Replicas, sum.Peak.Class, sum.WaitTarget, sum.BackUnderTarget.Round(100*time.Millisecond),
+		drainBound, sum.Reversals, maxReversals, sum.Settled.Round(time.Second), sum.Produced)
+}
+
+// TestDemoStopsCleanlyOnInterrupt runs the demo's command as `make demo DRYRUN=1` does,
+// waits for a decision the dry run shows without writing it, then sends SIGINT as Ctrl-C
+// does: the demo must exit 130 and leave no process it started (its children and their
+// children, every one seen while it ran) and no temporary directory behind.
+func TestDemoStopsCleanlyOnInterrupt(t *testing.T) {
+	bin := testenv.Workerscale(t)
+	dir := t.TempDir()
+	demoBin := filepath.Join(dir, "demo")
+	build := exec.Command("go", "build", "-o", demoBin, "github.com/workerscale/workerscale/hack/demo")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building the demo: %v\n%s", err, out)
+	}
+	tmp := filepath.Join(dir, "tmp")
+	if err := os.Mkdir(tmp, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(demoBin, "--workerscale", bin, "--dry-run", "--plot", "")
+	cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
+	var stderr bytes.Buffer // read once the demo has exited
+	cmd.Stderr = &stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+
+	watch := watchDescendants(cmd.Process.Pid)
+	// The first decision the dry run shows, then Ctrl-C.
+	var out strings.Builder
+	sawDecision := false
+	lines := bufio.NewScanner(stdout)
+	for lines.Scan() {
+		out.WriteString(lines.Text() + "\n")
+		if strings.Contains(lines.Text(), "(not applied: dry-run)") {
+			sawDecision = true
+			break
+		}
+	}
+	if !sawDecision {
+		err := cmd.Wait()
+		t.Fatalf("the demo showed no dry-run decision (%v); its output:\n%s%s", err, out.String(), stderr.String())
+	}
+	// Read on: the demo must not block on its output while it stops.
+	go func() { _, _ = bufio.NewReader(stdout).WriteTo(&out) }()
+	seen := watch.stop()
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	select {
+	case err = <-exited:
+	case <-time.After(2 * time.Minute):
+		t.Fatalf("the demo did not exit within 2 minutes of SIGINT; its stderr:\n%s", stderr.String())
+	}
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 130 {
+		t.Errorf("the demo exited with %v, want status 130; its stderr:\n%s", err, stderr.String())
+	}
+
+	if len(seen) < 8 {
+		t.Errorf("saw only %d processes of the demo; the watch missed its components", len(seen))
+	}
+	var left []string
+	for _, p := range seen {
+		if p.alive() {
+			left = append(left, p.String())
+		}
+	}
+	if len(left) > 0 {
+		t.Errorf("%d of the %d processes the demo started outlived it: %s", len(left), len(seen), strings.Join(left, "; "))
+	}
+	if entries, _ := os.ReadDir(tmp); len(entries) != 0 {
+		t.Errorf("the demo left %d entries in its temporary directory: %v", len(entries), entries)
+	}
+	t.Logf("stopped on SIGINT: %d processes seen while it ran, none left; stderr: %s", len(seen), strings.TrimSpace(stderr.String()))
+}
+
+// proc is a process seen running: its pid and its start time (to tell it from a later
+// process with the same pid).
+type proc struct {
+	pid     int
+	started string
+	name    string
+}
+
+func (p proc) String() string { return p.name + " (pid " + strconv.Itoa(p.pid) + ")" }
+
+// alive reports whether the process still runs (a zombie counts as gone).
+func (p proc) alive() bool {
+	st, err := readStat(p.pid)
+	return err == nil && st.started == p.started && st.state != "Z"
+}
+
+type stat struct {
+	ppid           int
+	state, started string
+	name           string
+}
+
+// readStat reads /proc/PID/stat: the command name, the state (field 3), the parent (4) and
+// the start time (22).
+func readStat(pid int) (stat, error) {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return stat{}, err
+	}
+	open, end := bytes.IndexByte(data, '('), bytes.LastIndexByte(data, ')')
+	if open < 0 || end < open {
+		return stat{}, errors.New("not a stat")
+	}
+	fields := strings.Fields(string(data[end+1:]))
+	if len(fields) < 20 {
+		return stat{}, errors.New("not a stat")
+	}
+	ppid, err := strconv.Atoi(fields[1])
+	if err != nil {
+		return stat{}, err
+	}
+	return stat{ppid: ppid, state: fields[0], started: fields[19], name: string(data[open+1 : end])}, nil
+}
+
+// descendants records, every 100ms until stop, the processes below root.
+type descendants struct {
+	done, stopped chan struct{}
+	seen          map[int]proc
+}
+
+func watchDescendants(root int) *descendants {
+	d := &descendants{done: make(chan struct{}), stopped: make(chan struct{}), seen: map[int]proc{}}
+	go func() {
+		defer close(d.stopped)
+		for {
+			d.scan(root)
+			select {
+			case <-d.done:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}()
+	return d
+}
+
+func (d *descendants) scan(root int) {
+	entries, _ := os.ReadDir("/proc")
+	stats := map[int]stat{}
+	for _, e := range entries {
+		if pid, err := strconv.Atoi(e.Name()); err == nil {
+			if st, err := readStat(pid); err == nil {
+				stats[pid] = st
+			}
+		}
+	}
+	below := func(pid int) bool {
+		for range 64 {
+			st, ok := stats[pid]
+			if !ok || st.ppid == 0 {
+				return false
+			}
+			if st.ppid == root {
+				return true
+			}
+			pid = st.ppid
+		}
+		return false
+	}
+	for pid, st := range stats {
+		if _, ok := d.seen[pid]; !ok && st.state != "Z" && below(pid) {
+			d.seen[pid] = proc{pid: pid, started: st.started, name: st.name}
+		}
 	}
 }
 
-// binary is the workerscale binary under test.
-func binary(t *testing.T) string { return testenv.Workerscale(t) }
-
-func envString(env []corev1.EnvVar) string {
-	var parts []string
-	for _, e := range env {
-		parts = append(parts, e.Name+"="+e.Value)
+// stop ends the watch after one more scan, and returns what it saw.
+func (d *descendants) stop() []proc {
+	close(d.done)
+	<-d.stopped
+	out := make([]proc, 0, len(d.seen))
+	for _, p := range d.seen {
+		out = append(out, p)
 	}
-	return strings.Join(parts, " ")
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "..."
+	return out
 }

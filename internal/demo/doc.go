@@ -1,11 +1,13 @@
-// Package demo is the walkthrough `make demo` runs: the built workerscale binary against
-// a real Prometheus scraping a fixture BullMQ fleet and a real kube-apiserver holding the
-// first seed's render Deployment, in dry-run first and then for real through a queue burst.
-// It lives in a test (TestDemo) because the real components are started by the test
-// environment harness; `make test` runs it too, so the demo cannot rot.
+// Package demo is workerscale's main job played for real, which `make demo` runs
+// (hack/demo is its command line) and TestDemo checks under `make test`: a realistic
+// cluster (etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok roll the
+// first seed's render Deployment out), one real BullMQ Worker per Ready pod with the pod's
+// WORKER_CONCURRENCY, BullMQ's exporter and the Workers' CPU and memory scraped by a real
+// Prometheus, and the built `workerscale run` acting on the Deployment through a burst of
+// the first seed's jobs, on rules.yaml (rules/examples/luneo-render.yaml compressed in
+// time). Run prints the controller's decisions with their reasons as they come, then a
+// summary (waits, cost, actions), and draws the run with the simulator's plotting.
 //
-// TestClosedLoop closes the loop for real: a realistic cluster (kube-controller-manager,
-// kube-scheduler and kwok roll the Deployment out), one real BullMQ Worker per Ready pod,
-// BullMQ's exporter scraped by Prometheus, and `workerscale run` acting on the Deployment
-// through a burst of the first seed's jobs.
+// The components come from internal/testenv through its Env, which stops them all (each
+// with its process group) and removes their files when the demo ends or is interrupted.
 package demo

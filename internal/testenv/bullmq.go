@@ -30,18 +30,37 @@ type Redis struct {
 // waits until it answers PING. It is stopped with the test.
 func StartRedis(t testing.TB) *Redis {
 	t.Helper()
-	bin := binary(t, "redis-server")
-	port := FreePort(t)
+	r, err := envFor(t).StartRedis(t.Context())
+	check(t, err)
+	return r
+}
+
+// StartRedis starts a redis-server as the function StartRedis does; Close stops it.
+func (e *Env) StartRedis(ctx context.Context) (*Redis, error) {
+	bin, err := lookBinary("redis-server")
+	if err != nil {
+		return nil, err
+	}
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := e.TempDir("redis")
+	if err != nil {
+		return nil, err
+	}
 	r := &Redis{Addr: fmt.Sprintf("127.0.0.1:%d", port)}
-	r.proc = start(t, "redis-server", bin,
+	r.proc, err = e.start("redis-server", nil, nil, bin,
 		"--port", strconv.Itoa(port),
 		"--bind", "127.0.0.1",
 		"--save", "",
 		"--appendonly", "no",
-		"--dir", t.TempDir(),
+		"--dir", dir,
 	)
-	r.proc.waitReady(t, 20*time.Second, r.ping)
-	return r
+	if err != nil {
+		return nil, err
+	}
+	return r, r.proc.ready(ctx, 20*time.Second, r.ping)
 }
 
 // ping sends PING in Redis's inline protocol and expects +PONG.
@@ -91,31 +110,55 @@ func (j BullMQJobType) MarshalJSON() ([]byte, error) {
 }
 
 // BullMQ runs the Node program internal/testenv/bullmq/fleet.js against one Redis: the
-// npm bullmq package's exporter, producers and workers, each its own process.
+// npm bullmq package's exporter, producers and workers, each its own process. The testing.TB
+// methods stop what they start with the test; the others, with the Env that made the BullMQ.
 type BullMQ struct {
 	redis *Redis
 	node  string
 	fleet string
 	// env points Node at the node_modules hack/install-testenv.sh installed.
 	env []string
+	// owner is the Env of Env.NewBullMQ, nil from the function NewBullMQ.
+	owner *Env
 }
 
 // NewBullMQ finds node and the installed node_modules, or ends the test as a missing
 // binary does.
 func NewBullMQ(t testing.TB, r *Redis) *BullMQ {
 	t.Helper()
-	node := binary(t, "node")
+	b, err := newBullMQ(r)
+	check(t, err)
+	return b
+}
+
+// NewBullMQ finds node and the installed node_modules; what the BullMQ starts, Close stops.
+func (e *Env) NewBullMQ(r *Redis) (*BullMQ, error) {
+	b, err := newBullMQ(r)
+	if err != nil {
+		return nil, err
+	}
+	b.owner = e
+	return b, nil
+}
+
+func newBullMQ(r *Redis) (*BullMQ, error) {
+	node, err := lookBinary("node")
+	if err != nil {
+		return nil, err
+	}
 	root, err := moduleRoot()
 	if err != nil {
-		t.Fatalf("test environment: %v", err)
+		return nil, fmt.Errorf("test environment: %w", err)
 	}
 	dir := filepath.Join(root, "internal", "testenv", "bullmq")
 	modules, err := BullMQModules(dir)
 	if err != nil {
-		t.Fatalf("test environment: %v", err)
+		return nil, fmt.Errorf("test environment: %w", err)
 	}
-	binary(t, filepath.Join(modules, "bullmq", "package.json"))
-	return &BullMQ{redis: r, node: node, fleet: filepath.Join(dir, "fleet.js"), env: []string{"NODE_PATH=" + modules}}
+	if _, err := lookBinary(filepath.Join(modules, "bullmq", "package.json")); err != nil {
+		return nil, err
+	}
+	return &BullMQ{redis: r, node: node, fleet: filepath.Join(dir, "fleet.js"), env: []string{"NODE_PATH=" + modules}}, nil
 }
 
 // BullMQModules is where hack/install-testenv.sh installs the fleet's node_modules with
@@ -131,20 +174,16 @@ func BullMQModules(dir string) (string, error) {
 }
 
 // NodeProcess is a running mode of the fleet program.
-type NodeProcess struct{ proc *process }
+type NodeProcess = Process
 
-// Stop sends SIGTERM (a worker then closes gracefully) and waits for the exit.
-func (n *NodeProcess) Stop() { n.proc.stop() }
-
-// Done is closed when the process has exited (a producer at a rate: once it added its jobs).
-func (n *NodeProcess) Done() <-chan struct{} { return n.proc.done }
-
-// start runs one mode of the fleet program and waits for its "ready" line.
-func (b *BullMQ) start(t testing.TB, name, mode string, args ...string) *NodeProcess {
-	t.Helper()
+// start runs one mode of the fleet program in e and waits for its "ready" line.
+func (b *BullMQ) start(ctx context.Context, e *Env, name, mode string, args ...string) (*process, error) {
 	args = append([]string{b.fleet, mode, "--redis", b.redis.Addr}, args...)
-	p := startWithEnv(t, name, b.env, b.node, args...)
-	p.waitReady(t, 30*time.Second, func(context.Context) error {
+	p, err := e.start(name, b.env, nil, b.node, args...)
+	if err != nil {
+		return nil, err
+	}
+	return p, p.ready(ctx, 30*time.Second, func(context.Context) error {
 		data, err := os.ReadFile(p.log)
 		if err != nil {
 			return fmt.Errorf("reading %s's log: %w", name, err)
@@ -154,7 +193,6 @@ func (b *BullMQ) start(t testing.TB, name, mode string, args ...string) *NodePro
 		}
 		return nil
 	})
-	return &NodeProcess{proc: p}
 }
 
 // StartExporter serves `await queue.exportPrometheusMetrics()` of each queue, one after
@@ -162,14 +200,31 @@ func (b *BullMQ) start(t testing.TB, name, mode string, args ...string) *NodePro
 // scrape target.
 func (b *BullMQ) StartExporter(t testing.TB, queues ...string) string {
 	t.Helper()
-	addr := fmt.Sprintf("127.0.0.1:%d", FreePort(t))
-	_, port, _ := net.SplitHostPort(addr)
-	args := []string{"--port", port}
+	addr, err := b.startExporter(t.Context(), envFor(t), queues...)
+	check(t, err)
+	return addr
+}
+
+// StartExporterContext is StartExporter for a BullMQ of Env.NewBullMQ.
+func (b *BullMQ) StartExporterContext(ctx context.Context, queues ...string) (string, error) {
+	return b.startExporter(ctx, b.owner, queues...)
+}
+
+func (b *BullMQ) startExporter(ctx context.Context, e *Env, queues ...string) (string, error) {
+	port, err := freePort()
+	if err != nil {
+		return "", err
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	args := []string{"--port", strconv.Itoa(port)}
 	for _, q := range queues {
 		args = append(args, "--queue", q)
 	}
-	b.start(t, "bullmq-exporter", "exporter", args...).proc.waitReady(t, 10*time.Second, httpOK(http.DefaultClient, "http://"+addr+"/metrics"))
-	return addr
+	p, err := b.start(ctx, e, "bullmq-exporter", "exporter", args...)
+	if err != nil {
+		return "", err
+	}
+	return addr, p.ready(ctx, 10*time.Second, httpOK(http.DefaultClient, "http://"+addr+"/metrics"))
 }
 
 // StartWorker starts a BullMQ Worker on queue with the given concurrency; withMetrics sets
@@ -181,7 +236,9 @@ func (b *BullMQ) StartWorker(t testing.TB, queue string, concurrency int, withMe
 	if withMetrics {
 		args = append(args, "--metrics")
 	}
-	return b.start(t, "bullmq-worker-"+queue, "worker", args...)
+	p, err := b.start(t.Context(), envFor(t), "bullmq-worker-"+queue, "worker", args...)
+	check(t, err)
+	return &NodeProcess{proc: p}
 }
 
 // Produce adds jobs to queue, the types spread evenly in proportion to their counts. With
@@ -198,9 +255,20 @@ func (b *BullMQ) Produce(t testing.TB, queue string, perSecond float64, jobs ...
 // lets BullMQ number them.
 func (b *BullMQ) ProduceIDs(t testing.TB, queue, idPrefix string, perSecond float64, jobs ...BullMQJobType) *NodeProcess {
 	t.Helper()
+	p, err := b.produce(t.Context(), envFor(t), queue, idPrefix, perSecond, jobs...)
+	check(t, err)
+	return p
+}
+
+// ProduceIDsContext is ProduceIDs for a BullMQ of Env.NewBullMQ.
+func (b *BullMQ) ProduceIDsContext(ctx context.Context, queue, idPrefix string, perSecond float64, jobs ...BullMQJobType) (*NodeProcess, error) {
+	return b.produce(ctx, b.owner, queue, idPrefix, perSecond, jobs...)
+}
+
+func (b *BullMQ) produce(ctx context.Context, e *Env, queue, idPrefix string, perSecond float64, jobs ...BullMQJobType) (*NodeProcess, error) {
 	data, err := json.Marshal(jobs)
 	if err != nil {
-		t.Fatalf("encoding jobs: %v", err)
+		return nil, fmt.Errorf("encoding jobs: %w", err)
 	}
 	args := []string{"--queue", queue, "--jobs", string(data)}
 	if idPrefix != "" {
@@ -208,19 +276,26 @@ func (b *BullMQ) ProduceIDs(t testing.TB, queue, idPrefix string, perSecond floa
 	}
 	if perSecond > 0 {
 		args = append(args, "--rate", strconv.FormatFloat(perSecond, 'f', -1, 64))
-	}
-	if perSecond > 0 {
-		return b.start(t, "bullmq-producer-"+queue, "producer", args...)
+		p, err := b.start(ctx, e, "bullmq-producer-"+queue, "producer", args...)
+		if err != nil {
+			return nil, err
+		}
+		return &NodeProcess{proc: p}, nil
 	}
 	// Not b.start: a producer adding a few jobs may be done before its "ready" is seen.
-	p := startWithEnv(t, "bullmq-producer-"+queue, b.env, b.node, append([]string{b.fleet, "producer", "--redis", b.redis.Addr}, args...)...)
+	p, err := e.start("bullmq-producer-"+queue, b.env, nil, b.node, append([]string{b.fleet, "producer", "--redis", b.redis.Addr}, args...)...)
+	if err != nil {
+		return nil, err
+	}
 	select {
 	case <-p.done:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("adding jobs to %s: %w", queue, ctx.Err())
 	case <-time.After(30 * time.Second):
-		t.Fatalf("the producer did not add its jobs to %s in 30s; its log:\n%s", queue, tail(p.log, 20))
+		return nil, fmt.Errorf("the producer did not add its jobs to %s in 30s; its log:\n%s", queue, tail(p.log, 20))
 	}
 	if p.err != nil {
-		t.Fatalf("the producer failed: %v; its log:\n%s", p.err, tail(p.log, 20))
+		return nil, fmt.Errorf("the producer failed: %w; its log:\n%s", p.err, tail(p.log, 20))
 	}
-	return &NodeProcess{proc: p}
+	return &NodeProcess{proc: p}, nil
 }

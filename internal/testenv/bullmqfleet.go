@@ -37,6 +37,7 @@ type BullMQFleet struct {
 	selector  string
 	queue     string
 	dir       string
+	env       *Env
 	cancel    context.CancelFunc
 	loopDone  chan struct{}
 
@@ -60,23 +61,11 @@ type fleetWorker struct {
 
 // StartBullMQFleet starts keeping Workers on queue for the pods of the Deployment
 // namespace/name, polling its pods every 200ms. Everything it started is stopped with the
-// test (or by Stop).
+// test (or by Stop), and the test fails if the fleet met an error.
 func StartBullMQFleet(t testing.TB, c *Cluster, b *BullMQ, namespace, name, queue string) *BullMQFleet {
 	t.Helper()
-	d, err := c.Client.AppsV1().Deployments(namespace).Get(t.Context(), name, metav1.GetOptions{})
-	if err != nil {
-		t.Fatalf("reading deployment %s/%s: %v", namespace, name, err)
-	}
-	sel, err := metav1.LabelSelectorAsSelector(d.Spec.Selector)
-	if err != nil {
-		t.Fatalf("deployment %s/%s's selector: %v", namespace, name, err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	f := &BullMQFleet{
-		cluster: c, bullmq: b, namespace: namespace, selector: sel.String(), queue: queue,
-		dir: t.TempDir(), cancel: cancel, loopDone: make(chan struct{}), workers: map[string]*fleetWorker{},
-	}
-	go f.loop(ctx)
+	f, err := envFor(t).StartBullMQFleet(t.Context(), c, b, namespace, name, queue)
+	check(t, err)
 	t.Cleanup(func() {
 		f.Stop()
 		if err := f.Err(); err != nil {
@@ -84,6 +73,31 @@ func StartBullMQFleet(t testing.TB, c *Cluster, b *BullMQ, namespace, name, queu
 		}
 	})
 	return f
+}
+
+// StartBullMQFleet starts keeping Workers as the function StartBullMQFleet does; Close (or
+// Stop) stops them.
+func (e *Env) StartBullMQFleet(ctx context.Context, c *Cluster, b *BullMQ, namespace, name, queue string) (*BullMQFleet, error) {
+	d, err := c.Client.AppsV1().Deployments(namespace).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("reading deployment %s/%s: %w", namespace, name, err)
+	}
+	sel, err := metav1.LabelSelectorAsSelector(d.Spec.Selector)
+	if err != nil {
+		return nil, fmt.Errorf("deployment %s/%s's selector: %w", namespace, name, err)
+	}
+	dir, err := e.TempDir("fleet")
+	if err != nil {
+		return nil, err
+	}
+	loopCtx, cancel := context.WithCancel(context.Background())
+	f := &BullMQFleet{
+		cluster: c, bullmq: b, namespace: namespace, selector: sel.String(), queue: queue, env: e,
+		dir: dir, cancel: cancel, loopDone: make(chan struct{}), workers: map[string]*fleetWorker{},
+	}
+	go f.loop(loopCtx)
+	e.Defer(f.Stop)
+	return f, nil
 }
 
 // loop reconciles the Workers with the pods until ctx ends.
@@ -139,7 +153,7 @@ func (f *BullMQFleet) reconcile(ctx context.Context) error {
 		}
 		args := []string{f.bullmq.fleet, "worker", "--redis", f.bullmq.redis.Addr, "--queue", f.queue,
 			"--concurrency", strconv.Itoa(n), "--metrics", "--log-jobs"}
-		proc, err := startIn(f.dir, fmt.Sprintf("worker-%s-%d", name, len(f.all)), f.bullmq.env, f.bullmq.node, args...)
+		proc, err := startIn(f.dir, fmt.Sprintf("worker-%s-%d", name, len(f.all)), f.bullmq.env, nil, f.bullmq.node, args...)
 		if err != nil {
 			return fmt.Errorf("starting the Worker of pod %s: %w", name, err)
 		}
@@ -230,11 +244,18 @@ func (f *BullMQFleet) Started() int {
 // kube_pod_status_phase Running. It returns the host:port, a scrape target.
 func (f *BullMQFleet) ServeMetrics(t testing.TB) string {
 	t.Helper()
+	return f.serveMetrics(envFor(t))
+}
+
+// StartMetrics is ServeMetrics for a fleet of Env.StartBullMQFleet, served until Close.
+func (f *BullMQFleet) StartMetrics() string { return f.serveMetrics(f.env) }
+
+func (f *BullMQFleet) serveMetrics(e *Env) string {
 	srv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, _ *http.Request) {
 		rw.Header().Set("Content-Type", "text/plain; version=0.0.4")
 		_, _ = io.WriteString(rw, f.exposition())
 	}))
-	t.Cleanup(srv.Close)
+	e.Defer(srv.Close)
 	return strings.TrimPrefix(srv.URL, "http://")
 }
 

@@ -49,44 +49,67 @@ type Cluster struct {
 	args      []string
 	// kwok is the running kwok of a StartRealisticCluster, nil otherwise.
 	kwok *process
+	// env holds what StartCluster started.
+	env *Env
 }
 
 // StartCluster starts etcd and kube-apiserver and waits until the API server is ready.
 func StartCluster(t testing.TB) *Cluster {
 	t.Helper()
+	c, err := envFor(t).StartCluster(t.Context())
+	check(t, err)
+	return c
+}
+
+// StartCluster starts etcd and kube-apiserver and waits until the API server is ready.
+func (e *Env) StartCluster(ctx context.Context) (*Cluster, error) {
 	version, err := KubeVersion()
 	if err != nil {
-		t.Fatalf("test environment: %v", err)
+		return nil, fmt.Errorf("test environment: %w", err)
 	}
-	apiserverBin := binary(t, filepath.Join(BinDir(), "kube-apiserver-"+version))
-	etcdBin := binary(t, filepath.Join(BinDir(), "etcd-"+EtcdVersion))
-	dir := t.TempDir()
-
-	etcdURL := startEtcd(t, etcdBin, dir)
+	apiserverBin, err := lookBinary(filepath.Join(BinDir(), "kube-apiserver-"+version))
+	if err != nil {
+		return nil, err
+	}
+	etcdBin, err := lookBinary(filepath.Join(BinDir(), "etcd-"+EtcdVersion))
+	if err != nil {
+		return nil, err
+	}
+	dir, err := e.TempDir("cluster")
+	if err != nil {
+		return nil, err
+	}
+	etcdURL, err := e.startEtcd(ctx, etcdBin, dir)
+	if err != nil {
+		return nil, err
+	}
 
 	ca, err := newAuthority()
 	if err != nil {
-		t.Fatalf("creating the test CA: %v", err)
+		return nil, fmt.Errorf("creating the test CA: %w", err)
 	}
 	files := map[string][]byte{"ca.crt": ca.certPEM}
 	servingCert, servingKey, err := ca.issue(pkix.Name{CommonName: "kube-apiserver"}, true)
 	if err != nil {
-		t.Fatalf("issuing the serving certificate: %v", err)
+		return nil, fmt.Errorf("issuing the serving certificate: %w", err)
 	}
 	files["serving.crt"], files["serving.key"] = servingCert, servingKey
 	saKey, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
-		t.Fatalf("creating the service-account key: %v", err)
+		return nil, fmt.Errorf("creating the service-account key: %w", err)
 	}
 	files["sa.key"] = pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(saKey)})
 	for name, data := range files {
 		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
-			t.Fatalf("writing %s: %v", name, err)
+			return nil, fmt.Errorf("writing %s: %w", name, err)
 		}
 	}
 
-	port := FreePort(t)
-	c := &Cluster{Version: version, host: fmt.Sprintf("https://127.0.0.1:%d", port), ca: ca, dir: dir}
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	c := &Cluster{Version: version, host: fmt.Sprintf("https://127.0.0.1:%d", port), ca: ca, dir: dir, env: e}
 	c.bin = apiserverBin
 	c.args = []string{
 		"--etcd-servers=" + etcdURL,
@@ -108,15 +131,22 @@ func StartCluster(t testing.TB) *Cluster {
 		// The kubernetes Service endpoint cannot be a loopback address; nothing here needs it.
 		"--endpoint-reconciler-type=none",
 	}
-	c.Config = c.UserConfig(t, "admin", "system:masters")
+	if c.Config, err = c.userConfig("admin", "system:masters"); err != nil {
+		return nil, err
+	}
 	c.Client = kubernetes.NewForConfigOrDie(c.Config)
-	c.StartAPIServer(t)
+	if err := c.startAPIServer(ctx, e); err != nil {
+		return nil, err
+	}
 	// The default namespace is created by a post-start hook shortly after readiness.
-	c.apiserver.waitReady(t, 30*time.Second, func(ctx context.Context) error {
+	err = c.apiserver.ready(ctx, 30*time.Second, func(ctx context.Context) error {
 		_, err := c.Client.CoreV1().Namespaces().Get(ctx, "default", metav1.GetOptions{})
 		return err
 	})
-	return c
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
 }
 
 // StopAPIServer stops the kube-apiserver (SIGTERM, then SIGKILL after 10 s); etcd, and
@@ -124,22 +154,35 @@ func StartCluster(t testing.TB) *Cluster {
 func (c *Cluster) StopAPIServer() { c.apiserver.stop() }
 
 // StartAPIServer starts the kube-apiserver again, on the same address with the same
-// certificates and etcd, and waits until it is ready. StartCluster calls it first.
+// certificates and etcd, and waits until it is ready; it is stopped with the test.
 func (c *Cluster) StartAPIServer(t testing.TB) {
 	t.Helper()
-	c.apiserver = start(t, "kube-apiserver", c.bin, c.args...)
-	httpClient, err := rest.HTTPClientFor(c.Config)
-	if err != nil {
-		t.Fatalf("building the API server's HTTP client: %v", err)
-	}
-	c.apiserver.waitReady(t, 90*time.Second, httpOK(httpClient, c.host+"/readyz"))
+	check(t, c.startAPIServer(t.Context(), envFor(t)))
 }
 
-func startEtcd(t testing.TB, bin, dir string) string {
-	t.Helper()
-	clientURL := fmt.Sprintf("http://127.0.0.1:%d", FreePort(t))
-	peerURL := fmt.Sprintf("http://127.0.0.1:%d", FreePort(t))
-	proc := start(t, "etcd", bin,
+// startAPIServer starts the kube-apiserver in e, and waits until it is ready. StartCluster
+// calls it first.
+func (c *Cluster) startAPIServer(ctx context.Context, e *Env) error {
+	p, err := e.start("kube-apiserver", nil, nil, c.bin, c.args...)
+	if err != nil {
+		return err
+	}
+	c.apiserver = p
+	httpClient, err := rest.HTTPClientFor(c.Config)
+	if err != nil {
+		return fmt.Errorf("building the API server's HTTP client: %w", err)
+	}
+	return c.apiserver.ready(ctx, 90*time.Second, httpOK(httpClient, c.host+"/readyz"))
+}
+
+func (e *Env) startEtcd(ctx context.Context, bin, dir string) (string, error) {
+	ports, err := freePorts(2)
+	if err != nil {
+		return "", err
+	}
+	clientURL := fmt.Sprintf("http://127.0.0.1:%d", ports[0])
+	peerURL := fmt.Sprintf("http://127.0.0.1:%d", ports[1])
+	proc, err := e.start("etcd", nil, nil, bin,
 		"--name=default",
 		"--data-dir="+filepath.Join(dir, "etcd"),
 		"--listen-client-urls="+clientURL,
@@ -150,17 +193,25 @@ func startEtcd(t testing.TB, bin, dir string) string {
 		"--unsafe-no-fsync",
 		"--log-level=warn",
 	)
-	proc.waitReady(t, 30*time.Second, httpOK(http.DefaultClient, clientURL+"/health"))
-	return clientURL
+	if err != nil {
+		return "", err
+	}
+	return clientURL, proc.ready(ctx, 30*time.Second, httpOK(http.DefaultClient, clientURL+"/health"))
 }
 
 // UserConfig returns a client configuration that authenticates as user, member of groups,
 // with a client certificate; RBAC decides what it may do.
 func (c *Cluster) UserConfig(t testing.TB, user string, groups ...string) *rest.Config {
 	t.Helper()
+	cfg, err := c.userConfig(user, groups...)
+	check(t, err)
+	return cfg
+}
+
+func (c *Cluster) userConfig(user string, groups ...string) (*rest.Config, error) {
 	certPEM, keyPEM, err := c.ca.issue(pkix.Name{CommonName: user, Organization: groups}, false)
 	if err != nil {
-		t.Fatalf("issuing a client certificate for %s: %v", user, err)
+		return nil, fmt.Errorf("issuing a client certificate for %s: %w", user, err)
 	}
 	return &rest.Config{
 		Host: c.host,
@@ -171,23 +222,39 @@ func (c *Cluster) UserConfig(t testing.TB, user string, groups ...string) *rest.
 		},
 		QPS:   200,
 		Burst: 400,
-	}
+	}, nil
 }
 
 // Kubeconfig writes a kubeconfig file for cfg and returns its path, for commands that take
 // --kubeconfig.
 func (c *Cluster) Kubeconfig(t testing.TB, cfg *rest.Config) string {
 	t.Helper()
+	path, err := writeKubeconfig(filepath.Join(t.TempDir(), "kubeconfig"), cfg)
+	check(t, err)
+	return path
+}
+
+// KubeconfigFile writes a kubeconfig file for cfg in the cluster's directory and returns
+// its path, for commands that take --kubeconfig.
+func (c *Cluster) KubeconfigFile(cfg *rest.Config) (string, error) {
+	f, err := os.CreateTemp(c.dir, "kubeconfig-")
+	if err != nil {
+		return "", fmt.Errorf("writing kubeconfig: %w", err)
+	}
+	f.Close()
+	return writeKubeconfig(f.Name(), cfg)
+}
+
+func writeKubeconfig(path string, cfg *rest.Config) (string, error) {
 	kc := clientcmdapi.NewConfig()
 	kc.Clusters["test"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: cfg.CAData}
 	kc.AuthInfos["test"] = &clientcmdapi.AuthInfo{ClientCertificateData: cfg.CertData, ClientKeyData: cfg.KeyData}
 	kc.Contexts["test"] = &clientcmdapi.Context{Cluster: "test", AuthInfo: "test", Namespace: "default"}
 	kc.CurrentContext = "test"
-	path := filepath.Join(t.TempDir(), "kubeconfig")
 	if err := clientcmd.WriteToFile(*kc, path); err != nil {
-		t.Fatalf("writing kubeconfig: %v", err)
+		return "", fmt.Errorf("writing kubeconfig: %w", err)
 	}
-	return path
+	return path, nil
 }
 
 // authority is a throwaway certificate authority for one test cluster.
@@ -287,14 +354,19 @@ func Concurrency(global, tenant string) []corev1.EnvVar {
 // CreateDeployment creates d, and its namespace first when that does not exist yet.
 func (c *Cluster) CreateDeployment(t testing.TB, d *appsv1.Deployment) {
 	t.Helper()
-	ctx := context.Background()
+	check(t, c.CreateDeploymentContext(t.Context(), d))
+}
+
+// CreateDeploymentContext creates d, and its namespace first when that does not exist yet.
+func (c *Cluster) CreateDeploymentContext(ctx context.Context, d *appsv1.Deployment) error {
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: d.Namespace}}
 	if _, err := c.Client.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		t.Fatalf("creating namespace %s: %v", d.Namespace, err)
+		return fmt.Errorf("creating namespace %s: %w", d.Namespace, err)
 	}
 	if _, err := c.Client.AppsV1().Deployments(d.Namespace).Create(ctx, d, metav1.CreateOptions{}); err != nil {
-		t.Fatalf("creating deployment %s/%s: %v", d.Namespace, d.Name, err)
+		return fmt.Errorf("creating deployment %s/%s: %w", d.Namespace, d.Name, err)
 	}
+	return nil
 }
 
 // CompleteRollout does what the Deployment controller would, which StartCluster does not

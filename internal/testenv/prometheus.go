@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"os"
@@ -36,15 +37,29 @@ type PrometheusOptions struct {
 // the given targets, and waits until it is ready.
 func StartPrometheus(t testing.TB, opts PrometheusOptions) *Prometheus {
 	t.Helper()
+	p, err := envFor(t).StartPrometheus(t.Context(), opts)
+	check(t, err)
+	return p
+}
+
+// StartPrometheus starts Prometheus (the `prometheus` on PATH, or $PROMETHEUS) scraping
+// the given targets, and waits until it is ready.
+func (e *Env) StartPrometheus(ctx context.Context, opts PrometheusOptions) (*Prometheus, error) {
 	name := os.Getenv("PROMETHEUS")
 	if name == "" {
 		name = "prometheus"
 	}
-	bin := binary(t, name)
+	bin, err := lookBinary(name)
+	if err != nil {
+		return nil, err
+	}
 	if opts.ScrapeInterval == 0 {
 		opts.ScrapeInterval = time.Second
 	}
-	dir := t.TempDir()
+	dir, err := e.TempDir("prometheus")
+	if err != nil {
+		return nil, err
+	}
 	var targets []string
 	for _, tg := range opts.Targets {
 		targets = append(targets, fmt.Sprintf("%q", tg))
@@ -64,12 +79,16 @@ scrape_configs:
 `, opts.ScrapeInterval, opts.ScrapeInterval, strings.Join(ruleFiles, ", "), strings.Join(targets, ", "))
 	configPath := filepath.Join(dir, "prometheus.yml")
 	if err := os.WriteFile(configPath, []byte(config), 0o600); err != nil {
-		t.Fatalf("writing Prometheus config: %v", err)
+		return nil, fmt.Errorf("writing Prometheus config: %w", err)
 	}
 	if opts.DataDir == "" {
 		opts.DataDir = filepath.Join(dir, "data")
 	}
-	addr := fmt.Sprintf("127.0.0.1:%d", FreePort(t))
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	args := append([]string{
 		"--config.file=" + configPath,
 		"--storage.tsdb.path=" + opts.DataDir,
@@ -77,9 +96,12 @@ scrape_configs:
 		"--web.enable-lifecycle",
 		"--log.level=warn",
 	}, opts.ExtraArgs...)
-	p := &Prometheus{URL: "http://" + addr, proc: start(t, "prometheus", bin, args...)}
-	p.proc.waitReady(t, 60*time.Second, httpOK(http.DefaultClient, p.URL+"/-/ready"))
-	return p
+	proc, err := e.start("prometheus", nil, nil, bin, args...)
+	if err != nil {
+		return nil, err
+	}
+	p := &Prometheus{URL: "http://" + addr, proc: proc}
+	return p, p.proc.ready(ctx, 60*time.Second, httpOK(http.DefaultClient, p.URL+"/-/ready"))
 }
 
 // Stop stops the server before the test ends, to test what happens when Prometheus goes

@@ -3,6 +3,7 @@ package testenv
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -37,38 +38,68 @@ var kwokStageDirs = []string{"kustomize/stage/node/fast", "kustomize/stage/pod/f
 // kube-scheduler and kwok, with one fake Node (kwok-node-0) that kwok keeps Ready: a
 // Deployment's pods are scheduled and become Ready, and its rollouts complete, by
 // themselves, as on a real cluster (no container runs). It returns once the Node is Ready.
+func StartRealisticCluster(t testing.TB) *Cluster {
+	t.Helper()
+	c, err := envFor(t).StartRealisticCluster(t.Context())
+	check(t, err)
+	return c
+}
+
+// StartRealisticCluster starts what StartCluster does and, besides, kube-controller-manager,
+// kube-scheduler and kwok, with one fake Node (kwok-node-0) that kwok keeps Ready: a
+// Deployment's pods are scheduled and become Ready, and its rollouts complete, by
+// themselves, as on a real cluster (no container runs). It returns once the Node is Ready.
 //
 // The components authenticate as system:kube-controller-manager, system:kube-scheduler and
 // kwok-controller, each also in system:masters: the controller manager runs its
 // controllers under its own identity (no service-account credentials), which its
 // bootstrap role alone does not cover.
-func StartRealisticCluster(t testing.TB) *Cluster {
-	t.Helper()
+func (e *Env) StartRealisticCluster(ctx context.Context) (*Cluster, error) {
 	version, err := KubeVersion()
 	if err != nil {
-		t.Fatalf("test environment: %v", err)
+		return nil, fmt.Errorf("test environment: %w", err)
 	}
-	kcmBin := binary(t, filepath.Join(BinDir(), "kube-controller-manager-"+version))
-	schedulerBin := binary(t, filepath.Join(BinDir(), "kube-scheduler-"+version))
-	kwokBin := binary(t, filepath.Join(BinDir(), "kwok-"+KwokVersion))
-	stages, err := kwokStages(t.Context())
-	if err != nil {
-		msg := fmt.Sprintf("test environment: kwok's stages from %s@%s: %v", kwokModule, KwokVersion, err)
-		if os.Getenv(RequiredEnv) == "required" {
-			t.Fatal(msg)
+	var bins [3]string
+	for i, path := range []string{
+		filepath.Join(BinDir(), "kube-controller-manager-"+version),
+		filepath.Join(BinDir(), "kube-scheduler-"+version),
+		filepath.Join(BinDir(), "kwok-"+KwokVersion),
+	} {
+		if bins[i], err = lookBinary(path); err != nil {
+			return nil, err
 		}
-		t.Skip(msg)
+	}
+	kcmBin, schedulerBin, kwokBin := bins[0], bins[1], bins[2]
+	stages, err := kwokStages(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("test environment: kwok's stages from %s@%s: %w (%w)", kwokModule, KwokVersion, err, ErrMissing)
 	}
 
-	c := StartCluster(t)
+	c, err := e.StartCluster(ctx)
+	if err != nil {
+		return nil, err
+	}
 	stagesFile := filepath.Join(c.dir, "kwok-stages.yaml")
 	if err := os.WriteFile(stagesFile, stages, 0o600); err != nil {
-		t.Fatalf("writing kwok's stages: %v", err)
+		return nil, fmt.Errorf("writing kwok's stages: %w", err)
 	}
-
-	kcmPort := FreePort(t)
-	kcm := start(t, "kube-controller-manager", kcmBin,
-		"--kubeconfig="+c.Kubeconfig(t, c.UserConfig(t, "system:kube-controller-manager", "system:masters")),
+	kubeconfigs := map[string]string{}
+	for _, user := range []string{"system:kube-controller-manager", "system:kube-scheduler", "kwok-controller"} {
+		cfg, err := c.userConfig(user, "system:masters")
+		if err != nil {
+			return nil, err
+		}
+		if kubeconfigs[user], err = c.KubeconfigFile(cfg); err != nil {
+			return nil, err
+		}
+	}
+	ports, err := freePorts(2)
+	if err != nil {
+		return nil, err
+	}
+	kcmPort, schedulerPort := ports[0], ports[1]
+	kcm, err := e.start("kube-controller-manager", nil, nil, kcmBin,
+		"--kubeconfig="+kubeconfigs["system:kube-controller-manager"],
 		"--leader-elect=false",
 		// nodeipam needs a cluster CIDR; the token controller, a key: neither is needed here.
 		"--controllers=*,-nodeipam,-serviceaccount-token",
@@ -82,27 +113,38 @@ func StartRealisticCluster(t testing.TB) *Cluster {
 		"--cert-dir="+filepath.Join(c.dir, "kcm-certs"),
 		"--profiling=false",
 	)
-	schedulerPort := FreePort(t)
-	scheduler := start(t, "kube-scheduler", schedulerBin,
-		"--kubeconfig="+c.Kubeconfig(t, c.UserConfig(t, "system:kube-scheduler", "system:masters")),
+	if err != nil {
+		return nil, err
+	}
+	scheduler, err := e.start("kube-scheduler", nil, nil, schedulerBin,
+		"--kubeconfig="+kubeconfigs["system:kube-scheduler"],
 		"--leader-elect=false",
 		"--bind-address=127.0.0.1",
 		fmt.Sprintf("--secure-port=%d", schedulerPort),
 		"--cert-dir="+filepath.Join(c.dir, "scheduler-certs"),
 	)
+	if err != nil {
+		return nil, err
+	}
 	// Their serving certificates are self-signed; /healthz needs no credentials.
 	insecure := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
-	kcm.waitReady(t, 60*time.Second, httpOK(insecure, fmt.Sprintf("https://127.0.0.1:%d/healthz", kcmPort)))
-	scheduler.waitReady(t, 60*time.Second, httpOK(insecure, fmt.Sprintf("https://127.0.0.1:%d/healthz", schedulerPort)))
+	if err := kcm.ready(ctx, 60*time.Second, httpOK(insecure, fmt.Sprintf("https://127.0.0.1:%d/healthz", kcmPort))); err != nil {
+		return nil, err
+	}
+	if err := scheduler.ready(ctx, 60*time.Second, httpOK(insecure, fmt.Sprintf("https://127.0.0.1:%d/healthz", schedulerPort))); err != nil {
+		return nil, err
+	}
 
-	c.kwok = start(t, "kwok", kwokBin,
-		"--kubeconfig="+c.Kubeconfig(t, c.UserConfig(t, "kwok-controller", "system:masters")),
+	c.kwok, err = e.start("kwok", nil, nil, kwokBin,
+		"--kubeconfig="+kubeconfigs["kwok-controller"],
 		"--manage-all-nodes=false",
 		"--manage-nodes-with-annotation-selector="+KwokNodeAnnotation+"=fake",
 		"--config="+stagesFile,
 	)
-	c.AddNode(t, "kwok-node-0", nil)
-	return c
+	if err != nil {
+		return nil, err
+	}
+	return c, c.AddNodeContext(ctx, "kwok-node-0", nil)
 }
 
 // kwokStages is kwok's "fast" node and pod Stages, read from its module in the module
@@ -140,8 +182,13 @@ func kwokStages(ctx context.Context) ([]byte, error) {
 // pods, and waits until it is Ready and schedulable. Only for a StartRealisticCluster.
 func (c *Cluster) AddNode(t testing.TB, name string, labels map[string]string) {
 	t.Helper()
+	check(t, c.AddNodeContext(t.Context(), name, labels))
+}
+
+// AddNodeContext is AddNode for a program: it returns what went wrong.
+func (c *Cluster) AddNodeContext(ctx context.Context, name string, labels map[string]string) error {
 	if c.kwok == nil {
-		t.Fatal("AddNode: the cluster runs no kwok; start it with StartRealisticCluster")
+		return errors.New("AddNode: the cluster runs no kwok; start it with StartRealisticCluster")
 	}
 	l := map[string]string{"kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "type": "kwok"}
 	for k, v := range labels {
@@ -156,10 +203,10 @@ func (c *Cluster) AddNode(t testing.TB, name string, labels map[string]string) {
 		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: l, Annotations: map[string]string{KwokNodeAnnotation: "fake"}},
 		Status:     corev1.NodeStatus{Capacity: room, Allocatable: room},
 	}
-	if _, err := c.Client.CoreV1().Nodes().Create(t.Context(), node, metav1.CreateOptions{}); err != nil {
-		t.Fatalf("creating node %s: %v", name, err)
+	if _, err := c.Client.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("creating node %s: %w", name, err)
 	}
-	c.kwok.waitReady(t, 60*time.Second, func(ctx context.Context) error {
+	return c.kwok.ready(ctx, 60*time.Second, func(ctx context.Context) error {
 		n, err := c.Client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
 			return err
@@ -183,21 +230,31 @@ func (c *Cluster) AddNode(t testing.TB, name string, labels map[string]string) {
 // Progressing condition at NewReplicaSetAvailable. Only for a StartRealisticCluster.
 func (c *Cluster) WaitForRollout(t testing.TB, namespace, name string) *appsv1.Deployment {
 	t.Helper()
+	d, err := c.WaitForRolloutContext(t.Context(), namespace, name)
+	check(t, err)
+	return d
+}
+
+// WaitForRolloutContext is WaitForRollout for a program: it returns what went wrong.
+func (c *Cluster) WaitForRolloutContext(ctx context.Context, namespace, name string) (*appsv1.Deployment, error) {
 	deadline := time.Now().Add(60 * time.Second)
 	var d *appsv1.Deployment
 	var last error
 	for time.Now().Before(deadline) {
-		d, last = c.Client.AppsV1().Deployments(namespace).Get(t.Context(), name, metav1.GetOptions{})
+		d, last = c.Client.AppsV1().Deployments(namespace).Get(ctx, name, metav1.GetOptions{})
 		if last == nil {
 			last = rolledOut(d)
 		}
 		if last == nil {
-			return d
+			return d, nil
 		}
-		time.Sleep(100 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("waiting for deployment %s/%s to roll out: %w", namespace, name, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
-	t.Fatalf("deployment %s/%s did not roll out within 60s: %v", namespace, name, last)
-	return nil
+	return nil, fmt.Errorf("deployment %s/%s did not roll out within 60s: %w", namespace, name, last)
 }
 
 // rolledOut says why d's rollout is not complete, or nil when it is.

@@ -4,6 +4,11 @@
 // bullmq package's exporter, producers and workers, run by node), each on free loopback
 // ports with its data in the test's temporary directory, stopped when the test ends.
 //
+// A program (the demo) uses the same components through an Env: its methods return errors
+// instead of ending a test, and its Close stops everything started, in reverse order, each
+// component with its whole process group, and removes the temporary directory. The
+// functions taking a testing.TB are thin wrappers over them.
+//
 // The binaries come from `hack/install-testenv.sh` (Prometheus and redis-server from
 // Debian's packages; etcd, the Kubernetes components, kwok and VictoriaMetrics built from
 // the Go module proxy into a cache outside the repository; the fleet's npm packages
@@ -17,14 +22,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -111,133 +114,6 @@ func Kubectl(t testing.TB) string {
 		t.Fatalf("test environment: %v", err)
 	}
 	return binary(t, filepath.Join(BinDir(), "kubectl-"+version))
-}
-
-// binary finds a component, or ends the test: a failure under `make test`, a skip under
-// a plain `go test`.
-func binary(t testing.TB, path string) string {
-	t.Helper()
-	if filepath.Base(path) == path {
-		if p, err := exec.LookPath(path); err == nil {
-			return p
-		}
-	} else if st, err := os.Stat(path); err == nil && !st.IsDir() {
-		return path
-	}
-	msg := fmt.Sprintf("test environment: %s not found; run hack/install-testenv.sh (make test does)", path)
-	if os.Getenv(RequiredEnv) == "required" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
-	return ""
-}
-
-// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func FreePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("finding a free port: %v", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-// process is a started component.
-type process struct {
-	name string
-	cmd  *exec.Cmd
-	log  string
-	done chan struct{}
-	err  error
-}
-
-// start runs a component with its output in a log file, killed with the test (and with
-// the test binary, should that die first).
-func start(t testing.TB, name, bin string, args ...string) *process {
-	t.Helper()
-	return startWithEnv(t, name, nil, bin, args...)
-}
-
-// startWithEnv is start with variables added to the test's environment.
-func startWithEnv(t testing.TB, name string, env []string, bin string, args ...string) *process {
-	t.Helper()
-	p, err := startIn(t.TempDir(), name, env, bin, args...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		p.stop()
-		if t.Failed() {
-			t.Logf("last lines of %s's log (%s):\n%s", name, p.log, tail(p.log, 30))
-		}
-	})
-	return p
-}
-
-// startIn runs a component with its output in dir/name.log, killed with the test binary
-// should that die first. The caller stops it; startIn may be called from any goroutine.
-func startIn(dir, name string, env []string, bin string, args ...string) (*process, error) {
-	logPath := filepath.Join(dir, name+".log")
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		return nil, fmt.Errorf("creating %s log: %w", name, err)
-	}
-	cmd := exec.Command(bin, args...)
-	if env != nil {
-		cmd.Env = append(os.Environ(), env...)
-	}
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		logFile.Close()
-		return nil, fmt.Errorf("starting %s: %w", name, err)
-	}
-	p := &process{name: name, cmd: cmd, log: logPath, done: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		logFile.Close()
-		close(p.done)
-	}()
-	return p, nil
-}
-
-// stop ends the process: SIGTERM, then SIGKILL after 10 s. Stopping twice is harmless.
-func (p *process) stop() {
-	select {
-	case <-p.done:
-		return
-	default:
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(10 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	}
-}
-
-// waitReady polls check until it succeeds, the process exits, or the timeout passes.
-func (p *process) waitReady(t testing.TB, timeout time.Duration, check func(ctx context.Context) error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var last error
-	for time.Now().Before(deadline) {
-		select {
-		case <-p.done:
-			t.Fatalf("%s exited before it was ready (%v); its log:\n%s", p.name, p.err, tail(p.log, 40))
-		default:
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		last = check(ctx)
-		cancel()
-		if last == nil {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("%s was not ready after %s: %v; its log:\n%s", p.name, timeout, last, tail(p.log, 40))
 }
 
 // httpOK is a readiness check: GET url answers 200.

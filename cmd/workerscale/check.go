@@ -18,6 +18,8 @@ type checkResult struct {
 	Workloads   int            `json:"workloads"`
 	Classes     int            `json:"classes"`
 	RateBudgets int            `json:"rateBudgets"`
+	// Cluster is what --cluster found.
+	Cluster *clusterResult `json:"cluster,omitempty"`
 }
 
 // checkProblem is one problem of a rules file: Line and Column start at 1, 0 when unknown.
@@ -30,18 +32,29 @@ type checkProblem struct {
 }
 
 func newCheckCommand(e *env) *cobra.Command {
-	var file, output string
+	var file, output, kubeconfig, kubeContext string
+	var cluster bool
 	c := &cobra.Command{
 		Use:   "check --rules FILE",
 		Short: "Validate a rules file and report every problem with file:line:column",
 		Long: `Validate a rules file and report every problem as FILE:LINE:COL: field.path: message, or
 with -o json|yaml as a list with their lines and columns, for CI annotations. Exit 0 when
-the file is valid, 1 when it has problems.`,
+the file is valid, 1 when it has problems.
+
+With --cluster, a valid file is also checked against the cluster and the Prometheus it
+names, as one cycle of "run --once --dry-run" sees them (nothing is written): a workload
+that cannot be read is an error (exit 1); each warning of a decision is printed, such as
+a terminationGracePeriodSeconds shorter than the jobs (a scale-in or a rollout would kill
+them) with what to set, and a query that failed.`,
 		Example: `workerscale check --rules rules/examples/luneo-render.yaml
-workerscale check --rules rules.yaml -o json`,
+workerscale check --rules rules.yaml -o json
+workerscale check --rules rules.yaml --cluster --context prod`,
 		RunE: func(c *cobra.Command, _ []string) error {
 			if file == "" {
 				return usagef("--rules is required")
+			}
+			if !cluster && (c.Flags().Changed("kubeconfig") || c.Flags().Changed("context")) {
+				return usagef("--kubeconfig and --context are for --cluster")
 			}
 			r, err := rules.Load(file)
 			var list rules.ErrorList
@@ -70,17 +83,41 @@ workerscale check --rules rules.yaml -o json`,
 			case err != nil:
 				return err
 			}
-			if output != formatText {
-				return writeObject(e.stdout, output, checkResult{File: file, Valid: true, Problems: []checkProblem{},
-					Workloads: len(r.Workloads), Classes: len(r.Classes), RateBudgets: len(r.RateBudgets)})
+			res := checkResult{File: file, Valid: true, Problems: []checkProblem{},
+				Workloads: len(r.Workloads), Classes: len(r.Classes), RateBudgets: len(r.RateBudgets)}
+			if cluster {
+				found, err := checkCluster(c.Context(), r, kubeconfig, kubeContext)
+				if err != nil {
+					return err
+				}
+				res.Cluster = &found
 			}
-			fmt.Fprintf(e.stdout, "%s: valid: %d workload%s, %d class%s, %d rate budget%s\n", file,
-				len(r.Workloads), plural(len(r.Workloads)), len(r.Classes), pluralES(len(r.Classes)),
-				len(r.RateBudgets), plural(len(r.RateBudgets)))
+			if output != formatText {
+				if err := writeObject(e.stdout, output, res); err != nil {
+					return err
+				}
+			} else {
+				fmt.Fprintf(e.stdout, "%s: valid: %d workload%s, %d class%s, %d rate budget%s\n", file,
+					len(r.Workloads), plural(len(r.Workloads)), len(r.Classes), pluralES(len(r.Classes)),
+					len(r.RateBudgets), plural(len(r.RateBudgets)))
+				if res.Cluster != nil {
+					for _, f := range res.Cluster.Findings {
+						fmt.Fprintln(e.stdout, f)
+					}
+					n := res.Cluster.errors()
+					fmt.Fprintf(e.stdout, "cluster: %d workload%s checked: %d error%s, %d warning%s\n", res.Cluster.Workloads, plural(res.Cluster.Workloads),
+						n, plural(n), len(res.Cluster.Findings)-n, plural(len(res.Cluster.Findings)-n))
+				}
+			}
+			if res.Cluster != nil && res.Cluster.errors() > 0 {
+				return exitError{code: exitFailed}
+			}
 			return nil
 		},
 	}
 	rulesFlag(c, &file, "the rules YAML to check (required)")
 	outputFlag(c, e, &output, "", formatText, formatJSON, formatYAML)
+	c.Flags().BoolVar(&cluster, "cluster", false, "also check the rules against the cluster and Prometheus, as one dry-run cycle sees them")
+	kubeFlags(c, e, &kubeconfig, &kubeContext)
 	return c
 }

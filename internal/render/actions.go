@@ -30,15 +30,36 @@ func actionWorkloads(r *rules.Rules) []*rules.Workload {
 	return out
 }
 
+// actionLabels are the labels of an action alert about workload w: its severity, the
+// namespace, kind and name of its target (so that a team's AlertmanagerConfig, which
+// matches its own namespace, receives it) and the workload's name.
+func actionLabels(w *rules.Workload, severity string) map[string]string {
+	return map[string]string{
+		"severity":    severity,
+		"namespace":   templateText(w.Target.Namespace),
+		"target_kind": templateText(w.Target.Kind),
+		"target_name": templateText(w.Target.Name),
+		"workload":    templateText(w.Name),
+	}
+}
+
+// actionWorkloadText names w and its target in a description: render (Deployment
+// luneo/luneo-worker-ia).
+func actionWorkloadText(w *rules.Workload) string {
+	return fmt.Sprintf("%s (%s %s/%s)", templateText(w.Name), templateText(w.Target.Kind), templateText(w.Target.Namespace), templateText(w.Target.Name))
+}
+
 // ActionRules are the second seed's loop as alerts: a workload's queue depth past its
 // critical level, for its threshold's `for`, fires an alert labelled action
 // "concurrency+1", which Alertmanager routes to workerscale's webhook (AlertmanagerConfig).
-// workerscale raises the concurrency by one, within its limits, once per firing.
+// workerscale raises the concurrency by one, within its limits, once per firing. Unlike
+// the other alerts they are written per workload (each states its own concurrency.max),
+// for the workloads that opt in alone.
 func ActionRules(r *rules.Rules, o Options) RuleFile {
 	var rs []Rule
 	for _, w := range actionWorkloads(r) {
 		t := w.Thresholds[rules.QueueDepth]
-		labels := workloadLabels(w, severityInfo)
+		labels := actionLabels(w, severityInfo)
 		labels["action"] = "concurrency+1"
 		rs = append(rs, Rule{
 			Alert:  "WorkerscaleRaiseConcurrency",
@@ -48,7 +69,7 @@ func ActionRules(r *rules.Rules, o Options) RuleFile {
 			Annotations: map[string]string{
 				"summary": "The workload's queue is backed up: workerscale raises its concurrency by one.",
 				"description": fmt.Sprintf("The queue depth of workload %s is {{ $value }}, above its critical level %s, for %s. workerscale's webhook raises its concurrency by one, up to concurrency.max %d, once per firing.",
-					workloadText(w), num(*t.Critical), t.For, *w.Concurrency.Max),
+					actionWorkloadText(w), num(*t.Critical), t.For, *w.Concurrency.Max),
 				"runbook_url": o.runbook("WorkerscaleRaiseConcurrency"),
 			},
 		})

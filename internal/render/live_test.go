@@ -48,7 +48,9 @@ func TestEveryDashboardQueryReturnsData(t *testing.T) {
 
 	fleet := testenv.NewFleet(t)
 	fleet.SetQueue("render", testenv.Queue{Waiting: 30, Active: 8, CompletedPerSecond: 4, FailedPerSecond: 0.05})
-	fleet.SetWorkload("luneo", "luneo-worker-ia", testenv.Workload{Pods: 2, CPUCores: 1.1, CPURequest: 2, MemoryBytes: 1 << 31, MemoryRequest: 4 << 30})
+	// Mid-rollout: two pods of the new ReplicaSet and one of the old, all found through
+	// their owners (rules.PodWorkloadOwners); the rollout annotation shows it.
+	fleet.SetWorkload("luneo", "luneo-worker-ia", testenv.Workload{Pods: 2, OldPods: 1, CPUCores: 1.1, CPURequest: 2, MemoryBytes: 1 << 31, MemoryRequest: 4 << 30})
 	reg := prometheus.NewRegistry()
 	loopMetrics := autoscaler.NewLoopMetrics(reg)
 	promMetrics := prom.NewMetrics(reg)

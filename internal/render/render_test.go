@@ -409,6 +409,12 @@ func TestAlertConventions(t *testing.T) {
 							t.Errorf("%s: no %s label", where, k)
 						}
 					}
+				} else if strings.Contains(rule.Expr, "group_left ("+targetLabels+")") {
+					// An alert written once for all workloads takes each one's target
+					// labels from its series (TestPromtool checks them).
+					if !strings.Contains(a["description"], workloadText) {
+						t.Errorf("%s: the description %q does not name the workload", where, a["description"])
+					}
 				} else if l["namespace"] == "" && !strings.Contains(rule.Expr, "by (namespace)") {
 					t.Errorf("%s: neither a namespace label nor an aggregation by namespace: %s", where, rule.Expr)
 				}
@@ -489,5 +495,46 @@ func TestDashboardsDoNotGrowWithTheWorkloads(t *testing.T) {
 	}
 	if n := len(sizes[200][DashboardsCMFile]); n > kubectlApplyLimit/2 {
 		t.Errorf("the dashboards ConfigMap is %d bytes, over half of kubectl apply's %d", n, kubectlApplyLimit)
+	}
+}
+
+// TestRulesDoNotGrowWithTheWorkloads: the alerts are the same for 1 workload and for 200
+// with their own names, namespaces, queues and levels; the recording rules are as many;
+// only each workload's info, queues and own levels are added, a few hundred bytes, so
+// that the PrometheusRule for 200 stays well under what `kubectl apply` can keep.
+func TestRulesDoNotGrowWithTheWorkloads(t *testing.T) {
+	files := map[int]map[string][]byte{}
+	groups := map[int]map[string]RuleGroup{}
+	for _, n := range []int{1, 200} {
+		r := fleetRules(t, n)
+		var err error
+		if files[n], err = Render(r, DefaultOptions()); err != nil {
+			t.Fatal(err)
+		}
+		rf, err := PrometheusRules(r, DefaultOptions())
+		if err != nil {
+			t.Fatal(err)
+		}
+		groups[n] = map[string]RuleGroup{}
+		for _, g := range rf.Groups {
+			groups[n][g.Name] = g
+		}
+		t.Logf("%d workloads: PrometheusRule %d bytes, rule file %d bytes, %d alerts, %d recording rules of metrics",
+			n, len(files[n][PrometheusRuleFile]), len(files[n][RulesFile]), len(groups[n]["workerscale-alerts"].Rules), len(groups[n]["workerscale-metrics"].Rules))
+	}
+	a1, _ := yamlOf(groups[1]["workerscale-alerts"])
+	a200, _ := yamlOf(groups[200]["workerscale-alerts"])
+	if !bytes.Equal(a1, a200) {
+		t.Errorf("the alerts differ between 1 and 200 workloads:\n%s", diff(a1, a200))
+	}
+	if m1, m200 := len(groups[1]["workerscale-metrics"].Rules), len(groups[200]["workerscale-metrics"].Rules); m1 != m200 {
+		t.Errorf("%d recording rules of metrics for 1 workload, %d for 200", m1, m200)
+	}
+	size1, size200 := len(files[1][PrometheusRuleFile]), len(files[200][PrometheusRuleFile])
+	if per := (size200 - size1) / 199; per > 1024 {
+		t.Errorf("the PrometheusRule grows by %d bytes per workload (%d for 1, %d for 200), want at most 1 KiB", per, size1, size200)
+	}
+	if size200 > kubectlApplyLimit*6/10 {
+		t.Errorf("the PrometheusRule for 200 workloads is %d bytes, over 60%% of kubectl apply's %d", size200, kubectlApplyLimit)
 	}
 }

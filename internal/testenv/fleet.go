@@ -26,7 +26,9 @@ type Queue struct {
 }
 
 // Workload is a fixture controller's pods as cAdvisor and kube-state-metrics report them,
-// with kube-state-metrics' owner series (kube_pod_owner, kube_replicaset_owner).
+// with kube-state-metrics' owner series (kube_pod_owner, kube_replicaset_owner) and its
+// ReplicaSets' and StatefulSets' replicas (kube_replicaset_status_replicas,
+// kube_statefulset_status_replicas and _replicas_updated).
 type Workload struct {
 	// Kind is the pods' controller: Deployment (the default), whose pods a ReplicaSet
 	// owns and are named as PodName says; StatefulSet, whose pods it owns itself and are
@@ -37,7 +39,8 @@ type Workload struct {
 	// Pods is the number of pods; a Deployment's are its current ReplicaSet's.
 	Pods int
 	// OldPods are a Deployment's pods of its previous ReplicaSet, still running as during
-	// a rollout (OldPodName).
+	// a rollout (OldPodName); of a StatefulSet's Pods, those not yet updated to its update
+	// revision.
 	OldPods int
 	// CPUCores and MemoryBytes are each pod's use; the requests are each pod's requests.
 	CPUCores, CPURequest       float64
@@ -118,8 +121,8 @@ type fixturePod struct {
 	name, ownerKind, ownerName string
 }
 
-// podsOf are w's pods, and the ReplicaSets (if any) that own them.
-func podsOf(name string, w Workload) (pods []fixturePod, replicaSets []string) {
+// podsOf are w's pods, and the ReplicaSets (if any) that own them with their pods.
+func podsOf(name string, w Workload) (pods []fixturePod, replicaSets map[string]int) {
 	switch w.Kind {
 	case "StatefulSet":
 		for i := range w.Pods {
@@ -134,12 +137,12 @@ func podsOf(name string, w Workload) (pods []fixturePod, replicaSets []string) {
 		for i := range w.Pods {
 			pods = append(pods, fixturePod{PodName(name, i), "ReplicaSet", name + "-5b7c9d"})
 		}
-		replicaSets = append(replicaSets, name+"-5b7c9d")
+		replicaSets = map[string]int{name + "-5b7c9d": w.Pods}
 		for i := range w.OldPods {
 			pods = append(pods, fixturePod{OldPodName(name, i), "ReplicaSet", name + "-7f8d6c"})
 		}
 		if w.OldPods > 0 {
-			replicaSets = append(replicaSets, name+"-7f8d6c")
+			replicaSets[name+"-7f8d6c"] = w.OldPods
 		}
 	}
 	return pods, replicaSets
@@ -158,7 +161,11 @@ var (
 	descPhase      = prometheus.NewDesc("kube_pod_status_phase", "Pod phase.", []string{"namespace", "pod", "phase"}, nil)
 	descPodOwner   = prometheus.NewDesc("kube_pod_owner", "Pod owners.", []string{"namespace", "pod", "owner_kind", "owner_name", "owner_is_controller"}, nil)
 	descRSOwner    = prometheus.NewDesc("kube_replicaset_owner", "ReplicaSet owners.", []string{"namespace", "replicaset", "owner_kind", "owner_name", "owner_is_controller"}, nil)
-	fixtureMetrics = []*prometheus.Desc{descJobCount, descCompleted, descFailed, descWaiting, descActive, descRate, descCPU, descMemory, descRequests, descPhase, descPodOwner, descRSOwner}
+	descRSReplicas = prometheus.NewDesc("kube_replicaset_status_replicas", "ReplicaSet pods.", []string{"namespace", "replicaset"}, nil)
+	descSTSPods    = prometheus.NewDesc("kube_statefulset_status_replicas", "StatefulSet pods.", []string{"namespace", "statefulset"}, nil)
+	descSTSUpdated = prometheus.NewDesc("kube_statefulset_status_replicas_updated", "StatefulSet pods at the update revision.", []string{"namespace", "statefulset"}, nil)
+	fixtureMetrics = []*prometheus.Desc{descJobCount, descCompleted, descFailed, descWaiting, descActive, descRate, descCPU, descMemory, descRequests, descPhase,
+		descPodOwner, descRSOwner, descRSReplicas, descSTSPods, descSTSUpdated}
 )
 
 // Describe implements prometheus.Collector.
@@ -199,8 +206,13 @@ func (f *Fleet) Collect(ch chan<- prometheus.Metric) {
 	for key, w := range f.workloads {
 		ns, name := key[0], key[1]
 		pods, replicaSets := podsOf(name, w)
-		for _, rs := range replicaSets {
+		for rs, n := range replicaSets {
 			ch <- prometheus.MustNewConstMetric(descRSOwner, prometheus.GaugeValue, 1, ns, rs, "Deployment", name, "true")
+			ch <- prometheus.MustNewConstMetric(descRSReplicas, prometheus.GaugeValue, float64(n), ns, rs)
+		}
+		if w.Kind == "StatefulSet" {
+			ch <- prometheus.MustNewConstMetric(descSTSPods, prometheus.GaugeValue, float64(w.Pods), ns, name)
+			ch <- prometheus.MustNewConstMetric(descSTSUpdated, prometheus.GaugeValue, float64(w.Pods-w.OldPods), ns, name)
 		}
 		for _, p := range pods {
 			pod := p.name

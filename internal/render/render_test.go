@@ -375,6 +375,49 @@ func TestPromtool(t *testing.T) {
 	}
 }
 
+// TestPromtoolWorkloadsWithTheirOwnLevels: where workloads differ in a metric's levels,
+// its `for` or its direction, the rules written once for all of them still fire each
+// workload's alerts at its own level and not before it, after its own `for`.
+func TestPromtoolWorkloadsWithTheirOwnLevels(t *testing.T) {
+	r, err := rules.Parse("levels.yaml", []byte(`prometheus: {url: 'http://p:9090'}
+queries:
+  preset: bullmq
+  templates:
+    errorRatio: {query: 'max by (namespace, workload) (errors{namespace=~"{{.Namespaces}}"})', match: target}
+classes: [{name: s, cpu: '1', memory: 2Gi, costPerHour: 1}]
+thresholds:
+  errorRatio: {warning: 0.1, critical: 0.2}
+workloads:
+  - {name: a, maxReplicas: 3, queues: [qa], target: {namespace: t1, name: a}}
+  - name: b
+    maxReplicas: 3
+    queues: [qb]
+    target: {namespace: t2, name: b}
+    thresholds:
+      queueDepth: {target: 5, warning: 7, critical: 9, for: 10m}
+      errorRatio: {target: 0.95, warning: 0.9, critical: 0.8, direction: lowerIsWorse}
+  - name: c
+    maxReplicas: 3
+    queues: [qc]
+    target: {kind: StatefulSet, namespace: t1, name: c}
+    thresholds:
+      queueDepth: {warning: 100, critical: 200}
+      cpu: {target: 0.4, warning: 0.5, critical: 0.7}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, err := Render(r, DefaultOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests, n := alertUnitTests(r)
+	promtoolTest(t, files[RulesFile], tests)
+	if n < 3*4*5 {
+		t.Errorf("only %d alert test cases", n)
+	}
+}
+
 // TestAlertConventions: every alert, the action alerts' included, has a severity of info,
 // warning or critical; a namespace (a label, or the controller's series' by which it
 // aggregates) so that a team's AlertmanagerConfig receives it; an alert about a workload

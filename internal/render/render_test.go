@@ -501,13 +501,13 @@ func TestAlertConventions(t *testing.T) {
 const kubectlApplyLimit = 256 << 10
 
 // fleetRules are rules with n workloads, each in its own namespace with its own queue
-// and its own levels.
+// and its own levels, and each one's concurrency raised by the action alert.
 func fleetRules(t *testing.T, n int) *rules.Rules {
 	t.Helper()
 	var y strings.Builder
 	y.WriteString("prometheus: {url: 'http://p:9090'}\nqueries: {preset: bullmq}\nclasses: [{name: s, cpu: '1', memory: 2Gi, costPerHour: 1}]\nworkloads:\n")
 	for i := range n {
-		fmt.Fprintf(&y, "  - {name: w%d, maxReplicas: %d, queues: [q%d], target: {namespace: team%d, name: worker%d},\n", i, 3+i, i, i%17, i)
+		fmt.Fprintf(&y, "  - {name: w%d, maxReplicas: %d, queues: [q%d], target: {namespace: team%d, name: worker%d}, concurrency: {max: 9},\n", i, 3+i, i, i%17, i)
 		fmt.Fprintf(&y, "     thresholds: {queueDepth: {warning: %d, critical: %d}}}\n", 100+i, 1000+i)
 	}
 	r, err := rules.Parse("fleet.yaml", []byte(y.String()))
@@ -541,7 +541,8 @@ func TestDashboardsDoNotGrowWithTheWorkloads(t *testing.T) {
 	}
 }
 
-// TestRulesDoNotGrowWithTheWorkloads: the alerts are the same for 1 workload and for 200
+// TestRulesDoNotGrowWithTheWorkloads: the alerts, the action alerts' PrometheusRule
+// included, are the same for 1 workload and for 200
 // with their own names, namespaces, queues and levels; the recording rules are as many;
 // only each workload's info, queues and own levels are added, a few hundred bytes, so
 // that the PrometheusRule for 200 stays well under what `kubectl apply` can keep.
@@ -562,13 +563,16 @@ func TestRulesDoNotGrowWithTheWorkloads(t *testing.T) {
 		for _, g := range rf.Groups {
 			groups[n][g.Name] = g
 		}
-		t.Logf("%d workloads: PrometheusRule %d bytes, rule file %d bytes, %d alerts, %d recording rules of metrics",
-			n, len(files[n][PrometheusRuleFile]), len(files[n][RulesFile]), len(groups[n]["workerscale-alerts"].Rules), len(groups[n]["workerscale-metrics"].Rules))
+		t.Logf("%d workloads: PrometheusRule %d bytes, rule file %d bytes, %d alerts, %d recording rules of metrics; action alerts' PrometheusRule %d bytes",
+			n, len(files[n][PrometheusRuleFile]), len(files[n][RulesFile]), len(groups[n]["workerscale-alerts"].Rules), len(groups[n]["workerscale-metrics"].Rules), len(files[n][ActionPrometheusRuleFile]))
 	}
 	a1, _ := yamlOf(groups[1]["workerscale-alerts"])
 	a200, _ := yamlOf(groups[200]["workerscale-alerts"])
 	if !bytes.Equal(a1, a200) {
 		t.Errorf("the alerts differ between 1 and 200 workloads:\n%s", diff(a1, a200))
+	}
+	if !bytes.Equal(files[1][ActionPrometheusRuleFile], files[200][ActionPrometheusRuleFile]) || files[1][ActionPrometheusRuleFile] == nil {
+		t.Errorf("the action alerts differ between 1 and 200 workloads:\n%s", diff(files[1][ActionPrometheusRuleFile], files[200][ActionPrometheusRuleFile]))
 	}
 	if m1, m200 := len(groups[1]["workerscale-metrics"].Rules), len(groups[200]["workerscale-metrics"].Rules); m1 != m200 {
 		t.Errorf("%d recording rules of metrics for 1 workload, %d for 200", m1, m200)

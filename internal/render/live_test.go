@@ -51,6 +51,9 @@ func TestEveryDashboardQueryReturnsData(t *testing.T) {
 	// Mid-rollout: two pods of the new ReplicaSet and one of the old, all found through
 	// their owners (rules.PodWorkloadOwners); the rollout annotation shows it.
 	fleet.SetWorkload("luneo", "luneo-worker-ia", testenv.Workload{Pods: 2, OldPods: 1, CPUCores: 1.1, CPURequest: 2, MemoryBytes: 1 << 31, MemoryRequest: 4 << 30})
+	// A busy Job whose pod, luneo-worker-ia-db-bbbbb, reads as the Deployment's by its name
+	// but is not its own: the CPU and memory panels leave it out.
+	fleet.SetWorkload("luneo", "luneo-worker-ia-db", testenv.Workload{Kind: "Job", Pods: 1, CPUCores: 2, CPURequest: 1, MemoryBytes: 4 << 30, MemoryRequest: 4 << 30})
 	reg := prometheus.NewRegistry()
 	loopMetrics := autoscaler.NewLoopMetrics(reg)
 	promMetrics := prom.NewMetrics(reg)
@@ -181,6 +184,17 @@ func TestEveryDashboardQueryReturnsData(t *testing.T) {
 	}
 	if got := instant(cost); len(got) != 1 || math.Abs(float64(got[0].Value)-most*dearest) > 1e-9 {
 		t.Errorf("the fleet's cost per hour is %v, want %v (%v replicas at %v)\n%s", got, most*dearest, most, dearest, cost)
+	}
+	// The CPU and memory the panels show are the Deployment's three pods', through their
+	// owners: 2 of 4 GiB each, and the rate of their CPU over their 2 cores each, which
+	// the fixture's young counters make less than 1.1 until the rate window has filled
+	// (by the pod name, the Job's pod would count: 0.63 of the memory, and more CPU).
+	pods := []string{testenv.PodName("luneo-worker-ia", 0), testenv.PodName("luneo-worker-ia", 1), testenv.OldPodName("luneo-worker-ia", 0)}
+	ownCPU := instant(fmt.Sprintf(`sum(rate(container_cpu_usage_seconds_total{pod=~"%s"}[5m])) / 6`, rules.PromQLAlternation(pods)))
+	for metric, want := range map[string]float64{rules.CPU: float64(ownCPU[0].Value), rules.Memory: 0.5} {
+		if got := instant(selector(MetricSeries(metric), is("workload", "render"))); len(got) != 1 || math.Abs(float64(got[0].Value)-want) > 0.05*want {
+			t.Errorf("%s of render is %v, want %v", metric, got, want)
+		}
 	}
 	// Every example's dashboard queries parse, whether or not this fleet feeds them.
 	for _, ex := range examples {

@@ -2,8 +2,16 @@ package prom
 
 import (
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/api"
+	promv1 "github.com/prometheus/client_golang/api/prometheus/v1"
+	"github.com/prometheus/common/model"
 
 	"github.com/workerscale/workerscale/autoscaler"
 	"github.com/workerscale/workerscale/internal/testenv"
@@ -17,13 +25,33 @@ import (
 // name has the shape of a pod of Deployment render; StatefulSet ledger owns its pods
 // ledger-0 and ledger-1. The owner join counts all three render pods and no other, so
 // render's CPU and memory are its own; the pod-name pattern counts the Job's pod in it.
+// A second kube-state-metrics replica exports every owner series again (another
+// instance), which must neither double a pod nor make a join many-to-many.
 func TestPresetsFindPodsByOwner(t *testing.T) {
-	e := startEnv(t)
+	fleet := testenv.NewFleet(t)
+	p := testenv.StartPrometheus(t, testenv.PrometheusOptions{Targets: []string{fleet.Addr(), ownerMirror(t, fleet.Addr())}})
+	e := &env{fleet: fleet, prom: p, proxy: newProxy(t, p.URL)}
 	e.fleet.SetQueue("render", testenv.Queue{Waiting: 5, Active: 1, CompletedPerSecond: 1})
 	e.fleet.SetQueue("ledger", testenv.Queue{Waiting: 5, Active: 1, CompletedPerSecond: 1})
 	e.fleet.SetWorkload("fleet", "render", testenv.Workload{Pods: 2, OldPods: 1, CPUCores: 0.5, CPURequest: 1, MemoryBytes: 1 << 30, MemoryRequest: 2 << 30})
 	e.fleet.SetWorkload("fleet", "render-db", testenv.Workload{Kind: "Job", Pods: 1, CPUCores: 2, CPURequest: 1, MemoryBytes: 2 << 30, MemoryRequest: 2 << 30})
 	e.fleet.SetWorkload("fleet", "ledger", testenv.Workload{Kind: "StatefulSet", Pods: 2, CPUCores: 0.25, CPURequest: 1, MemoryBytes: 1 << 29, MemoryRequest: 2 << 30})
+	// Both replicas' owner series are there before the queries are read.
+	client, err := api.NewClient(api.Config{Address: p.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(freshWait)
+	for {
+		v, _, _, err := promv1.NewAPI(client).Query(t.Context(), `count(count by (instance) (kube_pod_owner))`, time.Now())
+		if vec, ok := v.(model.Vector); err == nil && ok && len(vec) == 1 && vec[0].Value == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the owner series of two replicas are not there: %v %v", v, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 	for _, tc := range []struct {
 		podWorkload string
 		want        map[string]map[string]float64 // workload → metric → value
@@ -71,4 +99,36 @@ workloads:
 			}
 		})
 	}
+}
+
+// ownerMirror serves the owner series of the exporter at addr, as a second
+// kube-state-metrics replica would, and returns its host:port.
+func ownerMirror(t *testing.T, addr string) string {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		req, err := http.NewRequestWithContext(r.Context(), http.MethodGet, "http://"+addr+"/metrics", nil)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+		for _, line := range strings.SplitAfter(string(body), "\n") {
+			if strings.Contains(line, "kube_pod_owner") || strings.Contains(line, "kube_replicaset_owner") {
+				_, _ = io.WriteString(w, line)
+			}
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return strings.TrimPrefix(srv.URL, "http://")
 }

@@ -153,10 +153,10 @@ func TestHostileNamesSelectOnlyThemselves(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The recording rules read every queue and target name ("(?s:.+)") and narrow them by
+	// The recording rules read every queue, namespace and target name ("(?s:.+)") and narrow them by
 	// the series of the rules' names, which carry them as label values; a matcher on the
 	// workload selects (or leaves out) some of the rules' workloads and nothing else.
-	generic := regexp.MustCompile(`^(queue|owner_name)=~"\(\?s:\.\+\)"$|^owner_kind="(StatefulSet|ReplicaSet|Deployment)"$|^owner_is_controller="true"$|^level="(target|warning|critical)"$|^metric=~"queueDepth\|waitSeconds"$`)
+	generic := regexp.MustCompile(`^(queue|owner_name|namespace)=~"\(\?s:\.\+\)"$|^owner_kind="(StatefulSet|ReplicaSet|Deployment)"$|^owner_is_controller="true"$|^level="(target|warning|critical)"$|^metric=~"queueDepth\|waitSeconds"$`)
 	selectedOwn := false
 	for _, g := range rf.Groups {
 		for _, rule := range g.Rules {

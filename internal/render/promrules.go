@@ -77,17 +77,17 @@ func constant(v float64, labels ...[2]string) string {
 }
 
 // genericData is the template data of the recording rules, which read every workload at
-// once: the rules' namespaces (which bound the cAdvisor and kube-state-metrics series
-// read), and any queue and any target name (anyValue), which the joins with QueueInfoSeries and
-// InfoSeries then narrow to the rules' own. So the recording rules do not grow with the
-// workloads. Any value is (?s:.+): a name may hold a newline, which . alone does not match.
+// once: any queue, namespace and target name (anyValue), which the joins with
+// QueueInfoSeries and InfoSeries then narrow to the rules' own, so that the recording
+// rules do not grow with the workloads or their namespaces. They read the cluster's
+// cAdvisor and kube-state-metrics series as kubernetes-mixin's recording rules do; the
+// controller's own queries keep to the rules' namespaces.
 func genericData(r *rules.Rules) rules.TemplateData {
-	data := r.TemplateData()
-	data.Queues, data.Workloads = anyValue, anyValue
-	return data
+	return rules.TemplateData{Queues: anyValue, Namespaces: anyValue, Workloads: anyValue, RateWindow: r.Queries.RateWindow.String()}
 }
 
-// anyValue is a regular expression matching any label value but the empty one.
+// anyValue is a regular expression matching any label value but the empty one; a name
+// may hold a newline, which . alone does not match.
 const anyValue = "(?s:.+)"
 
 // names are the workloads' names, sorted.

@@ -130,6 +130,9 @@ func (r *Rules) applyDefaults() {
 	setDur(&r.Prometheus.Timeout, DefaultPrometheusTimeout)
 	setDur(&r.Prometheus.Staleness, DefaultStaleness)
 	setDur(&r.Queries.RateWindow, DefaultRateWindow)
+	if r.Queries.PodWorkload == "" {
+		r.Queries.PodWorkload = PodWorkloadOwners
+	}
 
 	for i := range r.Classes {
 		c := &r.Classes[i]
@@ -155,7 +158,7 @@ func (r *Rules) applyDefaults() {
 	}
 
 	r.Thresholds = mergeThresholds(defaultThresholds(), r.Thresholds)
-	r.Queries.Templates = mergeQueries(presetQueries(r.Queries.Preset), r.Queries.Templates)
+	r.Queries.Templates = mergeQueries(presetQueries(r.Queries.Preset, r.Queries.PodWorkload), r.Queries.Templates)
 
 	for i := range r.RateBudgets {
 		setFloat(&r.RateBudgets[i].SafetyFactor, DefaultSafetyFactor)

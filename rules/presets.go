@@ -33,20 +33,61 @@ const (
 // PresetNames lists the presets.
 func PresetNames() []string { return []string{PresetBullMQ, PresetBullMQQueue} }
 
-// podWorkload captures a pod's owning Deployment (name-<template hash>-<suffix>) or
+// The ways the presets find a workload's pods (queries.podWorkload).
+const (
+	// PodWorkloadOwners joins each pod to the Deployment or StatefulSet that owns it,
+	// through kube-state-metrics' kube_pod_owner and kube_replicaset_owner.
+	PodWorkloadOwners = "owners"
+	// PodWorkloadName reads the workload from the pod's name (podNamePattern).
+	PodWorkloadName = "podName"
+)
+
+// PodWorkloads lists the values of queries.podWorkload, the default first.
+func PodWorkloads() []string { return []string{PodWorkloadOwners, PodWorkloadName} }
+
+// podNamePattern captures a pod's owning Deployment (name-<template hash>-<suffix>) or
 // StatefulSet (name-<ordinal>) from the pod name; Kubernetes draws the hash and suffix
-// from this alphabet.
-const podWorkload = `(.+)-(?:[bcdfghjklmnpqrstvwxz2456789]{1,10}-[bcdfghjklmnpqrstvwxz2456789]{5}|[0-9]+)`
+// from this alphabet. It cannot tell a Deployment's pod from another's whose name has the
+// same shape (a Job render-db's pod render-db-x7bzq reads as Deployment render's), nor
+// read a name Kubernetes truncated; the owners are exact.
+const podNamePattern = `(.+)-(?:[bcdfghjklmnpqrstvwxz2456789]{1,10}-[bcdfghjklmnpqrstvwxz2456789]{5}|[0-9]+)`
+
+// podOwners is 1 for every pod of the workloads' namespaces that one of their targets
+// owns, labelled with its namespace, pod and workload (the target's name), from
+// kube-state-metrics: a StatefulSet owns its pods; a Deployment owns the ReplicaSets that
+// own its pods, all of them during a rollout. Only controller owner references count (a
+// pod has one), and kube_replicaset_owner's owner_name becomes the workload label before
+// the join, so that kube_pod_owner's own owner labels do not collide with it. max by
+// collapses the copies of a series that two kube-state-metrics replicas (or two scrape
+// jobs) export, and topk keeps one Deployment per ReplicaSet while a re-adopted
+// ReplicaSet's old owner series is still within the lookback, so that each pod maps to
+// one workload and the joins below stay many-to-one. Owner series are instant: a pod
+// deleted within the rate window no longer counts, on either side of the division.
+const podOwners = `max by (namespace, pod, workload) (
+    label_replace(kube_pod_owner{namespace=~"{{.Namespaces}}", owner_kind="StatefulSet", owner_is_controller="true", owner_name=~"{{.Workloads}}"}, "workload", "$1", "owner_name", "(.+)")
+  or
+    label_replace(kube_pod_owner{namespace=~"{{.Namespaces}}", owner_kind="ReplicaSet", owner_is_controller="true"}, "replicaset", "$1", "owner_name", "(.+)")
+    * on (namespace, replicaset) group_left (workload)
+    topk by (namespace, replicaset) (1, max by (namespace, replicaset, workload) (
+      label_replace(kube_replicaset_owner{namespace=~"{{.Namespaces}}", owner_kind="Deployment", owner_is_controller="true", owner_name=~"{{.Workloads}}"}, "workload", "$1", "owner_name", "(.+)")
+    ))
+)`
+
+// byWorkload sums expr, whose series have the labels namespace and pod, by namespace and
+// workload, finding each pod's workload as podWorkload says.
+func byWorkload(podWorkload, agg, expr string) string {
+	if podWorkload == PodWorkloadName {
+		return fmt.Sprintf(`%s by (namespace, workload) (label_replace(%s, "workload", "$1", "pod", "%s"))`, agg, expr, podNamePattern)
+	}
+	return fmt.Sprintf("%s by (namespace, workload) (\n  %s\n  * on (namespace, pod) group_left (workload)\n  %s\n)", agg, expr, strings.ReplaceAll(podOwners, "\n", "\n  "))
+}
 
 // resourceQuery is CPU or memory use of each workload's pods as a fraction of their
 // requests, from cAdvisor and kube-state-metrics, counting running pods only.
-func resourceQuery(usage, resource string) string {
-	byWorkload := func(expr string) string {
-		return fmt.Sprintf(`sum by (namespace, workload) (label_replace(%s, "workload", "$1", "pod", "%s"))`, expr, podWorkload)
-	}
+func resourceQuery(podWorkload, usage, resource string) string {
 	requests := fmt.Sprintf(`kube_pod_container_resource_requests{namespace=~"{{.Namespaces}}", resource=%q}`+
 		` * on (namespace, pod) group_left () (kube_pod_status_phase{namespace=~"{{.Namespaces}}", phase="Running"} == 1)`, resource)
-	return byWorkload(usage) + "\n/\n" + byWorkload(requests)
+	return byWorkload(podWorkload, "sum", usage) + "\n/\n" + byWorkload(podWorkload, "sum", requests)
 }
 
 // freshnessByQueue is the freshness template of a queue metric read from selector.
@@ -93,16 +134,17 @@ func WithoutUnavailable(expr string) string {
 	return fmt.Sprintf("(%s)\nand on (%s) vector(1)", expr, UnavailableLabel)
 }
 
-// presetQueries returns a preset's templates.
-func presetQueries(name string) map[string]Query {
+// presetQueries returns a preset's templates, whose CPU, memory and OOM-kill queries find
+// each workload's pods as podWorkload says.
+func presetQueries(name, podWorkload string) map[string]Query {
 	resource := func(usage, name string) Query {
 		selector := fmt.Sprintf(`%s{namespace=~"{{.Namespaces}}", container!="", container!="POD"}`, usage)
 		expr := selector
 		if name == "cpu" {
 			expr = fmt.Sprintf(`rate(%s[{{.RateWindow}}])`, selector)
 		}
-		return Query{Match: MatchTarget, Query: resourceQuery(expr, name),
-			Freshness: fmt.Sprintf(`min by (namespace, workload) (label_replace(timestamp(%s), "workload", "$1", "pod", "%s"))`, selector, podWorkload)}
+		return Query{Match: MatchTarget, Query: resourceQuery(podWorkload, expr, name),
+			Freshness: byWorkload(podWorkload, "min", "timestamp("+selector+")")}
 	}
 	cpu := resource("container_cpu_usage_seconds_total", "cpu")
 	memory := resource("container_memory_working_set_bytes", "memory")
@@ -111,10 +153,9 @@ func presetQueries(name string) map[string]Query {
 	// which reads as none.
 	restarts := `kube_pod_container_status_restarts_total{namespace=~"{{.Namespaces}}"}`
 	oomKills := Query{Match: MatchTarget,
-		Query: fmt.Sprintf(`sum by (namespace, workload) (label_replace(increase(%s[{{.RateWindow}}])`+
-			` * on (namespace, pod, container) group_left () (kube_pod_container_status_last_terminated_reason{namespace=~"{{.Namespaces}}", reason="OOMKilled"} == 1),`+
-			` "workload", "$1", "pod", "%s"))`, restarts, podWorkload),
-		Freshness: fmt.Sprintf(`min by (namespace, workload) (label_replace(timestamp(%s), "workload", "$1", "pod", "%s"))`, restarts, podWorkload)}
+		Query: byWorkload(podWorkload, "sum", fmt.Sprintf(`increase(%s[{{.RateWindow}}])`+
+			` * on (namespace, pod, container) group_left () (kube_pod_container_status_last_terminated_reason{namespace=~"{{.Namespaces}}", reason="OOMKilled"} == 1)`, restarts)),
+		Freshness: byWorkload(podWorkload, "min", "timestamp("+restarts+")")}
 	q := func(expr, selector string) Query {
 		return Query{Match: MatchQueue, Query: expr, Freshness: freshnessByQueue(selector)}
 	}

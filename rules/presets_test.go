@@ -148,7 +148,7 @@ func TestTemplateDataSelectsOnlyTheRulesQueues(t *testing.T) {
 			if !slices.Equal(queues, hostile) {
 				t.Fatalf("the rules' queues are %q", queues)
 			}
-			allowed := map[string][]string{"queue": queues, "namespace": namespaces}
+			allowed := map[string][]string{"queue": queues, "namespace": namespaces, "owner_name": names}
 			data := r.TemplateData()
 			if m := matcher(t, `{l=~"`+data.Workloads+`"}`); !m.Matches("app.w1") || m.Matches("appxw1") || !m.Matches(names[0]) {
 				t.Errorf("Workloads %s does not match exactly the target names", data.Workloads)
@@ -180,7 +180,8 @@ func checkSelectors(t *testing.T, metric, expr string, allowed map[string][]stri
 		t.Fatalf("%s: %v\n%s", metric, err, expr)
 	}
 	fixed := map[string]bool{`state=~"waiting|prioritized"`: true, `state="active"`: true, `state="completed"`: true, `container!=""`: true,
-		`container!="POD"`: true, `phase="Running"`: true, `resource="cpu"`: true, `resource="memory"`: true, `reason="OOMKilled"`: true}
+		`container!="POD"`: true, `phase="Running"`: true, `resource="cpu"`: true, `resource="memory"`: true, `reason="OOMKilled"`: true,
+		`owner_kind="StatefulSet"`: true, `owner_kind="ReplicaSet"`: true, `owner_kind="Deployment"`: true, `owner_is_controller="true"`: true}
 	seen := 0
 	parser.Inspect(node, func(n parser.Node, _ []parser.Node) error {
 		vs, ok := n.(*parser.VectorSelector)

@@ -29,6 +29,7 @@ func Schema() []byte { return bytes.Clone(schemaJSON) }
 var schemaEnums = map[string][]string{
 	"Target.Kind":               {DefaultKind, "StatefulSet"},
 	"Queries.Preset":            PresetNames(),
+	"Queries.PodWorkload":       PodWorkloads(),
 	"Query.Match":               {MatchQueue, MatchTarget},
 	"Horizontal.Sizing":         {SizingDrain, SizingSeed},
 	"ScalingRules.SelectPolicy": {SelectMax, SelectMin, SelectDisabled},

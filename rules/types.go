@@ -123,6 +123,12 @@ type Queries struct {
 	Preset string `yaml:"preset"`
 	// RateWindow is the range of rate() in the presets' queries ({{.RateWindow}}).
 	RateWindow *Duration `yaml:"rateWindow"`
+	// PodWorkload is how the presets' CPU, memory and OOM-kill queries find each
+	// workload's pods: owners (the default) joins them to their Deployment or StatefulSet
+	// through kube-state-metrics' kube_pod_owner and kube_replicaset_owner; podName reads
+	// the workload from the pod's name, for a kube-state-metrics that does not export the
+	// owner series.
+	PodWorkload string `yaml:"podWorkload"`
 	// Templates map a metric name to a batchable query.
 	Templates map[string]Query `yaml:"templates"`
 }

@@ -271,6 +271,9 @@ func (v *validator) queries(r *Rules) {
 	if r.Queries.Preset != "" && !slices.Contains(PresetNames(), r.Queries.Preset) {
 		v.errorf("queries.preset", "unknown preset %q; the presets are %s", r.Queries.Preset, strings.Join(PresetNames(), ", "))
 	}
+	if !slices.Contains(PodWorkloads(), r.Queries.PodWorkload) {
+		v.errorf("queries.podWorkload", "must be %s, got %q", strings.Join(PodWorkloads(), " or "), r.Queries.PodWorkload)
+	}
 	if r.Queries.RateWindow.D() <= 0 {
 		v.errorf("queries.rateWindow", "must be positive, got %s", r.Queries.RateWindow)
 	}

@@ -33,22 +33,25 @@ func actionWorkloads(r *rules.Rules) []*rules.Workload {
 // ActionRules are the second seed's loop as alerts: a workload's queue depth past its
 // critical level, for its threshold's `for`, fires an alert labelled action
 // "concurrency+1", which Alertmanager routes to workerscale's webhook (AlertmanagerConfig).
-// workerscale raises the concurrency by one, within its limits, once per firing.
+// workerscale raises the concurrency by one, within its limits, once per firing. Like the
+// other alerts they are written once (per `for`) for all the workloads that can take them,
+// reading each one's level and target from the series of PrometheusRules' rule file.
 func ActionRules(r *rules.Rules, o Options) RuleFile {
+	all := pointers(r)
 	var rs []Rule
-	for _, w := range actionWorkloads(r) {
-		t := w.Thresholds[rules.QueueDepth]
-		labels := workloadLabels(w, severityInfo)
-		labels["action"] = "concurrency+1"
+	holds, groups := groupBy(actionWorkloads(r), func(w *rules.Workload) string { return w.Thresholds[rules.QueueDepth].For.String() })
+	for _, hold := range holds {
+		sel := among(names(groups[hold]), names(graders(all, rules.QueueDepth)), names(all))
 		rs = append(rs, Rule{
-			Alert:  "WorkerscaleRaiseConcurrency",
-			Expr:   fmt.Sprintf("%s > %s", selector(MetricSeries(rules.QueueDepth), is("workload", w.Name)), num(*t.Critical)),
-			For:    t.For.String(),
-			Labels: labels,
+			Alert: "WorkerscaleRaiseConcurrency",
+			Expr: fmt.Sprintf("%s > on (workload) group_left (%s) %s",
+				selector(MetricSeries(rules.QueueDepth), sel...), targetLabels, thresholdOf(rules.QueueDepth, "critical")),
+			For:    hold,
+			Labels: map[string]string{"severity": severityInfo, "action": "concurrency+1"},
 			Annotations: map[string]string{
 				"summary": "The workload's queue is backed up: workerscale raises its concurrency by one.",
-				"description": fmt.Sprintf("The queue depth of workload %s is {{ $value }}, above its critical level %s, for %s. workerscale's webhook raises its concurrency by one, up to concurrency.max %d, once per firing.",
-					workloadText(w), num(*t.Critical), t.For, *w.Concurrency.Max),
+				"description": "The queue depth of workload " + workloadText + " is {{ $value }}, above its critical level " + levelText(rules.QueueDepth, "critical") +
+					", for " + hold + ". workerscale's webhook raises its concurrency by one, up to its concurrency.max, once per firing.",
 				"runbook_url": o.runbook("WorkerscaleRaiseConcurrency"),
 			},
 		})

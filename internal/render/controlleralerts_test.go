@@ -2,6 +2,7 @@ package render
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/workerscale/workerscale/rules"
@@ -116,18 +117,16 @@ func backlogSeries(w *rules.Workload, by float64) []inputSeries {
 	return out
 }
 
-// backlogText is how the critical maxed-out alert's description states the backlog's levels.
+// backlogText is how the critical maxed-out alert's description states the backlog's
+// metrics, which it grades by each workload's own critical level.
 func backlogText(w *rules.Workload) string {
-	text := ""
+	var ms []string
 	for _, m := range gradedWithQuery(w) {
 		if m == rules.QueueDepth || m == rules.WaitSeconds {
-			if text != "" {
-				text += " or "
-			}
-			text += fmt.Sprintf("%s > %s", m, num(*w.Thresholds[m].Critical))
+			ms = append(ms, m)
 		}
 	}
-	return text
+	return strings.Join(ms, " or ") + " beyond its critical level"
 }
 
 // controllerCases are the cases of the alerts on the controller itself, with the leader

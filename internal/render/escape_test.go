@@ -109,7 +109,7 @@ func matchersOf(t *testing.T, expr string) []*labels.Matcher {
 // values among the candidates, and that every other matcher is one of fixed.
 func selects(t *testing.T, where, expr string, want map[string][]string, candidates []string) {
 	t.Helper()
-	fixed := regexp.MustCompile(`^(__name__=.*|state=~"waiting\|prioritized"|state="(active|current|completed)"|applied="true"|kind!="hold"|container!="(POD)?"|phase="Running"|resource="(cpu|memory)"|reason="OOMKilled"|metric="\w+"|result="error"|limit="circuitBreaker"|limit=~"maxReplicas\|classMax\|rateBudget"|cluster=~"\.\*")$`)
+	fixed := regexp.MustCompile(`^(__name__=.*|state=~"waiting\|prioritized"|state="(active|current|completed)"|applied="true"|kind!="hold"|container!="(POD)?"|phase="Running"|resource="(cpu|memory)"|reason="OOMKilled"|metric="\w+"|result="error"|limit="circuitBreaker"|limit=~"maxReplicas\|classMax\|rateBudget"|owner_kind="Deployment"|cluster=~"\.\*")$`)
 	for _, m := range matchersOf(t, expr) {
 		values, ok := want[m.Name]
 		if !ok {
@@ -145,26 +145,46 @@ func TestHostileNamesSelectOnlyThemselves(t *testing.T) {
 		queues = append(queues, w.Queues...)
 	}
 	candidates := slices.Concat(names, queues, decoys, []string{o.ControllerJob, "workerscale", "ns", "w0"})
+	// One workload has its own levels, so that a rule names the workloads it is for.
+	own := &r.Workloads[1]
+	own.Thresholds = maps.Clone(own.Thresholds)
+	own.Thresholds[rules.QueueDepth] = rules.Threshold{Warning: ptr(70.0), Critical: ptr(700.0), Direction: rules.HigherIsWorse, For: own.Thresholds[rules.QueueDepth].For}
 	rf, err := PrometheusRules(r, o)
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The recording rules read every queue, namespace and target name ("(?s:.+)") and narrow them by
+	// the series of the rules' names, which carry them as label values; a matcher on the
+	// workload selects (or leaves out) some of the rules' workloads and nothing else.
+	generic := regexp.MustCompile(`^(queue|owner_name|namespace)=~"\(\?s:\.\+\)"$|^owner_kind="(StatefulSet|ReplicaSet|Deployment)"$|^owner_is_controller="true"$|^level="(target|warning|critical)"$|^metric=~"queueDepth\|waitSeconds"$`)
+	selectedOwn := false
 	for _, g := range rf.Groups {
 		for _, rule := range g.Rules {
 			where := rule.Record + rule.Alert
-			if rule.Labels["workload"] == "" {
-				selects(t, where, rule.Expr, map[string][]string{"job": {o.ControllerJob}, "workload": nil, "queue": nil}, candidates)
-				continue
-			}
-			var w *rules.Workload
-			for i := range r.Workloads {
-				if name := r.Workloads[i].Name; rule.Labels["workload"] == name || rule.Labels["workload"] == templateText(name) {
-					w = &r.Workloads[i]
+			var rest []string
+			for _, m := range matchersOf(t, rule.Expr) {
+				switch {
+				case m.Name == "__name__":
+				case m.Name == "workload":
+					// workload=~ selects, workload!~ leaves out, only names of the rules.
+					negative := m.Type == labels.MatchNotRegexp || m.Type == labels.MatchNotEqual
+					for _, c := range candidates {
+						if m.Matches(c) != negative && !slices.Contains(names, c) {
+							t.Errorf("%s: %s tells %q, which is no workload of the rules\n%s", where, m, c, rule.Expr)
+						}
+					}
+					selectedOwn = selectedOwn || m.Matches(own.Name)
+				case !generic.MatchString(m.String()):
+					rest = append(rest, m.String())
 				}
 			}
-			want := map[string][]string{"queue": w.Queues, "workload": {w.Name}, "namespace": {w.Target.Namespace}, "job": {o.ControllerJob}}
-			selects(t, where+" of "+w.Name, rule.Expr, want, candidates)
+			if len(rest) > 0 {
+				selects(t, where, selector("x", rest...), map[string][]string{"job": {o.ControllerJob}, "namespace": {"ns"}}, candidates)
+			}
 		}
+	}
+	if !selectedOwn {
+		t.Errorf("no rule selects the workload %q with its own levels", own.Name)
 	}
 
 	// The dashboards hold no workload, queue or namespace name: they are the same for
@@ -224,6 +244,10 @@ func TestHostileNamesSelectOnlyThemselves(t *testing.T) {
 // constant label keeps a value with $ and quotes.
 func TestPromtoolHostileNames(t *testing.T) {
 	r := hostileRules(t)
+	// The second workload has its own levels: each workload's level series is its own.
+	own := &r.Workloads[1]
+	own.Thresholds = maps.Clone(own.Thresholds)
+	own.Thresholds[rules.QueueDepth] = rules.Threshold{Warning: ptr(70.0), Critical: ptr(700.0), Direction: rules.HigherIsWorse, For: own.Thresholds[rules.QueueDepth].For}
 	files, err := Render(r, DefaultOptions())
 	if err != nil {
 		t.Fatal(err)
@@ -250,6 +274,11 @@ func TestPromtoolHostileNames(t *testing.T) {
 		samples = append(samples, expSample{Labels: selector(MetricSeries(rules.QueueDepth), is("workload", w.Name)), Value: sum})
 	}
 	test.ExprTests = append(test.ExprTests, exprTest{Expr: MetricSeries(rules.QueueDepth), EvalTime: "5m", ExpSamples: samples})
+	var levels []expSample
+	for _, w := range r.Workloads {
+		levels = append(levels, expSample{Labels: selector("", is("workload", w.Name)), Value: *w.Thresholds[rules.QueueDepth].Warning})
+	}
+	test.ExprTests = append(test.ExprTests, exprTest{Expr: "max by (workload) (" + thresholdOf(rules.QueueDepth, "warning") + ")", EvalTime: "5m", ExpSamples: levels})
 	for _, v := range []string{`$1`, `$$`, `${x}`, `a"b`, "new\nline", `back\slash`, `}{`} {
 		test.ExprTests = append(test.ExprTests, exprTest{Expr: constant(2, [2]string{"l", v}), EvalTime: "0m", ExpSamples: []expSample{{Labels: selector("", is("l", v)), Value: 2}}})
 	}
@@ -278,6 +307,8 @@ func TestPromtoolHostileNames(t *testing.T) {
 		t.Errorf("the first workload's name %q has no template syntax", w.Name)
 	}
 }
+
+func ptr[T any](v T) *T { return &v }
 
 // TestRenderRefusesMetricNamesThatAreNotIdentifiers: a metric's name is part of a series
 // name, which cannot be escaped.

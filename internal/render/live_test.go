@@ -33,8 +33,9 @@ import (
 // and the fleet's cost per hour counts the workload once, not once per instance.
 func TestEveryDashboardQueryReturnsData(t *testing.T) {
 	r, _ := renderExample(t, "luneo-render")
-	one := rules.Duration(time.Second)
-	r.Interval = &one // evaluate the recording rules every second
+	one, window := rules.Duration(time.Second), rules.Duration(4*time.Second)
+	r.Interval = &one              // evaluate the recording rules every second
+	r.Queries.RateWindow = &window // rates settle within seconds of 1s scrapes
 	o := DefaultOptions()
 	o.ControllerJob = "fixture" // the job the fixture Prometheus scrapes every target as
 	files, err := Render(r, o)
@@ -48,7 +49,12 @@ func TestEveryDashboardQueryReturnsData(t *testing.T) {
 
 	fleet := testenv.NewFleet(t)
 	fleet.SetQueue("render", testenv.Queue{Waiting: 30, Active: 8, CompletedPerSecond: 4, FailedPerSecond: 0.05})
-	fleet.SetWorkload("luneo", "luneo-worker-ia", testenv.Workload{Pods: 2, CPUCores: 1.1, CPURequest: 2, MemoryBytes: 1 << 31, MemoryRequest: 4 << 30})
+	// Mid-rollout: two pods of the new ReplicaSet and one of the old, all found through
+	// their owners (rules.PodWorkloadOwners); the rollout annotation shows it.
+	fleet.SetWorkload("luneo", "luneo-worker-ia", testenv.Workload{Pods: 2, OldPods: 1, CPUCores: 1.1, CPURequest: 2, MemoryBytes: 1 << 31, MemoryRequest: 4 << 30})
+	// A busy Job whose pod, luneo-worker-ia-db-bbbbb, reads as the Deployment's by its name
+	// but is not its own: the CPU and memory panels leave it out.
+	fleet.SetWorkload("luneo", "luneo-worker-ia-db", testenv.Workload{Kind: "Job", Pods: 1, CPUCores: 2, CPURequest: 1, MemoryBytes: 4 << 30, MemoryRequest: 4 << 30})
 	reg := prometheus.NewRegistry()
 	loopMetrics := autoscaler.NewLoopMetrics(reg)
 	promMetrics := prom.NewMetrics(reg)
@@ -179,6 +185,14 @@ func TestEveryDashboardQueryReturnsData(t *testing.T) {
 	}
 	if got := instant(cost); len(got) != 1 || math.Abs(float64(got[0].Value)-most*dearest) > 1e-9 {
 		t.Errorf("the fleet's cost per hour is %v, want %v (%v replicas at %v)\n%s", got, most*dearest, most, dearest, cost)
+	}
+	// The CPU and memory the panels show are the Deployment's three pods', through their
+	// owners: 1.1 of 2 cores and 2 of 4 GiB each. By the pod name, the Job's pod would
+	// count too: 0.76 and 0.63.
+	for metric, want := range map[string]float64{rules.CPU: 0.55, rules.Memory: 0.5} {
+		if got := instant(selector(MetricSeries(metric), is("workload", "render"))); len(got) != 1 || math.Abs(float64(got[0].Value)-want) > 0.03 {
+			t.Errorf("%s of render is %v, want %v", metric, got, want)
+		}
 	}
 	// Every example's dashboard queries parse, whether or not this fleet feeds them.
 	for _, ex := range examples {

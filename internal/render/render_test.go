@@ -375,6 +375,49 @@ func TestPromtool(t *testing.T) {
 	}
 }
 
+// TestPromtoolWorkloadsWithTheirOwnLevels: where workloads differ in a metric's levels,
+// its `for` or its direction, the rules written once for all of them still fire each
+// workload's alerts at its own level and not before it, after its own `for`.
+func TestPromtoolWorkloadsWithTheirOwnLevels(t *testing.T) {
+	r, err := rules.Parse("levels.yaml", []byte(`prometheus: {url: 'http://p:9090'}
+queries:
+  preset: bullmq
+  templates:
+    errorRatio: {query: 'max by (namespace, workload) (errors{namespace=~"{{.Namespaces}}"})', match: target}
+classes: [{name: s, cpu: '1', memory: 2Gi, costPerHour: 1}]
+thresholds:
+  errorRatio: {warning: 0.1, critical: 0.2}
+workloads:
+  - {name: a, maxReplicas: 3, queues: [qa], target: {namespace: t1, name: a}}
+  - name: b
+    maxReplicas: 3
+    queues: [qb]
+    target: {namespace: t2, name: b}
+    thresholds:
+      queueDepth: {target: 5, warning: 7, critical: 9, for: 10m}
+      errorRatio: {target: 0.95, warning: 0.9, critical: 0.8, direction: lowerIsWorse}
+  - name: c
+    maxReplicas: 3
+    queues: [qc]
+    target: {kind: StatefulSet, namespace: t1, name: c}
+    thresholds:
+      queueDepth: {warning: 100, critical: 200}
+      cpu: {target: 0.4, warning: 0.5, critical: 0.7}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, err := Render(r, DefaultOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests, n := alertUnitTests(r)
+	promtoolTest(t, files[RulesFile], tests)
+	if n < 3*4*5 {
+		t.Errorf("only %d alert test cases", n)
+	}
+}
+
 // TestAlertConventions: every alert, the action alerts' included, has a severity of info,
 // warning or critical; a namespace (a label, or the controller's series' by which it
 // aggregates) so that a team's AlertmanagerConfig receives it; an alert about a workload
@@ -408,6 +451,12 @@ func TestAlertConventions(t *testing.T) {
 						if l[k] == "" {
 							t.Errorf("%s: no %s label", where, k)
 						}
+					}
+				} else if strings.Contains(rule.Expr, "group_left ("+targetLabels+")") {
+					// An alert written once for all workloads takes each one's target
+					// labels from its series (TestPromtool checks them).
+					if !strings.Contains(a["description"], workloadText) {
+						t.Errorf("%s: the description %q does not name the workload", where, a["description"])
 					}
 				} else if l["namespace"] == "" && !strings.Contains(rule.Expr, "by (namespace)") {
 					t.Errorf("%s: neither a namespace label nor an aggregation by namespace: %s", where, rule.Expr)
@@ -452,13 +501,13 @@ func TestAlertConventions(t *testing.T) {
 const kubectlApplyLimit = 256 << 10
 
 // fleetRules are rules with n workloads, each in its own namespace with its own queue
-// and its own levels.
+// and its own levels, and each one's concurrency raised by the action alert.
 func fleetRules(t *testing.T, n int) *rules.Rules {
 	t.Helper()
 	var y strings.Builder
 	y.WriteString("prometheus: {url: 'http://p:9090'}\nqueries: {preset: bullmq}\nclasses: [{name: s, cpu: '1', memory: 2Gi, costPerHour: 1}]\nworkloads:\n")
 	for i := range n {
-		fmt.Fprintf(&y, "  - {name: w%d, maxReplicas: %d, queues: [q%d], target: {namespace: team%d, name: worker%d},\n", i, 3+i, i, i%17, i)
+		fmt.Fprintf(&y, "  - {name: w%d, maxReplicas: %d, queues: [q%d], target: {namespace: team%d, name: worker%d}, concurrency: {max: 9},\n", i, 3+i, i, i, i)
 		fmt.Fprintf(&y, "     thresholds: {queueDepth: {warning: %d, critical: %d}}}\n", 100+i, 1000+i)
 	}
 	r, err := rules.Parse("fleet.yaml", []byte(y.String()))
@@ -489,5 +538,52 @@ func TestDashboardsDoNotGrowWithTheWorkloads(t *testing.T) {
 	}
 	if n := len(sizes[200][DashboardsCMFile]); n > kubectlApplyLimit/2 {
 		t.Errorf("the dashboards ConfigMap is %d bytes, over half of kubectl apply's %d", n, kubectlApplyLimit)
+	}
+}
+
+// TestRulesDoNotGrowWithTheWorkloads: the alerts, the action alerts' PrometheusRule
+// included, and the recording rules of the metrics are the same for 1 workload and for
+// 200, each with its own name, namespace, queue and levels; only each workload's info,
+// queue and own levels are added, a few hundred bytes, so that the PrometheusRule for 200
+// stays well under what `kubectl apply` can keep.
+func TestRulesDoNotGrowWithTheWorkloads(t *testing.T) {
+	files := map[int]map[string][]byte{}
+	groups := map[int]map[string]RuleGroup{}
+	for _, n := range []int{1, 200} {
+		r := fleetRules(t, n)
+		var err error
+		if files[n], err = Render(r, DefaultOptions()); err != nil {
+			t.Fatal(err)
+		}
+		rf, err := PrometheusRules(r, DefaultOptions())
+		if err != nil {
+			t.Fatal(err)
+		}
+		groups[n] = map[string]RuleGroup{}
+		for _, g := range rf.Groups {
+			groups[n][g.Name] = g
+		}
+		t.Logf("%d workloads: PrometheusRule %d bytes, rule file %d bytes, %d alerts, %d recording rules of metrics; action alerts' PrometheusRule %d bytes",
+			n, len(files[n][PrometheusRuleFile]), len(files[n][RulesFile]), len(groups[n]["workerscale-alerts"].Rules), len(groups[n]["workerscale-metrics"].Rules), len(files[n][ActionPrometheusRuleFile]))
+	}
+	a1, _ := yamlOf(groups[1]["workerscale-alerts"])
+	a200, _ := yamlOf(groups[200]["workerscale-alerts"])
+	if !bytes.Equal(a1, a200) {
+		t.Errorf("the alerts differ between 1 and 200 workloads:\n%s", diff(a1, a200))
+	}
+	if !bytes.Equal(files[1][ActionPrometheusRuleFile], files[200][ActionPrometheusRuleFile]) || files[1][ActionPrometheusRuleFile] == nil {
+		t.Errorf("the action alerts differ between 1 and 200 workloads:\n%s", diff(files[1][ActionPrometheusRuleFile], files[200][ActionPrometheusRuleFile]))
+	}
+	m1, _ := yamlOf(groups[1]["workerscale-metrics"])
+	m200, _ := yamlOf(groups[200]["workerscale-metrics"])
+	if !bytes.Equal(m1, m200) {
+		t.Errorf("the recording rules of metrics differ between 1 and 200 workloads:\n%s", diff(m1, m200))
+	}
+	size1, size200 := len(files[1][PrometheusRuleFile]), len(files[200][PrometheusRuleFile])
+	if per := (size200 - size1) / 199; per > 1024 {
+		t.Errorf("the PrometheusRule grows by %d bytes per workload (%d for 1, %d for 200), want at most 1 KiB", per, size1, size200)
+	}
+	if size200 > kubectlApplyLimit*6/10 {
+		t.Errorf("the PrometheusRule for 200 workloads is %d bytes, over 60%% of kubectl apply's %d", size200, kubectlApplyLimit)
 	}
 }

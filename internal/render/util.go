@@ -21,8 +21,11 @@ func str(s string) string { return `"` + rules.PromQLString(s) + `"` }
 // is is a label matcher label="value".
 func is(label, value string) string { return label + "=" + str(value) }
 
-// selector is metric{matchers...}.
+// selector is metric{matchers...}, or metric alone without matchers.
 func selector(metric string, matchers ...string) string {
+	if len(matchers) == 0 && metric != "" {
+		return metric
+	}
 	return metric + "{" + strings.Join(matchers, ", ") + "}"
 }
 

@@ -57,6 +57,8 @@ type fleetWorker struct {
 	// bytes).
 	container          string
 	cpuRequest, memory float64
+	// owner is the pod's controller owner reference, nil if it has none.
+	owner *metav1.OwnerReference
 }
 
 // StartBullMQFleet starts keeping Workers on queue for the pods of the Deployment
@@ -157,7 +159,7 @@ func (f *BullMQFleet) reconcile(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("starting the Worker of pod %s: %w", name, err)
 		}
-		w := &fleetWorker{pod: name, concurrency: n, proc: proc, container: c.Name,
+		w := &fleetWorker{pod: name, concurrency: n, proc: proc, container: c.Name, owner: metav1.GetControllerOf(p),
 			cpuRequest: c.Resources.Requests.Cpu().AsApproximateFloat64(), memory: c.Resources.Requests.Memory().AsApproximateFloat64()}
 		f.workers[name] = w
 		f.all = append(f.all, w)
@@ -240,8 +242,10 @@ func (f *BullMQFleet) Started() int {
 // kube-state-metrics would report of the pods whose Worker runs, each pod's container
 // being its Worker process: container_cpu_usage_seconds_total and
 // container_memory_working_set_bytes from the process's CPU time and resident memory
-// (/proc), kube_pod_container_resource_requests from the pod's spec, and
-// kube_pod_status_phase Running. It returns the host:port, a scrape target.
+// (/proc), kube_pod_container_resource_requests from the pod's spec, kube_pod_status_phase
+// Running, and the owner series: kube_pod_owner from the pod's controller reference and
+// kube_replicaset_owner for the namespace's ReplicaSets. It returns the host:port, a
+// scrape target.
 func (f *BullMQFleet) ServeMetrics(t testing.TB) string {
 	t.Helper()
 	return f.serveMetrics(envFor(t))
@@ -251,23 +255,37 @@ func (f *BullMQFleet) ServeMetrics(t testing.TB) string {
 func (f *BullMQFleet) StartMetrics() string { return f.serveMetrics(f.env) }
 
 func (f *BullMQFleet) serveMetrics(e *Env) string {
-	srv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, _ *http.Request) {
+	srv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, req *http.Request) {
+		text, err := f.exposition(req.Context())
+		if err != nil {
+			http.Error(rw, err.Error(), http.StatusInternalServerError)
+			return
+		}
 		rw.Header().Set("Content-Type", "text/plain; version=0.0.4")
-		_, _ = io.WriteString(rw, f.exposition())
+		_, _ = io.WriteString(rw, text)
 	}))
 	e.Defer(srv.Close)
 	return strings.TrimPrefix(srv.URL, "http://")
 }
 
 // exposition is the text ServeMetrics serves.
-func (f *BullMQFleet) exposition() string {
+func (f *BullMQFleet) exposition(ctx context.Context) (string, error) {
+	replicaSets, err := f.cluster.Client.AppsV1().ReplicaSets(f.namespace).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return "", fmt.Errorf("listing the fleet's ReplicaSets: %w", err)
+	}
 	f.mu.Lock()
 	workers := make([]*fleetWorker, 0, len(f.workers))
 	for _, w := range f.workers {
 		workers = append(workers, w)
 	}
 	f.mu.Unlock()
-	var cpu, mem, req, phase strings.Builder
+	var cpu, mem, req, phase, podOwners, rsOwners strings.Builder
+	for _, rs := range replicaSets.Items {
+		if o := metav1.GetControllerOf(&rs); o != nil {
+			fmt.Fprintf(&rsOwners, "kube_replicaset_owner{namespace=%q,replicaset=%q,owner_kind=%q,owner_name=%q,owner_is_controller=\"true\"} 1\n", f.namespace, rs.Name, o.Kind, o.Name)
+		}
+	}
 	for _, w := range workers {
 		usage, rss, err := processUsage(w.proc.cmd.Process.Pid)
 		if err != nil {
@@ -279,11 +297,16 @@ func (f *BullMQFleet) exposition() string {
 		fmt.Fprintf(&req, "kube_pod_container_resource_requests{%s,resource=\"cpu\",unit=\"core\"} %g\n", labels, w.cpuRequest)
 		fmt.Fprintf(&req, "kube_pod_container_resource_requests{%s,resource=\"memory\",unit=\"byte\"} %g\n", labels, w.memory)
 		fmt.Fprintf(&phase, "kube_pod_status_phase{namespace=%q,pod=%q,phase=\"Running\"} 1\n", f.namespace, w.pod)
+		if w.owner != nil {
+			fmt.Fprintf(&podOwners, "kube_pod_owner{namespace=%q,pod=%q,owner_kind=%q,owner_name=%q,owner_is_controller=\"true\"} 1\n", f.namespace, w.pod, w.owner.Kind, w.owner.Name)
+		}
 	}
 	return "# TYPE container_cpu_usage_seconds_total counter\n" + cpu.String() +
 		"# TYPE container_memory_working_set_bytes gauge\n" + mem.String() +
 		"# TYPE kube_pod_container_resource_requests gauge\n" + req.String() +
-		"# TYPE kube_pod_status_phase gauge\n" + phase.String()
+		"# TYPE kube_pod_status_phase gauge\n" + phase.String() +
+		"# TYPE kube_pod_owner gauge\n" + podOwners.String() +
+		"# TYPE kube_replicaset_owner gauge\n" + rsOwners.String(), nil
 }
 
 // clockTicks is Linux's USER_HZ, the unit of the CPU times in /proc/PID/stat.

@@ -5,6 +5,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -24,9 +25,23 @@ type Queue struct {
 	StaleSince time.Time
 }
 
-// Workload is a fixture Deployment's pods as cAdvisor and kube-state-metrics report them.
+// Workload is a fixture controller's pods as cAdvisor and kube-state-metrics report them,
+// with kube-state-metrics' owner series (kube_pod_owner, kube_replicaset_owner) and its
+// ReplicaSets' and StatefulSets' replicas (kube_replicaset_status_replicas,
+// kube_statefulset_status_replicas and _replicas_updated).
 type Workload struct {
+	// Kind is the pods' controller: Deployment (the default), whose pods a ReplicaSet
+	// owns and are named as PodName says; StatefulSet, whose pods it owns itself and are
+	// named name-<ordinal>; or Job, whose pods it owns itself and are named
+	// name-<suffix>, a name that may have a Deployment pod's shape (a Job render-db's pod
+	// render-db-bbbbb reads as Deployment render's by its name).
+	Kind string
+	// Pods is the number of pods; a Deployment's are its current ReplicaSet's.
 	Pods int
+	// OldPods are a Deployment's pods of its previous ReplicaSet, still running as during
+	// a rollout (OldPodName); of a StatefulSet's Pods, those not yet updated to its update
+	// revision.
+	OldPods int
 	// CPUCores and MemoryBytes are each pod's use; the requests are each pod's requests.
 	CPUCores, CPURequest       float64
 	MemoryBytes, MemoryRequest float64
@@ -77,7 +92,7 @@ func (f *Fleet) RemoveQueue(name string) {
 	delete(f.queues, name)
 }
 
-// SetWorkload sets what a Deployment's pods report.
+// SetWorkload sets what the pods of the controller namespace/name report.
 func (f *Fleet) SetWorkload(namespace, name string, w Workload) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -96,6 +111,43 @@ func PodName(deployment string, i int) string {
 	return fmt.Sprintf("%s-5b7c9d-%s", deployment, suffix)
 }
 
+// OldPodName is the name of a fixture Deployment's i-th pod of its previous ReplicaSet.
+func OldPodName(deployment string, i int) string {
+	return strings.Replace(PodName(deployment, i), "-5b7c9d-", "-7f8d6c-", 1)
+}
+
+// fixturePod is one pod of a fixture workload and its controller owner.
+type fixturePod struct {
+	name, ownerKind, ownerName string
+}
+
+// podsOf are w's pods, and the ReplicaSets (if any) that own them with their pods.
+func podsOf(name string, w Workload) (pods []fixturePod, replicaSets map[string]int) {
+	switch w.Kind {
+	case "StatefulSet":
+		for i := range w.Pods {
+			pods = append(pods, fixturePod{fmt.Sprintf("%s-%d", name, i), "StatefulSet", name})
+		}
+	case "Job":
+		for i := range w.Pods {
+			pod := PodName(name, i)
+			pods = append(pods, fixturePod{name + pod[strings.LastIndexByte(pod, '-'):], "Job", name})
+		}
+	default:
+		for i := range w.Pods {
+			pods = append(pods, fixturePod{PodName(name, i), "ReplicaSet", name + "-5b7c9d"})
+		}
+		replicaSets = map[string]int{name + "-5b7c9d": w.Pods}
+		for i := range w.OldPods {
+			pods = append(pods, fixturePod{OldPodName(name, i), "ReplicaSet", name + "-7f8d6c"})
+		}
+		if w.OldPods > 0 {
+			replicaSets[name+"-7f8d6c"] = w.OldPods
+		}
+	}
+	return pods, replicaSets
+}
+
 var (
 	descJobCount   = prometheus.NewDesc("bullmq_job_count", "Jobs by queue and state.", []string{"queue", "state"}, nil)
 	descCompleted  = prometheus.NewDesc("bullmq_job_completed_total", "Jobs completed.", []string{"queue"}, nil)
@@ -107,7 +159,13 @@ var (
 	descMemory     = prometheus.NewDesc("container_memory_working_set_bytes", "Working set.", []string{"namespace", "pod", "container"}, nil)
 	descRequests   = prometheus.NewDesc("kube_pod_container_resource_requests", "Requests.", []string{"namespace", "pod", "container", "resource", "unit"}, nil)
 	descPhase      = prometheus.NewDesc("kube_pod_status_phase", "Pod phase.", []string{"namespace", "pod", "phase"}, nil)
-	fixtureMetrics = []*prometheus.Desc{descJobCount, descCompleted, descFailed, descWaiting, descActive, descRate, descCPU, descMemory, descRequests, descPhase}
+	descPodOwner   = prometheus.NewDesc("kube_pod_owner", "Pod owners.", []string{"namespace", "pod", "owner_kind", "owner_name", "owner_is_controller"}, nil)
+	descRSOwner    = prometheus.NewDesc("kube_replicaset_owner", "ReplicaSet owners.", []string{"namespace", "replicaset", "owner_kind", "owner_name", "owner_is_controller"}, nil)
+	descRSReplicas = prometheus.NewDesc("kube_replicaset_status_replicas", "ReplicaSet pods.", []string{"namespace", "replicaset"}, nil)
+	descSTSPods    = prometheus.NewDesc("kube_statefulset_status_replicas", "StatefulSet pods.", []string{"namespace", "statefulset"}, nil)
+	descSTSUpdated = prometheus.NewDesc("kube_statefulset_status_replicas_updated", "StatefulSet pods at the update revision.", []string{"namespace", "statefulset"}, nil)
+	fixtureMetrics = []*prometheus.Desc{descJobCount, descCompleted, descFailed, descWaiting, descActive, descRate, descCPU, descMemory, descRequests, descPhase,
+		descPodOwner, descRSOwner, descRSReplicas, descSTSPods, descSTSUpdated}
 )
 
 // Describe implements prometheus.Collector.
@@ -147,8 +205,18 @@ func (f *Fleet) Collect(ch chan<- prometheus.Metric) {
 	}
 	for key, w := range f.workloads {
 		ns, name := key[0], key[1]
-		for i := range w.Pods {
-			pod := PodName(name, i)
+		pods, replicaSets := podsOf(name, w)
+		for rs, n := range replicaSets {
+			ch <- prometheus.MustNewConstMetric(descRSOwner, prometheus.GaugeValue, 1, ns, rs, "Deployment", name, "true")
+			ch <- prometheus.MustNewConstMetric(descRSReplicas, prometheus.GaugeValue, float64(n), ns, rs)
+		}
+		if w.Kind == "StatefulSet" {
+			ch <- prometheus.MustNewConstMetric(descSTSPods, prometheus.GaugeValue, float64(w.Pods), ns, name)
+			ch <- prometheus.MustNewConstMetric(descSTSUpdated, prometheus.GaugeValue, float64(w.Pods-w.OldPods), ns, name)
+		}
+		for _, p := range pods {
+			pod := p.name
+			ch <- prometheus.MustNewConstMetric(descPodOwner, prometheus.GaugeValue, 1, ns, pod, p.ownerKind, p.ownerName, "true")
 			ch <- prometheus.MustNewConstMetric(descCPU, prometheus.CounterValue, w.CPUCores*elapsed, ns, pod, "worker")
 			ch <- prometheus.MustNewConstMetric(descMemory, prometheus.GaugeValue, w.MemoryBytes, ns, pod, "worker")
 			ch <- prometheus.MustNewConstMetric(descRequests, prometheus.GaugeValue, w.CPURequest, ns, pod, "worker", "cpu", "core")

@@ -155,7 +155,8 @@ func (r *Rules) applyDefaults() {
 	}
 
 	r.Thresholds = mergeThresholds(defaultThresholds(), r.Thresholds)
-	r.Queries.Templates = mergeQueries(presetQueries(r.Queries.Preset), r.Queries.Templates)
+	r.Queries.Templates = mergeQueries(presetQueries(r.Queries.Preset), r.Queries.Templates, MatchQueue)
+	r.Queries.PodTemplates = mergeQueries(presetPodQueries(r.Queries.Preset), r.Queries.PodTemplates, MatchPod)
 
 	for i := range r.RateBudgets {
 		setFloat(&r.RateBudgets[i].SafetyFactor, DefaultSafetyFactor)
@@ -196,6 +197,9 @@ func (r *Rules) applyDefaults() {
 			w.Horizontal.Sizing = SizingDrain
 		}
 		setFloat(&w.Horizontal.ActivationQueueDepth, 0)
+		if w.Horizontal.BusyOrdinals == "" {
+			w.Horizontal.BusyOrdinals = BusyOrdinalsRemove
+		}
 		if w.Vertical.Enabled == nil {
 			on := true
 			w.Vertical.Enabled = &on
@@ -207,13 +211,15 @@ func (r *Rules) applyDefaults() {
 		fillScalingRules(&w.Behavior.ScaleUp, def.ScaleUp)
 		fillScalingRules(&w.Behavior.ScaleDown, def.ScaleDown)
 		w.Thresholds = mergeThresholds(r.Thresholds, w.Thresholds)
-		w.Queries = mergeQueries(r.Queries.Templates, w.Queries)
+		w.Queries = mergeQueries(r.Queries.Templates, w.Queries, MatchQueue)
+		w.PodQueries = mergeQueries(r.Queries.PodTemplates, w.PodQueries, MatchPod)
 	}
 }
 
 // mergeQueries returns base with over's templates in place of its own; a template that
-// names no match inherits the one it replaces, or matches by queue.
-func mergeQueries(base, over map[string]Query) map[string]Query {
+// names no match inherits the one it replaces, or gets match (queue; pod for the per-pod
+// templates).
+func mergeQueries(base, over map[string]Query, match string) map[string]Query {
 	out := make(map[string]Query, len(base)+len(over))
 	for k, v := range base {
 		out[k] = v
@@ -223,7 +229,7 @@ func mergeQueries(base, over map[string]Query) map[string]Query {
 			o.Match = out[k].Match
 		}
 		if o.Match == "" {
-			o.Match = MatchQueue
+			o.Match = match
 		}
 		out[k] = o
 	}

@@ -290,6 +290,9 @@ func (v *validator) podTemplates(path string, qs map[string]Query, data Template
 		if q.Match != MatchPod {
 			v.errorf(p+".match", "must be %s (a series per pod, labelled namespace, workload and pod), got %q", MatchPod, q.Match)
 		}
+		if strings.TrimSpace(q.Query) == "" {
+			continue // "": not read (a preset's per-pod query turned off)
+		}
 		v.queryTemplates(p, q, data)
 	}
 }

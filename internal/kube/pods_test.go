@@ -3,11 +3,13 @@ package kube
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/workerscale/workerscale/autoscaler"
@@ -176,5 +178,50 @@ func TestStatefulSetTerminatingPodsAreNotReadyCapacity(t *testing.T) {
 	st := f.waitPods(t, "states", func(s autoscaler.State) bool { return len(s.Pods) == 3 && s.Pods[2].Terminating })
 	if st.ReadyReplicas != 2 || st.Pods[2].Ordinal != 2 || st.Pods[0].Ordinal != 0 {
 		t.Errorf("ready %d (want 2 of the status's 3: one is Terminating), pods %+v", st.ReadyReplicas, st.Pods)
+	}
+}
+
+// Without the right to patch pods, a scale-in that names its victims is not made: the
+// error says why, and the replicas stay (a scale-in that may remove the busy pods is what
+// the costs prevent).
+func TestAScaleInWaitsForItsDeletionCosts(t *testing.T) {
+	f := setup(t)
+	f.createDeployment(t, 3, podTemplate("2", "4Gi", concurrencyEnv("5", "2")...))
+	for i := range 3 {
+		f.createPod(t, fmt.Sprintf("render-abc-%d", i), "render-abc", true, nil)
+	}
+	role := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "no-pod-patch"}, Rules: []rbacv1.PolicyRule{
+		{APIGroups: []string{"apps"}, Resources: []string{"deployments"}, Verbs: []string{"get", "list", "watch", "patch"}},
+		{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"list", "watch"}},
+	}}
+	create(t, f.cluster.Client, role)
+	create(t, f.cluster.Client, &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "no-pod-patch"},
+		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "no-pod-patch"},
+		Subjects: []rbacv1.Subject{{Kind: "User", Name: "no-pod-patch"}}})
+	kc, err := New(f.cluster.UserConfig(t, "no-pod-patch"), nil, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(kc.Close)
+	w := f.rules.Workload("render")
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		cur, err := kc.Read(t.Context(), f.rules, w)
+		if err == nil && len(cur.State.Pods) == 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pods not read: %v %+v", err, cur.State.Pods)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	d := decision(autoscaler.Shape{Replicas: 3, Class: "medium", Concurrency: 5, TenantConcurrency: 2}, autoscaler.Shape{Replicas: 2, Class: "medium", Concurrency: 5, TenantConcurrency: 2})
+	d.Victims = &autoscaler.Victims{Pods: []string{"render-abc-1"}, Cost: -1}
+	err = kc.Apply(t.Context(), f.rules, w, d, time.Now())
+	if err == nil || !strings.Contains(err.Error(), "render-abc-1") {
+		t.Fatalf("apply: %v, want the pod's patch refused", err)
+	}
+	if got := *f.deployment(t).Spec.Replicas; got != 3 {
+		t.Errorf("%d replicas, want 3 kept", got)
 	}
 }

@@ -144,6 +144,9 @@ func plan(r *rules.Rules) (values, freshness []*batch, err error) {
 			b.uses = append(b.uses, u)
 		}
 		for _, metric := range slices.Sorted(maps.Keys(w.PodQueries)) {
+			if strings.TrimSpace(w.PodQueries[metric].Query) == "" {
+				continue // turned off
+			}
 			text, err := renderOnce(w.PodQueries[metric].Query)
 			if err != nil {
 				return nil, nil, fmt.Errorf("workload %s, per-pod %s: %w", w.Name, metric, err)

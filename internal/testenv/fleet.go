@@ -11,6 +11,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/workerscale/workerscale/rules"
 )
 
 // Queue is what a fixture queue reports.
@@ -34,8 +36,9 @@ type Workload struct {
 
 // Fleet is an exporter serving the metrics of a fleet of queue workers: BullMQ's built-in
 // exporter (bullmq_job_count, bullmq_job_completed_total, bullmq_job_failed_total), the
-// second seed's names (bullmq_queue_waiting_jobs, _active_jobs, _processing_rate), and
-// cAdvisor and kube-state-metrics series for the workloads' pods.
+// second seed's names (bullmq_queue_waiting_jobs, _active_jobs, _processing_rate),
+// cAdvisor and kube-state-metrics series for the workloads' pods, and the workers' own
+// per-pod gauges of their jobs.
 type Fleet struct {
 	server *httptest.Server
 	start  time.Time
@@ -43,12 +46,24 @@ type Fleet struct {
 	mu        sync.Mutex
 	queues    map[string]Queue
 	workloads map[[2]string]Workload
+	// podJobs are what each worker pod reports of itself, by namespace and pod.
+	podJobs map[[2]string]PodJobs
+}
+
+// PodJobs is what one worker pod exports of its own jobs (README, "The worker's
+// busy-ness"): bullmq_worker_active_jobs and, while it runs a job,
+// bullmq_worker_oldest_active_job_start_time_seconds, for one queue.
+type PodJobs struct {
+	Queue  string
+	Active float64
+	// OldestStart is when its oldest running job started; zero when it runs none.
+	OldestStart time.Time
 }
 
 // NewFleet starts a fleet exporter on a loopback port, stopped with the test.
 func NewFleet(t testing.TB) *Fleet {
 	t.Helper()
-	f := &Fleet{start: time.Now(), queues: map[string]Queue{}, workloads: map[[2]string]Workload{}}
+	f := &Fleet{start: time.Now(), queues: map[string]Queue{}, workloads: map[[2]string]Workload{}, podJobs: map[[2]string]PodJobs{}}
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(f)
 	f.server = httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
@@ -84,6 +99,14 @@ func (f *Fleet) SetWorkload(namespace, name string, w Workload) {
 	f.workloads[[2]string{namespace, name}] = w
 }
 
+// SetPodJobs sets what the pod reports of its jobs, as a worker scraped in that pod would
+// (the series carry its namespace and pod labels).
+func (f *Fleet) SetPodJobs(namespace, pod string, j PodJobs) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.podJobs[[2]string{namespace, pod}] = j
+}
+
 // PodName is the name of a fixture Deployment's i-th pod, in the form
 // name-<pod-template-hash>-<suffix> that Kubernetes gives.
 func PodName(deployment string, i int) string {
@@ -107,7 +130,9 @@ var (
 	descMemory     = prometheus.NewDesc("container_memory_working_set_bytes", "Working set.", []string{"namespace", "pod", "container"}, nil)
 	descRequests   = prometheus.NewDesc("kube_pod_container_resource_requests", "Requests.", []string{"namespace", "pod", "container", "resource", "unit"}, nil)
 	descPhase      = prometheus.NewDesc("kube_pod_status_phase", "Pod phase.", []string{"namespace", "pod", "phase"}, nil)
-	fixtureMetrics = []*prometheus.Desc{descJobCount, descCompleted, descFailed, descWaiting, descActive, descRate, descCPU, descMemory, descRequests, descPhase}
+	descPodActive  = prometheus.NewDesc(rules.WorkerActiveJobsMetric, "Jobs this worker runs.", []string{"namespace", "pod", "queue"}, nil)
+	descPodOldest  = prometheus.NewDesc(rules.WorkerOldestJobStartMetric, "Start of this worker's oldest running job.", []string{"namespace", "pod", "queue"}, nil)
+	fixtureMetrics = []*prometheus.Desc{descJobCount, descCompleted, descFailed, descWaiting, descActive, descRate, descCPU, descMemory, descRequests, descPhase, descPodActive, descPodOldest}
 )
 
 // Describe implements prometheus.Collector.
@@ -154,6 +179,12 @@ func (f *Fleet) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descRequests, prometheus.GaugeValue, w.CPURequest, ns, pod, "worker", "cpu", "core")
 			ch <- prometheus.MustNewConstMetric(descRequests, prometheus.GaugeValue, w.MemoryRequest, ns, pod, "worker", "memory", "byte")
 			ch <- prometheus.MustNewConstMetric(descPhase, prometheus.GaugeValue, 1, ns, pod, "Running")
+		}
+	}
+	for key, j := range f.podJobs {
+		ch <- prometheus.MustNewConstMetric(descPodActive, prometheus.GaugeValue, j.Active, key[0], key[1], j.Queue)
+		if !j.OldestStart.IsZero() {
+			ch <- prometheus.MustNewConstMetric(descPodOldest, prometheus.GaugeValue, float64(j.OldestStart.UnixMilli())/1000, key[0], key[1], j.Queue)
 		}
 	}
 }

@@ -1,0 +1,139 @@
+package main
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/workerscale/workerscale/autoscaler"
+	"github.com/workerscale/workerscale/internal/kube"
+	"github.com/workerscale/workerscale/internal/prom"
+	"github.com/workerscale/workerscale/internal/testenv"
+)
+
+// livePods are the render Deployment's pods that are not Terminating, by name.
+func (w *world) livePods() map[string]corev1.Pod {
+	w.t.Helper()
+	list, err := w.cluster.Client.CoreV1().Pods("default").List(w.t.Context(), metav1.ListOptions{LabelSelector: "app=render"})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	out := map[string]corev1.Pod{}
+	for _, p := range list.Items {
+		if p.DeletionTimestamp == nil {
+			out[p.Name] = p
+		}
+	}
+	return out
+}
+
+// End to end, on a cluster whose controllers really remove pods: 5 Ready workers, two of
+// them each running a long job (60 s old, past the 30 s grace period), the others idle,
+// as the workers' own gauges tell a real Prometheus. A scale-in to 2 by `workerscale run`
+// marks the idle pods, the ReplicaSet removes them, and the busy pods survive; no
+// pod-deletion-cost is left once the scale-in is done, neither the victims' (they are gone)
+// nor a stale one workerscale had set on a survivor earlier.
+func TestScaleInRemovesTheIdlePods(t *testing.T) {
+	w := newRealisticWorld(t, "classes: [medium]\n    behavior: {scaleDown: {stabilizationWindow: 0s}}")
+	w.createDeployment(5, "2", "4Gi", "5", "2", nil)
+	w.cluster.WaitForRollout(t, "default", "render")
+	pods := slices.Sorted(func(yield func(string) bool) {
+		for name := range w.livePods() {
+			if !yield(name) {
+				return
+			}
+		}
+	})
+	if len(pods) != 5 {
+		t.Fatalf("%d pods, want 5: %v", len(pods), pods)
+	}
+	busy, idle := pods[1:3], append([]string{pods[0]}, pods[3:]...)
+	started := time.Now().Add(-60 * time.Second)
+	for _, p := range pods {
+		j := testenv.PodJobs{Queue: "render"}
+		if slices.Contains(busy, p) {
+			j = testenv.PodJobs{Queue: "render", Active: 3, OldestStart: started}
+		}
+		w.fleet.SetPodJobs("default", p, j)
+	}
+	// A cost workerscale set on a busy pod in an earlier scale-in: stale now.
+	stale := `{"metadata":{"annotations":{"controller.kubernetes.io/pod-deletion-cost":"-1","workerscale.io/deletion-cost":"-1"}}}`
+	if _, err := w.cluster.Client.CoreV1().Pods("default").Patch(t.Context(), busy[0], types.MergePatchType, []byte(stale), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// 6 jobs of 20 s in flight, none queued: 6 / 0.8 x 1.2 = 9 slots, 2 workers.
+	w.load(testenv.Queue{Active: 6, CompletedPerSecond: 0.3}, 0.5)
+	w.waitPodSeries(len(pods))
+
+	code, reps, stderr := w.run(w.kubeconfig)
+	if code != 0 || len(reps) != 1 {
+		t.Fatalf("exit %d, %d reports\n%s", code, len(reps), stderr)
+	}
+	rep := reps[0]
+	if !rep.Applied || rep.To.Replicas != 2 || rep.Victims == nil {
+		t.Fatalf("report %+v\n%s", rep, strings.Join(rep.Reasons, "\n"))
+	}
+	if got := slices.Sorted(slices.Values(rep.Victims.Pods)); !slices.Equal(got, idle) {
+		t.Errorf("victims %v, want the idle pods %v\n%s", got, idle, strings.Join(rep.Reasons, "\n"))
+	}
+	if !slices.ContainsFunc(rep.Reasons, func(r string) bool { return strings.HasPrefix(r, "removing pods ") }) {
+		t.Errorf("no reason names the pods removed:\n%s", strings.Join(rep.Reasons, "\n"))
+	}
+
+	// The ReplicaSet removes the idle pods; the busy ones stay.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		live := w.livePods()
+		var names []string
+		for n := range live {
+			names = append(names, n)
+		}
+		slices.Sort(names)
+		if slices.Equal(names, busy) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pods left %v, want the busy %v", names, busy)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	for name, p := range w.livePods() {
+		if c, ok := p.Annotations[autoscaler.DeletionCostAnnotation]; ok {
+			t.Errorf("pod %s keeps a pod-deletion-cost %q after the scale-in (annotations %v)", name, c, p.Annotations)
+		}
+		if _, ok := p.Annotations[kube.CostMarkAnnotation]; ok {
+			t.Errorf("pod %s keeps workerscale's mark", name)
+		}
+	}
+
+	// The next cycle, with the scale-in done, writes no cost anywhere.
+	code, reps, stderr = w.run(w.kubeconfig)
+	if code != 0 || len(reps) != 1 || reps[0].Victims != nil && len(reps[0].Victims.Pods) > 0 {
+		t.Fatalf("exit %d, reports %+v\n%s", code, reps, stderr)
+	}
+	for name, p := range w.livePods() {
+		if _, ok := p.Annotations[autoscaler.DeletionCostAnnotation]; ok {
+			t.Errorf("pod %s has a pod-deletion-cost after the next cycle", name)
+		}
+	}
+}
+
+// waitPodSeries waits until the per-pod active jobs of n pods are in Prometheus.
+func (w *world) waitPodSeries(n int) {
+	w.t.Helper()
+	w.observeUntil("per-pod series missing", func(c prom.Cycle) (bool, string) {
+		got := 0
+		for _, l := range c.Pods["render"] {
+			if l.ActiveJobs != nil {
+				got++
+			}
+		}
+		return got >= n, fmt.Sprintf(" %d of %d pods: %+v", got, n, c.Pods["render"])
+	})
+}

@@ -1,6 +1,7 @@
 package autoscaler
 
 import (
+	"context"
 	"fmt"
 	"maps"
 	"slices"
@@ -286,6 +287,47 @@ func TestStaleCostsComeOffOnceTheScaleInIsDone(t *testing.T) {
 			}
 			if d.To.Replicas < d.From.Replicas || !slices.Equal(got, tc.want) {
 				t.Errorf("from %d to %d, unmark %v, want %v", d.From.Replicas, d.To.Replicas, got, tc.want)
+			}
+		})
+	}
+}
+
+// markingCluster is a fakeCluster that records the pod writes the loop asks for.
+type markingCluster struct {
+	*fakeCluster
+	marked []*Victims
+}
+
+func (m *markingCluster) MarkVictims(_ context.Context, _ *rules.Workload, v *Victims) error {
+	m.marked = append(m.marked, v)
+	return nil
+}
+
+// The loop hands the per-pod loads to the engine, and takes stale costs off through the
+// cluster when the decision writes nothing else; in dry-run it writes none.
+func TestLoopTakesStaleCostsOff(t *testing.T) {
+	for _, dryRun := range []bool{false, true} {
+		t.Run(fmt.Sprintf("dry-run %v", dryRun), func(t *testing.T) {
+			st := state(2, "medium", 5, 2)
+			st.Pods = podsOf(2)
+			st.Pods[0].DeletionCost, st.Pods[0].CostOurs = -1, true
+			l, fc, _ := newLoop(t, fresh(map[string]float64{rules.QueueDepth: 5, rules.ActiveJobs: 4, rules.Throughput: 1}), st)
+			mc := &markingCluster{fakeCluster: fc}
+			l.Cluster, l.DryRun = mc, dryRun
+			loads := 0
+			l.PodLoads = func() map[string]PodLoads { loads++; return map[string]PodLoads{"render": {"p0": {ActiveJobs: f(1)}}} }
+			if err := l.RunOnce(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			want := 1
+			if dryRun {
+				want = 0
+			}
+			if len(fc.applied) != 0 || len(mc.marked) != want || loads != 1 {
+				t.Fatalf("applied %+v, marked %+v (want %d), loads read %d times", fc.applied, mc.marked, want, loads)
+			}
+			if want == 1 && !slices.Equal(mc.marked[0].Unmark, []string{"p0"}) {
+				t.Errorf("unmark %v, want p0", mc.marked[0].Unmark)
 			}
 		})
 	}

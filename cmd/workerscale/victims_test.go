@@ -33,27 +33,42 @@ func (w *world) livePods() map[string]corev1.Pod {
 	return out
 }
 
-// End to end, on a cluster whose controllers really remove pods: 5 Ready workers, two of
-// them each running a long job (60 s old, past the 30 s grace period), the others idle,
-// as the workers' own gauges tell a real Prometheus. A scale-in to 2 by `workerscale run`
-// marks the idle pods, the ReplicaSet removes them, and the busy pods survive; no
-// pod-deletion-cost is left once the scale-in is done, neither the victims' (they are gone)
-// nor a stale one workerscale had set on a survivor earlier.
+// End to end, on a cluster whose controllers really remove pods: 5 Ready workers, the two
+// youngest each running long jobs (the oldest 60 s old, past the 30 s grace period), the
+// others idle, as the workers' own gauges tell a real Prometheus. Left to itself the
+// ReplicaSet prefers to remove the most recently ready pods: here the two busy ones. A
+// scale-in to 2 by `workerscale run` marks the idle pods instead, the ReplicaSet removes
+// them, and the busy pods survive; no pod-deletion-cost is left once the scale-in is done,
+// neither the victims' (they are gone) nor a stale one workerscale had set on a survivor
+// earlier.
 func TestScaleInRemovesTheIdlePods(t *testing.T) {
 	w := newRealisticWorld(t, "classes: [medium]\n    behavior: {scaleDown: {stabilizationWindow: 0s}}")
-	w.createDeployment(5, "2", "4Gi", "5", "2", nil)
+	w.createDeployment(3, "2", "4Gi", "5", "2", nil)
 	w.cluster.WaitForRollout(t, "default", "render")
-	pods := slices.Sorted(func(yield func(string) bool) {
-		for name := range w.livePods() {
-			if !yield(name) {
-				return
-			}
-		}
-	})
-	if len(pods) != 5 {
-		t.Fatalf("%d pods, want 5: %v", len(pods), pods)
+	var idle []string
+	for name := range w.livePods() {
+		idle = append(idle, name)
 	}
-	busy, idle := pods[1:3], append([]string{pods[0]}, pods[3:]...)
+	slices.Sort(idle)
+	// Two more pods, Ready seconds later than the first three (the ReplicaSet compares how
+	// long pods have been ready in whole seconds, on a logarithmic scale).
+	time.Sleep(4 * time.Second)
+	if _, err := w.cluster.Client.AppsV1().Deployments("default").Patch(t.Context(), "render", types.MergePatchType, []byte(`{"spec":{"replicas":5}}`), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	w.cluster.WaitForRollout(t, "default", "render")
+	var pods, busy []string
+	for name := range w.livePods() {
+		pods = append(pods, name)
+		if !slices.Contains(idle, name) {
+			busy = append(busy, name)
+		}
+	}
+	slices.Sort(pods)
+	slices.Sort(busy)
+	if len(pods) != 5 || len(busy) != 2 {
+		t.Fatalf("pods %v, the two new ones %v", pods, busy)
+	}
 	started := time.Now().Add(-60 * time.Second)
 	for _, p := range pods {
 		j := testenv.PodJobs{Queue: "render"}

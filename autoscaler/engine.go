@@ -20,6 +20,9 @@ type Input struct {
 	Override *Override
 	// Owners names the other autoscalers that own an axis of the workload (owners.go).
 	Owners Owners
+	// PodLoads are what each pod is busy with (the per-pod metrics), for the choice of
+	// the pods a scale-in removes (victims.go); nil when none was measured.
+	PodLoads PodLoads
 }
 
 // Decide decides for one workload alone (a rate budget it shares is treated as its own).
@@ -40,11 +43,13 @@ func DecideAll(now time.Time, r *rules.Rules, inputs []Input) []Decision {
 		plans[i].decide()
 		plans[i].override()
 		plans[i].guard()
+		plans[i].holdBusyOrdinals()
 	}
 	room := applyRateBudgets(r, plans)
 	for _, p := range plans {
 		p.raiseConcurrency(room)
 		p.standBack()
+		p.victims()
 	}
 	out := make([]Decision, len(plans))
 	for i, p := range plans {

@@ -2,6 +2,7 @@ package autoscaler
 
 import (
 	"fmt"
+	"math"
 	"strings"
 
 	"github.com/workerscale/workerscale/rules"
@@ -194,8 +195,14 @@ func (p *plan) floorSlots() (slots int, why, limit string) {
 		slots, why, limit = fromCap, fmt.Sprintf("metrics missing or stale (%s): the fleet's %d slots are kept", strings.Join(p.missing, ", "), fromCap), LimitMissingMetrics
 	}
 	if active, ok := p.value(rules.ActiveJobs); ok {
-		if inFlight := min(fromCap, int(ceilInt(active))); inFlight > slots {
-			slots, why, limit = inFlight, fmt.Sprintf("%g jobs are running: a scale-in keeps a slot for each", active), LimitJobsInFlight
+		// The jobs finishing on Terminating pods run on capacity already leaving.
+		leaving, on := p.leavingJobs()
+		staying := math.Max(0, active-leaving)
+		if inFlight := min(fromCap, int(ceilInt(staying))); inFlight > slots {
+			slots, why, limit = inFlight, fmt.Sprintf("%g jobs are running: a scale-in keeps a slot for each", staying), LimitJobsInFlight
+			if leaving > 0 {
+				why = fmt.Sprintf("%g jobs are running on pods that stay (%g of the %g run on Terminating pods %s): a scale-in keeps a slot for each", staying, leaving, active, strings.Join(on, ", "))
+			}
 		}
 	}
 	// The one exception: 429s critical lower concurrency by one, with the replicas kept.

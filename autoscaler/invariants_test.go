@@ -59,11 +59,15 @@ thresholds:
 		if rapid.Bool().Draw(t, "fallback") {
 			fmt.Fprintf(&b, "    fallbackReplicas: %d\n", rapid.IntRange(lo, hi).Draw(t, "fallbackReplicas"))
 		}
-		var env []string
+		var env, horizontal []string
+		if rapid.IntRange(0, 3).Draw(t, "statefulSet") == 0 {
+			b.WriteString("    target: {kind: StatefulSet}\n")
+			horizontal = append(horizontal, "busyOrdinals: "+rapid.SampledFrom([]string{rules.BusyOrdinalsHold, rules.BusyOrdinalsRemove}).Draw(t, "busyOrdinals"))
+		}
 		if budget && rapid.Bool().Draw(t, "onBudget") {
 			fmt.Fprintf(&b, "    rateBudget: api\n    requestsPerJob: %d\n", rapid.IntRange(1, 4).Draw(t, "rpj"))
 			if rapid.IntRange(0, 3).Draw(t, "unknownDuration") > 0 {
-				fmt.Fprintf(&b, "    horizontal: {jobDuration: %ds}\n", rapid.IntRange(1, 30).Draw(t, "duration"))
+				horizontal = append(horizontal, fmt.Sprintf("jobDuration: %ds", rapid.IntRange(1, 30).Draw(t, "duration")))
 			}
 			if rapid.Bool().Draw(t, "rateLimiter") {
 				env = append(env, "rateLimitMax: RATE_LIMIT_MAX", "rateLimitDuration: RATE_LIMIT_DURATION")
@@ -78,6 +82,9 @@ thresholds:
 		}
 		if len(env) > 0 {
 			fmt.Fprintf(&b, "    env: {%s}\n", strings.Join(env, ", "))
+		}
+		if len(horizontal) > 0 {
+			fmt.Fprintf(&b, "    horizontal: {%s}\n", strings.Join(horizontal, ", "))
 		}
 		fmt.Fprintf(&b, "    vertical: {enabled: %v, minSavings: %s}\n", rapid.Bool().Draw(t, "vertical"), num(rapid.Float64Range(0, 0.5).Draw(t, "minSavings")))
 		if rapid.Bool().Draw(t, "noBehavior") {
@@ -110,6 +117,36 @@ func genState(t *rapid.T, r *rules.Rules) State {
 		ReadyReplicas:     rapid.SampledFrom([]int32{replicas, replicas, 0, replicas / 2}).Draw(t, "ready"),
 		RolloutInProgress: rapid.IntRange(0, 9).Draw(t, "rollout") == 0,
 	}
+}
+
+// genPods draws the workload's pods (or none known), Terminating ones beside them, of one
+// ReplicaSet or two, with deletion costs (workerscale's or not), and what each is busy
+// with, any per-pod metric absent.
+func genPods(t *rapid.T, st State) ([]Pod, PodLoads) {
+	if rapid.IntRange(0, 4).Draw(t, "podsUnknown") == 0 {
+		return nil, nil
+	}
+	var pods []Pod
+	loads := PodLoads{}
+	n := int(st.Replicas) + rapid.IntRange(0, 3).Draw(t, "terminatingPods")
+	for i := range n {
+		p := Pod{Name: fmt.Sprintf("p%d", i), Ordinal: i, Terminating: int32(i) >= st.Replicas || rapid.IntRange(0, 9).Draw(t, "terminating") == 0,
+			Ready: rapid.IntRange(0, 4).Draw(t, "podReady") > 0, Group: rapid.SampledFrom([]string{"rs-a", "rs-a", "rs-a", "rs-b"}).Draw(t, "group")}
+		p.DeletionCost = rapid.SampledFrom([]int32{0, 0, -5, 3, math.MinInt32}).Draw(t, "cost")
+		p.CostOurs = p.DeletionCost < 0 && rapid.Bool().Draw(t, "costOurs")
+		pods = append(pods, p)
+		opt := func(label string, lo, hi float64) *float64 {
+			if rapid.IntRange(0, 3).Draw(t, label+"Absent") == 0 {
+				return nil
+			}
+			v := rapid.Float64Range(lo, hi).Draw(t, label)
+			return &v
+		}
+		if rapid.IntRange(0, 5).Draw(t, "noLoad") > 0 {
+			loads[p.Name] = PodLoad{ActiveJobs: opt("podActive", 0, 8), OldestJobAge: opt("podAge", 0, 300), CPU: opt("podCPU", 0, 2)}
+		}
+	}
+	return pods, loads
 }
 
 // metricRanges are plausible ranges for each input; genObs also draws absent, stale,
@@ -201,6 +238,7 @@ func TestInvariantsHoldOnEveryDecision(t *testing.T) {
 		ins := make([]Input, len(r.Workloads))
 		for i := range r.Workloads {
 			ins[i] = Input{Workload: &r.Workloads[i], Observations: genObs(t), State: genState(t, r), History: genHistory(t, t0), Override: genOverride(t, t0), Owners: genOwners(t)}
+			ins[i].State.Pods, ins[i].PodLoads = genPods(t, ins[i].State)
 		}
 		checkInvariants(t, t0, r, ins, DecideAll(t0, r, ins))
 	})
@@ -305,6 +343,7 @@ func checkInvariants(t interface {
 			t.Fatalf("%s: %s\nfrom %+v to %+v, limited by %v\nobservations %v\nhistory %+v\n%s", w.Name, fmt.Sprintf(format, args...),
 				from, d.To, d.LimitedBy, in.Observations, in.History, strings.Join(d.Reasons, "\n"))
 		}
+		checkVictims(fail, in, d)
 		toClass := r.Class(d.To.Class)
 		hi := w.MaxReplicas
 		if toClass != nil && toClass.MaxReplicas > 0 {
@@ -479,10 +518,17 @@ func checkInvariants(t interface {
 		}
 		// 4b. Jobs in flight: a scale-in leaves a slot for each running job (measured, or
 		// derived from saturation on a fleet with ready pods), never more than there are.
+		// The jobs of Terminating pods run on capacity already leaving.
+		var leaving float64
+		for _, pod := range in.State.Pods {
+			if l, ok := in.PodLoads[pod.Name]; ok && pod.Terminating && l.ActiveJobs != nil && *l.ActiveJobs > 0 {
+				leaving += *l.ActiveJobs
+			}
+		}
 		if o := in.Observations[rules.ActiveJobs]; usable(rules.ActiveJobs) {
-			floor = max(floor, min(fromCap, int(ceilInt(o.Value))))
+			floor = max(floor, min(fromCap, int(ceilInt(math.Max(0, o.Value-leaving)))))
 		} else if s := in.Observations[rules.Saturation]; usable(rules.Saturation) && ready {
-			floor = max(floor, min(fromCap, int(ceilInt(s.Value*float64(in.State.ReadyReplicas)*float64(fromConc)))))
+			floor = max(floor, min(fromCap, int(ceilInt(math.Max(0, s.Value*float64(in.State.ReadyReplicas)*float64(fromConc)-leaving)))))
 		}
 		if lowered429 {
 			// One step only: a further cut in the same decision is held by more replicas.
@@ -590,4 +636,54 @@ func jobDuration(d Decision, w *rules.Workload) float64 {
 		return w.Horizontal.JobDuration.D().Seconds()
 	}
 	return 0
+}
+
+// checkVictims: 11. the pods a scale-in names are ready pods of the workload that are not
+// Terminating, distinct, no more than it removes, and of a cost below every other ready
+// pod's that workerscale did not set; a decision that removes no pod names none; only
+// costs workerscale set are removed; a StatefulSet's busy ordinals never raise the
+// replicas above the current count.
+func checkVictims(fail func(string, ...any), in Input, d Decision) {
+	from, to := d.From.Replicas, d.To.Replicas
+	if slices.Contains(d.LimitedBy, LimitBusyOrdinals) && (to > from || in.Workload.Target.Kind != "StatefulSet") {
+		fail("busyOrdinals held %s %s at %d replicas, from %d", in.Workload.Target.Kind, in.Workload.Name, to, from)
+	}
+	v := d.Victims
+	if v == nil {
+		return
+	}
+	if in.State.Pods == nil {
+		fail("victims %+v without pods", v)
+	}
+	byName := map[string]Pod{}
+	for _, p := range in.State.Pods {
+		byName[p.Name] = p
+	}
+	for _, name := range v.Unmark {
+		if p, ok := byName[name]; !ok || !p.CostOurs || p.Terminating {
+			fail("removes the cost of %s, which is not one workerscale set on a pod that stays (%+v)", name, p)
+		}
+	}
+	if len(v.Pods) == 0 {
+		return
+	}
+	if to >= from || d.RollsOut() || in.Workload.Target.Kind == "StatefulSet" {
+		fail("names victims %v without a scale-in of a Deployment (%d to %d)", v.Pods, from, to)
+	}
+	if len(v.Pods) > int(from-to) || len(v.Pods) != len(slices.Compact(slices.Sorted(slices.Values(v.Pods)))) {
+		fail("names %d victims %v for a scale-in of %d", len(v.Pods), v.Pods, from-to)
+	}
+	for _, name := range v.Pods {
+		if p, ok := byName[name]; !ok || !p.Ready || p.Terminating {
+			fail("names %s, not a ready pod that stays (%+v)", name, p)
+		}
+		if slices.Contains(v.Unmark, name) {
+			fail("both marks and unmarks %s", name)
+		}
+	}
+	for _, p := range in.State.Pods {
+		if p.Ready && !p.Terminating && !p.CostOurs && !slices.Contains(v.Pods, p.Name) && p.DeletionCost <= v.Cost && p.DeletionCost != math.MinInt32 {
+			fail("the victims' cost %d is not below %s's %d", v.Cost, p.Name, p.DeletionCost)
+		}
+	}
 }

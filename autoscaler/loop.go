@@ -45,6 +45,13 @@ type OverrideStore interface {
 	SetOverride(ctx context.Context, w *rules.Workload, o *Override) error
 }
 
+// VictimMarker is a Cluster that writes the pod-deletion costs of Decision.Victims. Its
+// Apply writes a scale-in's before the scale; the loop calls MarkVictims for a decision
+// that writes nothing else (the stale costs of a scale-in that is done).
+type VictimMarker interface {
+	MarkVictims(ctx context.Context, w *rules.Workload, v *Victims) error
+}
+
 // ObserveFunc reads one cycle's metrics for all workloads of r.
 type ObserveFunc func(ctx context.Context, r *rules.Rules, at time.Time) (map[string]Observations, []error)
 
@@ -67,7 +74,10 @@ const (
 type Loop struct {
 	Rules   func() *rules.Rules
 	Observe ObserveFunc
-	Cluster Cluster
+	// PodLoads, when set, returns what each workload's pods are busy with, as the last
+	// Observe read it (the per-pod templates), by workload name.
+	PodLoads func() map[string]PodLoads
+	Cluster  Cluster
 	// DryRun decides and reports, and writes nothing: no change, no event.
 	DryRun bool
 	// PauseAll leaves every workload untouched, as the paused annotation does for one.
@@ -135,6 +145,10 @@ func (l *Loop) RunOnce(ctx context.Context) error {
 	var errs []error
 	obs, obsErrs := l.Observe(ctx, r, start)
 	errs = append(errs, obsErrs...)
+	var loads map[string]PodLoads
+	if l.PodLoads != nil {
+		loads = l.PodLoads()
+	}
 
 	var inputs []Input
 	var currents []Current
@@ -156,7 +170,7 @@ func (l *Loop) RunOnce(ctx context.Context) error {
 			l.Metrics.error("read")
 			continue
 		}
-		inputs = append(inputs, Input{Workload: w, Observations: obs[w.Name], State: cur.State, History: l.historyOf(w.Name, cur.History), Override: cur.Override, Owners: cur.Owners})
+		inputs = append(inputs, Input{Workload: w, Observations: obs[w.Name], State: cur.State, History: l.historyOf(w.Name, cur.History), Override: cur.Override, Owners: cur.Owners, PodLoads: loads[w.Name]})
 		currents = append(currents, cur)
 	}
 	decisions := DecideAll(start, r, inputs)
@@ -219,6 +233,13 @@ func (l *Loop) RunOnce(ctx context.Context) error {
 				} else {
 					log.Info("removed a lapsed override", "workload", w.Name, "override", o.String())
 				}
+			}
+		}
+		// The stale deletion costs of a scale-in that is done, when nothing else is written
+		// (Apply writes a change's own).
+		if m, ok := l.Cluster.(VictimMarker); ok && writes && !d.Changed() && !d.Victims.Empty() {
+			if err := m.MarkVictims(ctx, w, d.Victims); err != nil {
+				log.Warn("removing stale pod-deletion costs", "workload", w.Name, "error", err)
 			}
 		}
 		l.setHistory(w.Name, hist)

@@ -208,7 +208,7 @@ const (
 var decisionKinds = [...]string{kindScaleOut: "scale_out", kindScaleIn: "scale_in", kindClassChange: "class_change", kindHold: "hold"}
 
 // limitNames are the limits a decision can name.
-var limitNames = []string{LimitMinReplicas, LimitMaxReplicas, LimitClassMax, LimitRateBudget, LimitBehavior, LimitCooldown, LimitSettling, LimitCircuitBreaker, LimitMissingMetrics, LimitCriticalBacklog, LimitJobsInFlight}
+var limitNames = []string{LimitMinReplicas, LimitMaxReplicas, LimitClassMax, LimitRateBudget, LimitBehavior, LimitCooldown, LimitSettling, LimitCircuitBreaker, LimitMissingMetrics, LimitCriticalBacklog, LimitJobsInFlight, LimitBusyOrdinals}
 
 // series returns a workload's series, created with its counters at 0 the first time it is
 // seen. m.mu must be held.

@@ -91,6 +91,10 @@ type State struct {
 	// TerminationGracePeriodSeconds is the pod template's, as Kubernetes defaults it; nil
 	// when not known.
 	TerminationGracePeriodSeconds *int64 `json:"terminationGracePeriodSeconds,omitempty"`
+	// Pods are the workload's pods, Terminating ones included, when they are known (nil
+	// when not read: the simulator, explain). ReadyReplicas never counts a Terminating
+	// pod.
+	Pods []Pod `json:"pods,omitempty"`
 }
 
 // Recommendation is one cycle's unstabilized replica recommendation, kept for the
@@ -217,6 +221,9 @@ type Decision struct {
 	// Owners names the other autoscalers that own an axis of the workload; the decision
 	// keeps that axis as it is (owners.go).
 	Owners Owners `json:"owners,omitzero"`
+	// Victims are the pods a scale-in removes and the deletion cost that makes them go
+	// first, and the stale costs to remove (victims.go); nil when there are none.
+	Victims *Victims `json:"victims,omitempty"`
 	// History is the workload's history for the next cycle.
 	History History `json:"-"`
 }
@@ -247,4 +254,36 @@ func AssumeSustained(now time.Time, w *rules.Workload, obs Observations) History
 		p.hist.ActiveJobs = []Sample{{Time: now.Add(-time.Minute), Value: a}}
 	}
 	return p.hist
+}
+
+// PodLoad is what one pod of a workload is busy with, from the per-pod metrics
+// (rules.PodMetrics); a field is nil when its metric gave no value for the pod.
+type PodLoad struct {
+	// ActiveJobs is the jobs the pod runs now.
+	ActiveJobs *float64 `json:"activeJobs,omitempty"`
+	// OldestJobAge is how long, in seconds, its oldest running job has run.
+	OldestJobAge *float64 `json:"oldestJobAge,omitempty"`
+	// CPU is the CPU it uses, in cores.
+	CPU *float64 `json:"cpu,omitempty"`
+}
+
+// PodLoads map a workload's pod names to what they are busy with.
+type PodLoads map[string]PodLoad
+
+// Pod is one pod of a workload, as far as choosing the pods a scale-in removes goes.
+type Pod struct {
+	Name string `json:"name"`
+	// Ready is the pod's Ready condition; Terminating is set once it has a
+	// deletionTimestamp: it is leaving, and is capacity no more.
+	Ready       bool `json:"ready"`
+	Terminating bool `json:"terminating,omitempty"`
+	// Group is the ReplicaSet a Deployment's pod belongs to (a rollout has two).
+	Group string `json:"group,omitempty"`
+	// Ordinal is a StatefulSet pod's ordinal; -1 for a Deployment's.
+	Ordinal int `json:"ordinal"`
+	// DeletionCost is its controller.kubernetes.io/pod-deletion-cost (0 when unset), and
+	// CostOurs is set when workerscale set it (its workerscale.io/deletion-cost mark holds
+	// the same value).
+	DeletionCost int32 `json:"deletionCost,omitempty"`
+	CostOurs     bool  `json:"costOurs,omitempty"`
 }

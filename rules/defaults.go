@@ -158,7 +158,8 @@ func (r *Rules) applyDefaults() {
 	}
 
 	r.Thresholds = mergeThresholds(defaultThresholds(), r.Thresholds)
-	r.Queries.Templates = mergeQueries(presetQueries(r.Queries.Preset, r.Queries.PodWorkload), r.Queries.Templates)
+	r.Queries.Templates = mergeQueries(presetQueries(r.Queries.Preset, r.Queries.PodWorkload), r.Queries.Templates, MatchQueue)
+	r.Queries.PodTemplates = mergeQueries(presetPodQueries(r.Queries.Preset, r.Queries.PodWorkload), r.Queries.PodTemplates, MatchPod)
 
 	for i := range r.RateBudgets {
 		setFloat(&r.RateBudgets[i].SafetyFactor, DefaultSafetyFactor)
@@ -203,6 +204,9 @@ func (r *Rules) applyDefaults() {
 			w.Horizontal.Sizing = SizingDrain
 		}
 		setFloat(&w.Horizontal.ActivationQueueDepth, 0)
+		if w.Horizontal.BusyOrdinals == "" {
+			w.Horizontal.BusyOrdinals = BusyOrdinalsRemove
+		}
 		if w.Vertical.Enabled == nil {
 			on := true
 			w.Vertical.Enabled = &on
@@ -220,14 +224,20 @@ func (r *Rules) applyDefaults() {
 		if len(w.Queries) == 0 {
 			w.Queries = r.Queries.Templates
 		} else {
-			w.Queries = mergeQueries(r.Queries.Templates, w.Queries)
+			w.Queries = mergeQueries(r.Queries.Templates, w.Queries, MatchQueue)
+		}
+		if len(w.PodQueries) == 0 {
+			w.PodQueries = r.Queries.PodTemplates
+		} else {
+			w.PodQueries = mergeQueries(r.Queries.PodTemplates, w.PodQueries, MatchPod)
 		}
 	}
 }
 
 // mergeQueries returns base with over's templates in place of its own; a template that
-// names no match inherits the one it replaces, or matches by queue.
-func mergeQueries(base, over map[string]Query) map[string]Query {
+// names no match inherits the one it replaces, or gets match (queue; pod for the per-pod
+// templates).
+func mergeQueries(base, over map[string]Query, match string) map[string]Query {
 	out := make(map[string]Query, len(base)+len(over))
 	for k, v := range base {
 		out[k] = v
@@ -237,7 +247,7 @@ func mergeQueries(base, over map[string]Query) map[string]Query {
 			o.Match = out[k].Match
 		}
 		if o.Match == "" {
-			o.Match = MatchQueue
+			o.Match = match
 		}
 		out[k] = o
 	}

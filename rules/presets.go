@@ -192,6 +192,42 @@ func presetQueries(name, podWorkload string) map[string]Query {
 	return nil
 }
 
+// The metrics a worker exports about itself, per pod (README, "The worker's busy-ness"):
+// Prometheus scrapes each worker pod, so its series carry the namespace and pod labels.
+const (
+	// WorkerActiveJobsMetric is a gauge of the jobs the worker is running, by queue.
+	WorkerActiveJobsMetric = "bullmq_worker_active_jobs"
+	// WorkerOldestJobStartMetric is a gauge of the Unix time, in seconds, at which the
+	// oldest job the worker runs started, by queue; absent (or 0) while it runs none.
+	WorkerOldestJobStartMetric = "bullmq_worker_oldest_active_job_start_time_seconds"
+)
+
+// presetPodQueries returns a preset's per-pod templates: the worker's own gauges where it
+// exports them, and each pod's CPU (cAdvisor), the proxy where it does not. Every preset
+// has the same ones; each pod's workload is found as podWorkload says, as for the
+// workloads' CPU and memory.
+func presetPodQueries(name, podWorkload string) map[string]Query {
+	if !slices.Contains(PresetNames(), name) {
+		return nil
+	}
+	byPod := func(expr string) string {
+		if podWorkload == PodWorkloadName {
+			return fmt.Sprintf(`label_replace(%s, "workload", "$1", "pod", "%s")`, expr, podNamePattern)
+		}
+		return fmt.Sprintf("(%s)\n  * on (namespace, pod) group_left (workload)\n  %s", expr, strings.ReplaceAll(podOwners, "\n", "\n  "))
+	}
+	worker := func(metric string) string {
+		return fmt.Sprintf(`%s{namespace=~"{{.Namespaces}}", queue=~"{{.Queues}}"}`, metric)
+	}
+	cpu := `rate(container_cpu_usage_seconds_total{namespace=~"{{.Namespaces}}", container!="", container!="POD"}[{{.RateWindow}}])`
+	return map[string]Query{
+		PodActiveJobs: {Match: MatchPod, Query: fmt.Sprintf(`sum by (namespace, workload, pod) (%s)`, byPod(worker(WorkerActiveJobsMetric)))},
+		// The oldest start over the pod's queues; a pod running no job has no series.
+		PodOldestJobAge: {Match: MatchPod, Query: fmt.Sprintf(`time() - min by (namespace, workload, pod) (%s)`, byPod(worker(WorkerOldestJobStartMetric)+" > 0"))},
+		PodCPU:          {Match: MatchPod, Query: fmt.Sprintf(`sum by (namespace, workload, pod) (%s)`, byPod(cpu))},
+	}
+}
+
 // TemplateData is what a query template can use. Each field but RateWindow is a regular
 // expression that matches every value the cycle needs, so that one query serves all
 // workloads. It is already escaped for the inside of a quoted PromQL string, so a

@@ -30,8 +30,9 @@ var schemaEnums = map[string][]string{
 	"Target.Kind":               {DefaultKind, "StatefulSet"},
 	"Queries.Preset":            PresetNames(),
 	"Queries.PodWorkload":       PodWorkloads(),
-	"Query.Match":               {MatchQueue, MatchTarget},
+	"Query.Match":               {MatchQueue, MatchTarget, MatchPod},
 	"Horizontal.Sizing":         {SizingDrain, SizingSeed},
+	"Horizontal.BusyOrdinals":   {BusyOrdinalsRemove, BusyOrdinalsHold},
 	"ScalingRules.SelectPolicy": {SelectMax, SelectMin, SelectDisabled},
 	"ScalingPolicy.Type":        {PolicyPods, PolicyPercent},
 	"Direction":                 {string(HigherIsWorse), string(LowerIsWorse)},
@@ -80,10 +81,12 @@ var schemaBounds = map[string][2]*float64{
 // schemaMapKeys are the keys of maps that editors may offer, by Go type and field: the
 // metrics the engine knows (others may be added).
 var schemaMapKeys = map[string][]string{
-	"Rules.Thresholds":    ActedOnMetrics(),
-	"Workload.Thresholds": ActedOnMetrics(),
-	"Queries.Templates":   knownMetrics(),
-	"Workload.Queries":    knownMetrics(),
+	"Rules.Thresholds":     ActedOnMetrics(),
+	"Workload.Thresholds":  ActedOnMetrics(),
+	"Queries.Templates":    knownMetrics(),
+	"Workload.Queries":     knownMetrics(),
+	"Queries.PodTemplates": PodMetrics(),
+	"Workload.PodQueries":  PodMetrics(),
 }
 
 // knownMetrics are the metrics the engine reads: the graded ones and its inputs.

@@ -131,6 +131,11 @@ type Queries struct {
 	PodWorkload string `yaml:"podWorkload"`
 	// Templates map a metric name to a batchable query.
 	Templates map[string]Query `yaml:"templates"`
+	// PodTemplates map a per-pod metric (PodMetrics: activeJobs, oldestJobAge, cpu) to a
+	// batchable query returning one series per pod, labelled namespace, workload and pod,
+	// for all workloads at once. They rank the pods a scale-in removes (docs/policy.md,
+	// "Which pods a scale-in removes"); all are optional.
+	PodTemplates map[string]Query `yaml:"podTemplates"`
 }
 
 // Query is a PromQL template that returns one series per workload for all workloads at
@@ -143,7 +148,8 @@ type Query struct {
 	// target's) value missing, with the label's value as the reason, whatever the other
 	// series say.
 	Query string `yaml:"query"`
-	// Match says how series are matched to workloads: queue (the default) or target.
+	// Match says how series are matched to workloads: queue (the default) or target; a
+	// per-pod template's is pod (its series carry namespace, workload and pod).
 	Match string `yaml:"match"`
 	// Freshness is an optional template giving, per the same labels, the Unix time of the
 	// oldest newest-sample behind the value (`min by (queue) (timestamp(selector))`). An
@@ -161,7 +167,27 @@ const UnavailableLabel = "workerscale_unavailable"
 const (
 	MatchQueue  = "queue"
 	MatchTarget = "target"
+	// MatchPod is the match of the per-pod templates: a series per pod, labelled
+	// namespace, workload and pod.
+	MatchPod = "pod"
 )
+
+// The per-pod metrics (Queries.PodTemplates, Workload.PodQueries).
+const (
+	// PodActiveJobs is the jobs a pod is running now: the worker's own gauge
+	// (bullmq_worker_active_jobs, README "The worker's busy-ness").
+	PodActiveJobs = "activeJobs"
+	// PodOldestJobAge is how long, in seconds, the oldest job a pod runs has been running
+	// (from the worker's bullmq_worker_oldest_active_job_start_time_seconds).
+	PodOldestJobAge = "oldestJobAge"
+	// PodCPU is the CPU a pod uses, in cores (a rate of cAdvisor's
+	// container_cpu_usage_seconds_total): the proxy of busy-ness where workers export no
+	// count of their jobs.
+	PodCPU = "cpu"
+)
+
+// PodMetrics returns the per-pod metrics.
+func PodMetrics() []string { return []string{PodActiveJobs, PodOldestJobAge, PodCPU} }
 
 // RateBudget is a pool of upstream API keys shared by the workloads that name it.
 type RateBudget struct {
@@ -219,6 +245,9 @@ type Workload struct {
 	Thresholds map[string]Threshold `yaml:"thresholds"`
 	// Queries override the file's query templates for this workload, metric by metric.
 	Queries map[string]Query `yaml:"queries"`
+	// PodQueries override the file's per-pod templates (queries.podTemplates) for this
+	// workload, metric by metric.
+	PodQueries map[string]Query `yaml:"podQueries"`
 	// DryRun says to decide and report but never write, for this workload.
 	DryRun bool `yaml:"dryRun"`
 }
@@ -286,7 +315,18 @@ type Horizontal struct {
 	// one queued job. A running fleet goes back to 0 only after the scale-down window with
 	// an empty queue and no active job (docs/policy.md, "Scale to zero").
 	ActivationQueueDepth *float64 `yaml:"activationQueueDepth"`
+	// BusyOrdinals is, for a StatefulSet (whose scale-in removes the highest ordinals,
+	// which nobody can choose), what a scale-in does while those pods run jobs:
+	// BusyOrdinalsRemove (the default) scales in anyway, BusyOrdinalsHold waits until they
+	// are idle or their jobs would finish within the grace period.
+	BusyOrdinals string `yaml:"busyOrdinals"`
 }
+
+// What a StatefulSet's scale-in does while its highest ordinals are busy.
+const (
+	BusyOrdinalsRemove = "remove"
+	BusyOrdinalsHold   = "hold"
+)
 
 // The sizings.
 const (

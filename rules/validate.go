@@ -278,6 +278,26 @@ func (v *validator) queries(r *Rules) {
 		v.errorf("queries.rateWindow", "must be positive, got %s", r.Queries.RateWindow)
 	}
 	v.templates("queries.templates", r.Queries.Templates, r.TemplateData())
+	v.podTemplates("queries.podTemplates", r.Queries.PodTemplates, r.TemplateData())
+}
+
+// podTemplates checks per-pod templates: only the per-pod metrics, matched by pod.
+func (v *validator) podTemplates(path string, qs map[string]Query, data TemplateData) {
+	for _, name := range slices.Sorted(maps.Keys(qs)) {
+		q := qs[name]
+		p := path + "." + name
+		if !slices.Contains(PodMetrics(), name) {
+			v.errorf(p, "unknown per-pod metric %q; the per-pod metrics are %s", name, strings.Join(PodMetrics(), ", "))
+			continue
+		}
+		if q.Match != MatchPod {
+			v.errorf(p+".match", "must be %s (a series per pod, labelled namespace, workload and pod), got %q", MatchPod, q.Match)
+		}
+		if strings.TrimSpace(q.Query) == "" {
+			continue // "": not read (a preset's per-pod query turned off)
+		}
+		v.queryTemplates(p, q, data)
+	}
 }
 
 func (v *validator) templates(path string, qs map[string]Query, data TemplateData) {
@@ -287,14 +307,19 @@ func (v *validator) templates(path string, qs map[string]Query, data TemplateDat
 		if q.Match != MatchQueue && q.Match != MatchTarget {
 			v.errorf(p+".match", "must be %s or %s, got %q", MatchQueue, MatchTarget, q.Match)
 		}
-		if strings.TrimSpace(q.Query) == "" {
-			v.errorf(p+".query", "is required")
-			continue
-		}
-		v.template(p+".query", q.Query, data)
-		if q.Freshness != "" {
-			v.template(p+".freshness", q.Freshness, data)
-		}
+		v.queryTemplates(p, q, data)
+	}
+}
+
+// queryTemplates checks a template's query, required, and its freshness, if any.
+func (v *validator) queryTemplates(path string, q Query, data TemplateData) {
+	if strings.TrimSpace(q.Query) == "" {
+		v.errorf(path+".query", "is required")
+		return
+	}
+	v.template(path+".query", q.Query, data)
+	if q.Freshness != "" {
+		v.template(path+".freshness", q.Freshness, data)
 	}
 }
 
@@ -436,6 +461,10 @@ func (v *validator) workloads(r *Rules, classes, budgets map[string]int) {
 		v.scalingRules(path+".behavior.scaleDown", w.Behavior.ScaleDown)
 		v.thresholds(path+".thresholds", ownKeys(v, path+".thresholds", w.Thresholds, r.Thresholds))
 		v.templates(path+".queries", ownKeys(v, path+".queries", w.Queries, r.Queries.Templates), data)
+		v.podTemplates(path+".podQueries", ownKeys(v, path+".podQueries", w.PodQueries, r.Queries.PodTemplates), data)
+		if w.Horizontal.BusyOrdinals == BusyOrdinalsHold && w.Target.Kind != "StatefulSet" {
+			v.errorf(path+".horizontal.busyOrdinals", "%s applies to a StatefulSet, whose scale-in removes the highest ordinals; a %s's scale-in removes the idlest pods (docs/policy.md)", BusyOrdinalsHold, w.Target.Kind)
+		}
 		for _, m := range slices.Sorted(maps.Keys(w.Thresholds)) {
 			if _, ok := w.Queries[m]; !ok && !derived(m, w.Queries) && !slices.Contains(GradedMetrics(), m) {
 				v.errorf(path+".thresholds."+m, "metric %q has no query: add one under queries.templates", m)
@@ -627,6 +656,9 @@ func (v *validator) horizontal(path string, h Horizontal) {
 	}
 	if t := *h.Tolerance; t < 0 || t >= 1 {
 		v.errorf(path+".tolerance", "must be in [0, 1), got %g", t)
+	}
+	if h.BusyOrdinals != BusyOrdinalsRemove && h.BusyOrdinals != BusyOrdinalsHold {
+		v.errorf(path+".busyOrdinals", "must be %s or %s, got %q", BusyOrdinalsRemove, BusyOrdinalsHold, h.BusyOrdinals)
 	}
 	if h.Sizing != SizingDrain && h.Sizing != SizingSeed {
 		v.errorf(path+".sizing", "must be %s or %s, got %q", SizingDrain, SizingSeed, h.Sizing)

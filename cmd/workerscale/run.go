@@ -176,6 +176,7 @@ func (o *runOptions) run(ctx context.Context, e *env, log *slog.Logger) error {
 	loop := &autoscaler.Loop{
 		Rules:    func() *rules.Rules { return selected.of(reload()) },
 		Observe:  source.observe,
+		PodLoads: source.podLoads,
 		Cluster:  cluster,
 		DryRun:   o.dryRun,
 		PauseAll: o.pauseAll,
@@ -429,7 +430,12 @@ type sourceCache struct {
 	log     *slog.Logger
 	cfg     rules.Prometheus
 	source  *prom.Source
+	// pods are what the workloads' pods were busy with at the last observe.
+	pods map[string]autoscaler.PodLoads
 }
+
+// podLoads are the per-pod loads of the last observe (the loop runs one cycle at a time).
+func (s *sourceCache) podLoads() map[string]autoscaler.PodLoads { return s.pods }
 
 func (s *sourceCache) observe(ctx context.Context, r *rules.Rules, at time.Time) (map[string]autoscaler.Observations, []error) {
 	if s.source == nil || !reflect.DeepEqual(s.cfg, r.Prometheus) {
@@ -443,6 +449,7 @@ func (s *sourceCache) observe(ctx context.Context, r *rules.Rules, at time.Time)
 		s.source, s.cfg = src, r.Prometheus
 	}
 	c := s.source.Observe(ctx, r, at)
+	s.pods = c.Pods
 	return c.Observations, c.Errors
 }
 

@@ -93,6 +93,21 @@ func (w *world) loadMemory(q testenv.Queue, cpu, mem float64) {
 	w.t.Helper()
 	w.fleet.SetQueue("render", q)
 	w.fleet.SetWorkload("default", "render", testenv.Workload{Pods: 2, CPUCores: cpu * 2, CPURequest: 2, MemoryBytes: mem, MemoryRequest: 4 << 30})
+	w.observeUntil("fixture metrics not fresh", func(c prom.Cycle) (bool, string) {
+		missing := ""
+		for _, m := range []string{rules.QueueDepth, rules.ActiveJobs, rules.Throughput, rules.CompletionRate, rules.CPU, rules.Memory} {
+			if o := c.Observations["render"][m]; o.Status != autoscaler.Fresh {
+				missing += fmt.Sprintf(" %s(%s)", m, o.Reason)
+			}
+		}
+		return missing == "" && c.Observations["render"][rules.QueueDepth].Value == q.Waiting+q.Prioritized && c.Observations["render"][rules.Memory].Value == mem/(4<<30), missing
+	})
+}
+
+// observeUntil observes the world's rules, as a cycle does, until done says the cycle is
+// what the test waits for; after 45 s it fails with what and done's why.
+func (w *world) observeUntil(what string, done func(prom.Cycle) (ok bool, why string)) {
+	w.t.Helper()
 	r, err := rules.Load(w.rulesFile)
 	if err != nil {
 		w.t.Fatal(err)
@@ -103,18 +118,12 @@ func (w *world) loadMemory(q testenv.Queue, cpu, mem float64) {
 	}
 	deadline := time.Now().Add(45 * time.Second)
 	for {
-		c := src.Observe(w.t.Context(), r, time.Now())
-		missing := ""
-		for _, m := range []string{rules.QueueDepth, rules.ActiveJobs, rules.Throughput, rules.CompletionRate, rules.CPU, rules.Memory} {
-			if o := c.Observations["render"][m]; o.Status != autoscaler.Fresh {
-				missing += fmt.Sprintf(" %s(%s)", m, o.Reason)
-			}
-		}
-		if missing == "" && c.Observations["render"][rules.QueueDepth].Value == q.Waiting+q.Prioritized && c.Observations["render"][rules.Memory].Value == mem/(4<<30) {
+		ok, why := done(src.Observe(w.t.Context(), r, time.Now()))
+		if ok {
 			return
 		}
 		if time.Now().After(deadline) {
-			w.t.Fatalf("fixture metrics not fresh after 45s:%s", missing)
+			w.t.Fatalf("%s after 45s:%s", what, why)
 		}
 		time.Sleep(300 * time.Millisecond)
 	}

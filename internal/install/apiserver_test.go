@@ -284,10 +284,12 @@ var accesses = []access{
 	{"watch", "apps", "statefulsets", "", "anywhere", "", true, true},
 	{"watch", "autoscaling", "horizontalpodautoscalers", "", workloadNamespace, "", true, true},
 	{"list", "autoscaling.k8s.io", "verticalpodautoscalers", "", workloadNamespace, "", true, true},
+	{"watch", "", "pods", "", workloadNamespace, "", true, true},
 	// Its writes, in live only.
 	{"patch", "apps", "deployments", "", workloadNamespace, workloadName, false, true},
 	{"patch", "apps", "statefulsets", "", "anywhere", "queue-worker", false, true},
 	{"create", "", "events", "", workloadNamespace, "", false, true},
+	{"patch", "", "pods", "", workloadNamespace, "", false, true},
 	{"create", "coordination.k8s.io", "leases", "", namespace, "", false, true},
 	{"get", "coordination.k8s.io", "leases", "", namespace, "workerscale", false, true},
 	{"update", "coordination.k8s.io", "leases", "", namespace, "workerscale", false, true},

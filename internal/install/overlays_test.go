@@ -292,19 +292,21 @@ func grants(t *testing.T, objs objects) []permission {
 	return out
 }
 
-// readPermissions are what every overlay grants: the workloads and the other autoscalers,
-// read.
+// readPermissions are what every overlay grants: the workloads, their pods and the other
+// autoscalers, read.
 var readPermissions = []permission{
 	{"", "apps", "deployments", "", "get"}, {"", "apps", "deployments", "", "list"}, {"", "apps", "deployments", "", "watch"},
 	{"", "apps", "statefulsets", "", "get"}, {"", "apps", "statefulsets", "", "list"}, {"", "apps", "statefulsets", "", "watch"},
 	{"", "autoscaling", "horizontalpodautoscalers", "", "get"}, {"", "autoscaling", "horizontalpodautoscalers", "", "list"},
 	{"", "autoscaling", "horizontalpodautoscalers", "", "watch"},
 	{"", "autoscaling.k8s.io", "verticalpodautoscalers", "", "list"}, {"", "autoscaling.k8s.io", "verticalpodautoscalers", "", "watch"},
+	{"", "", "pods", "", "list"}, {"", "", "pods", "", "watch"},
 }
 
 // writePermissions are what live adds: a patch per change, its events, and its Lease.
 var writePermissions = []permission{
 	{"", "apps", "deployments", "", "patch"}, {"", "apps", "statefulsets", "", "patch"},
+	{"", "", "pods", "", "patch"},
 	{"", "", "events", "", "create"},
 	{namespace, "coordination.k8s.io", "leases", "", "create"},
 	{namespace, "coordination.k8s.io", "leases", "workerscale", "get"},

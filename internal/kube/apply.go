@@ -33,6 +33,12 @@ func (c *Client) Apply(ctx context.Context, r *rules.Rules, w *rules.Workload, d
 	if owner := d.ChangesOwnedAxis(); owner != "" {
 		return fmt.Errorf("workload %s: the decision changes what %s owns; not written", w.Name, owner)
 	}
+	if !d.Victims.Empty() {
+		// Right before the scale-in: the pods it is to remove first.
+		if err := c.MarkVictims(ctx, w, d.Victims); err != nil {
+			return err
+		}
+	}
 	if !d.RollsOut() {
 		return c.scaleTo(ctx, r, w, d, now)
 	}

@@ -17,6 +17,7 @@ import (
 	"k8s.io/client-go/informers"
 	appslisters "k8s.io/client-go/listers/apps/v1"
 	autoscalinglisters "k8s.io/client-go/listers/autoscaling/v2"
+	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/workerscale/workerscale/rules"
@@ -37,6 +38,9 @@ type nsCache struct {
 	deployments  appslisters.DeploymentLister
 	statefulSets appslisters.StatefulSetLister
 	hpas         autoscalinglisters.HorizontalPodAutoscalerLister
+	// pods are the namespace's pods, trimmed (trimPod); nil where workerscale may not
+	// list and watch them: then no pod is read at all.
+	pods corelisters.PodLister
 	// shutdown stops the informers (nil when there are none).
 	shutdown func()
 }
@@ -145,6 +149,13 @@ func (c *Client) startNamespace(ctx context.Context, ns string) (n *nsCache, kee
 		i := f.Autoscaling().V2().HorizontalPodAutoscalers()
 		synced, n.hpas = append(synced, i.Informer().HasSynced), i.Lister()
 	}
+	// Pods are never read directly: without the right to list and watch them, no pod is read.
+	if _, err := c.cs.CoreV1().Pods(ns).List(ctx, one); err == nil {
+		i := f.Core().V1().Pods()
+		synced, n.pods = append(synced, i.Informer().HasSynced), i.Lister()
+	} else {
+		c.log.Warn("cannot list pods: Terminating pods count as ready where the status says so, and a scale-in chooses no pods", "namespace", ns, "error", err)
+	}
 	if ctx.Err() != nil {
 		return &nsCache{}, false // direct reads this time; try again next time
 	}
@@ -239,9 +250,12 @@ const lastApplied = "kubectl.kubernetes.io/last-applied-configuration"
 
 // trimForCache drops what workerscale never reads from an object before the informer
 // stores it: its managed fields and kubectl's last-applied configuration, which are
-// often the larger part of a Deployment. Writes never send either back: a merge patch
+// often the larger part of a Deployment; of a pod it keeps only what trimPod keeps. Writes never send either back: a merge patch
 // names only workerscale's fields, and a server-side apply only those it owns.
 func trimForCache(obj any) (any, error) {
+	if p, ok := obj.(*corev1.Pod); ok {
+		return trimPod(p), nil
+	}
 	if a, err := meta.Accessor(obj); err == nil {
 		a.SetManagedFields(nil)
 		if ann := a.GetAnnotations(); ann[lastApplied] != "" {

@@ -123,13 +123,15 @@ type workload struct {
 	// Deployment; a StatefulSet with OnDelete or a partition): they never hold the engine.
 	manual bool
 	apiVer string
+	// selector selects the workload's pods.
+	selector *metav1.LabelSelector
 }
 
 func fromDeployment(d *appsv1.Deployment) workload {
 	n := ptrOr(d.Spec.Replicas, 1)
 	st := d.Status
 	return workload{meta: d.ObjectMeta, replicas: n, template: d.Spec.Template, ready: st.ReadyReplicas, apiVer: "apps/v1",
-		manual: d.Spec.Paused,
+		manual: d.Spec.Paused, selector: d.Spec.Selector,
 		rolledOut: func(gen int64) bool {
 			return st.ObservedGeneration >= gen && st.UpdatedReplicas >= n && st.Replicas == n && st.AvailableReplicas >= st.UpdatedReplicas
 		}}
@@ -142,7 +144,7 @@ func fromStatefulSet(s *appsv1.StatefulSet) workload {
 	manual := u.Type == appsv1.OnDeleteStatefulSetStrategyType ||
 		(u.RollingUpdate != nil && u.RollingUpdate.Partition != nil && *u.RollingUpdate.Partition > 0)
 	return workload{meta: s.ObjectMeta, replicas: n, template: s.Spec.Template, ready: st.ReadyReplicas, apiVer: "apps/v1",
-		manual: manual,
+		manual: manual, selector: s.Spec.Selector,
 		rolledOut: func(gen int64) bool {
 			return st.ObservedGeneration >= gen && st.UpdatedReplicas >= n && st.ReadyReplicas >= n && st.CurrentRevision == st.UpdateRevision
 		}}
@@ -207,6 +209,15 @@ func (c *Client) Read(ctx context.Context, r *rules.Rules, w *rules.Workload) (a
 			Horizontal: c.hpaOwner(ctx, w.Target),
 			Vertical:   c.vpaOwner(ctx, w.Target, container.Name),
 		},
+	}
+	// Terminating pods are capacity leaving, not capacity. A Deployment's ready count
+	// already leaves them out (its ReplicaSets count active pods only); a StatefulSet's
+	// counts a Terminating pod as ready until it stops, so those are taken off.
+	if pods, ok := c.podsOf(ctx, w.Target, obj); ok {
+		cur.State.Pods = pods
+		if w.Target.Kind == "StatefulSet" {
+			cur.State.ReadyReplicas = max(0, obj.ready-readyTerminating(pods))
+		}
 	}
 	return cur, nil
 }

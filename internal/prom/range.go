@@ -37,6 +37,9 @@ func (s *Source) Range(ctx context.Context, r *rules.Rules, start, end time.Time
 	}
 	var errs []error
 	for _, b := range values {
+		if b.match == rules.MatchPod {
+			continue // per-pod values rank a scale-in's pods now; a backtest reads none
+		}
 		streams, err := s.rangeQuery(ctx, b, promv1.Range{Start: start, End: end, Step: step})
 		if err != nil {
 			errs = append(errs, fmt.Errorf("range query %q: %w", oneLine(b.query), err))

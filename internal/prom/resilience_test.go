@@ -18,6 +18,7 @@ func onlyQueueDepth(r *rules.Rules) *rules.Rules {
 		q := r.Workloads[i].Queries[rules.QueueDepth]
 		q.Freshness = ""
 		r.Workloads[i].Queries = map[string]rules.Query{rules.QueueDepth: q}
+		r.Workloads[i].PodQueries = nil
 	}
 	return r
 }

@@ -29,6 +29,9 @@ type Cycle struct {
 	Queries int
 	// Errors are the queries that failed; their metrics are missing in Observations.
 	Errors []error
+	// Pods map each workload's name to what its pods are busy with (the per-pod
+	// templates); a workload none of whose pods has a series is not in it.
+	Pods map[string]autoscaler.PodLoads
 }
 
 // use is one workload's need for one metric of a batch.
@@ -57,18 +60,20 @@ type index struct {
 	unlabeled int
 	// unavailable holds, per key, the reason of a series labelled rules.UnavailableLabel.
 	unavailable map[string]string
+	// byPod holds a per-pod query's values, by key (namespace/workload) and pod.
+	byPod map[string]map[string]float64
 }
 
 // keysOf are the label values under which a workload's series come back.
 func keysOf(w *rules.Workload, match string) []string {
-	if match == rules.MatchTarget {
+	if match == rules.MatchTarget || match == rules.MatchPod {
 		return []string{w.Target.Namespace + "/" + w.Target.Name}
 	}
 	return w.Queues
 }
 
 func keyOf(s *model.Sample, match string) (string, bool) {
-	if match == rules.MatchTarget {
+	if match == rules.MatchTarget || match == rules.MatchPod {
 		ns, ok1 := s.Metric["namespace"]
 		wl, ok2 := s.Metric["workload"]
 		return string(ns) + "/" + string(wl), ok1 && ok2
@@ -138,8 +143,47 @@ func plan(r *rules.Rules) (values, freshness []*batch, err error) {
 			b := get(&values, text, q.Match)
 			b.uses = append(b.uses, u)
 		}
+		for _, metric := range slices.Sorted(maps.Keys(w.PodQueries)) {
+			if strings.TrimSpace(w.PodQueries[metric].Query) == "" {
+				continue // turned off
+			}
+			text, err := renderOnce(w.PodQueries[metric].Query)
+			if err != nil {
+				return nil, nil, fmt.Errorf("workload %s, per-pod %s: %w", w.Name, metric, err)
+			}
+			b := get(&values, text, rules.MatchPod)
+			b.uses = append(b.uses, use{workload: i, metric: metric})
+		}
 	}
 	return values, freshness, nil
+}
+
+// observePods files a per-pod batch's values under each workload's pods. A pod's series
+// that is not a finite number, or that comes twice, gives it no value.
+func observePods(b *batch, u use, w *rules.Workload, pods map[string]autoscaler.PodLoads) {
+	if b.err != nil || b.index == nil {
+		return
+	}
+	for pod, v := range b.index.byPod[keysOf(w, rules.MatchPod)[0]] {
+		if math.IsNaN(v) || math.IsInf(v, 0) || v < 0 {
+			continue
+		}
+		loads := pods[w.Name]
+		if loads == nil {
+			loads = autoscaler.PodLoads{}
+			pods[w.Name] = loads
+		}
+		l := loads[pod]
+		switch u.metric {
+		case rules.PodActiveJobs:
+			l.ActiveJobs = &v
+		case rules.PodOldestJobAge:
+			l.OldestJobAge = &v
+		case rules.PodCPU:
+			l.CPU = &v
+		}
+		loads[pod] = l
+	}
 }
 
 // Observe runs one cycle at time at: every distinct query once, then each workload's
@@ -165,10 +209,16 @@ func (s *Source) Observe(ctx context.Context, r *rules.Rules, at time.Time) Cycl
 		}
 	}
 	staleness := r.Prometheus.Staleness.D()
+	c.Pods = map[string]autoscaler.PodLoads{}
 	for _, b := range values {
 		claimed := map[string]bool{}
 		for _, u := range b.uses {
 			w := &r.Workloads[u.workload]
+			if b.match == rules.MatchPod {
+				observePods(b, u, w, c.Pods)
+				claimed[keysOf(w, b.match)[0]] = true
+				continue
+			}
 			o, outcome := observe(b, u, w, at, staleness)
 			if outcome == "unavailable" {
 				s.log.Warn("metric unavailable", "workload", w.Name, "metric", u.metric, "reason", o.Reason)
@@ -181,6 +231,11 @@ func (s *Source) Observe(ctx context.Context, r *rules.Rules, at time.Time) Cycl
 		}
 		if b.index != nil {
 			unmatched := 0
+			for k, pods := range b.index.byPod {
+				if !claimed[k] {
+					unmatched += len(pods)
+				}
+			}
 			for k, ss := range b.index.byKey {
 				if !claimed[k] {
 					unmatched += len(ss)

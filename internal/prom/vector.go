@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -110,7 +111,7 @@ func decodeVector(code int, body []byte, match string) (*index, []string, error)
 		if !p.Value.set {
 			return nil, a.Warnings, &promv1.Error{Type: promv1.ErrBadResponse, Msg: "a sample has no value"}
 		}
-		idx.add(p.Metric.key(match), p.Metric.unavailable, p.Value.v)
+		idx.add(p.Metric.key(match), p.Metric.unavailable, p.Metric.pod, p.Value.v)
 	}
 	return idx, a.Warnings, nil
 }
@@ -142,8 +143,9 @@ func statusType(code int) promv1.ErrorType {
 	return promv1.ErrBadResponse
 }
 
-// add indexes one series: under its key, or as unlabeled, or as unavailable.
-func (idx *index) add(k keyed, unavailable label, v float64) {
+// add indexes one series: under its key (and its pod, for a per-pod query), or as
+// unlabeled, or as unavailable.
+func (idx *index) add(k keyed, unavailable, pod label, v float64) {
 	idx.total++
 	if !k.ok {
 		idx.unlabeled++
@@ -154,6 +156,23 @@ func (idx *index) add(k keyed, unavailable label, v float64) {
 			idx.unavailable = map[string]string{}
 		}
 		idx.unavailable[k.key] = unavailable.v
+		return
+	}
+	if k.perPod {
+		if !pod.set {
+			idx.unlabeled++
+			return
+		}
+		if idx.byPod == nil {
+			idx.byPod = map[string]map[string]float64{}
+		}
+		if idx.byPod[k.key] == nil {
+			idx.byPod[k.key] = map[string]float64{}
+		}
+		if _, twice := idx.byPod[k.key][pod.v]; twice {
+			v = math.NaN() // not one value: none
+		}
+		idx.byPod[k.key][pod.v] = v
 		return
 	}
 	idx.byKey[k.key] = append(idx.byKey[k.key], v)
@@ -170,8 +189,8 @@ type pickedSample struct {
 // series' label set. Label names are matched exactly (encoding/json's struct fields would
 // match "Queue" for "queue").
 type pickedLabels struct {
-	namespace, workload, queue label
-	unavailable                label
+	namespace, workload, queue, pod label
+	unavailable                     label
 }
 
 // label is a label's value, and whether the series has it.
@@ -181,19 +200,20 @@ type label struct {
 }
 
 type keyed struct {
-	key string
-	ok  bool
+	key    string
+	ok     bool
+	perPod bool // a per-pod query's: a value per pod under the key
 }
 
 // key is the series' key under match, as keysOf names a workload's.
 func (l *pickedLabels) key(match string) keyed {
-	if match == rules.MatchTarget {
+	if match == rules.MatchTarget || match == rules.MatchPod {
 		if !l.namespace.set || !l.workload.set {
 			return keyed{}
 		}
-		return keyed{l.namespace.v + "/" + l.workload.v, true}
+		return keyed{l.namespace.v + "/" + l.workload.v, true, match == rules.MatchPod}
 	}
-	return keyed{l.queue.v, l.queue.set}
+	return keyed{l.queue.v, l.queue.set, false}
 }
 
 // UnmarshalJSON reads a label set, a JSON object of strings, keeping the picked labels.
@@ -231,6 +251,8 @@ func (l *pickedLabels) UnmarshalJSON(b []byte) error {
 			dst = &l.workload
 		case "queue":
 			dst = &l.queue
+		case "pod":
+			dst = &l.pod
 		case rules.UnavailableLabel:
 			dst = &l.unavailable
 		default:

@@ -26,6 +26,7 @@ func TestDecodeVector(t *testing.T) {
 		want        map[string][]float64
 		unlabeled   int
 		unavailable map[string]string
+		pods        map[string]map[string]float64 // a per-pod query's values; two for one pod are NaN
 		warnings    int
 		errType     promv1.ErrorType // a *promv1.Error of this type
 		badResult   bool             // errBadResult
@@ -38,6 +39,8 @@ func TestDecodeVector(t *testing.T) {
 			want: map[string][]float64{"ns/w": {4}}},
 		{name: "a target without its namespace is unlabeled", code: ok, match: rules.MatchTarget, body: vector(`[{"metric":{"workload":"w"},"value":[1,"4"]}]`),
 			want: map[string][]float64{}, unlabeled: 1},
+		{name: "pods", code: ok, match: rules.MatchPod, body: vector(`[{"metric":{"namespace":"ns","workload":"w","pod":"w-1"},"value":[1,"2"]},{"metric":{"namespace":"ns","workload":"w","pod":"w-2"},"value":[1,"0"]},{"metric":{"namespace":"ns","workload":"w","pod":"w-2","queue":"b"},"value":[1,"1"]},{"metric":{"namespace":"ns","workload":"w"},"value":[1,"5"]}]`),
+			want: map[string][]float64{}, unlabeled: 1, pods: map[string]map[string]float64{"ns/w": {"w-1": 2, "w-2": math.NaN()}}},
 		{name: "label names are exact", code: ok, body: vector(`[{"metric":{"Queue":"a"},"value":[1,"1"]}]`),
 			want: map[string][]float64{}, unlabeled: 1},
 		{name: "escapes", code: ok, body: vector(`[{"metric":{"queue":"a\"b\\c\u00e9","x":"\"}"},"value":[1,"1"]}]`),
@@ -120,8 +123,16 @@ func TestDecodeVector(t *testing.T) {
 					t.Errorf("unavailable %v, want %v", idx.unavailable, tt.unavailable)
 				}
 			}
-			if idx.total != len(tt.want)+tt.unlabeled+len(tt.unavailable) && tt.name != "several series under one key" {
-				t.Errorf("total %d", idx.total)
+			if len(idx.byPod) != len(tt.pods) {
+				t.Errorf("pods %v, want %v", idx.byPod, tt.pods)
+			}
+			for k, pods := range tt.pods {
+				for pod, want := range pods {
+					got, ok := idx.byPod[k][pod]
+					if !ok || (got != want && !(math.IsNaN(got) && math.IsNaN(want))) {
+						t.Errorf("pods %v, want %v", idx.byPod, tt.pods)
+					}
+				}
 			}
 		})
 	}

@@ -12,6 +12,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/workerscale/workerscale/rules"
 )
 
 // Queue is what a fixture queue reports.
@@ -49,8 +51,9 @@ type Workload struct {
 
 // Fleet is an exporter serving the metrics of a fleet of queue workers: BullMQ's built-in
 // exporter (bullmq_job_count, bullmq_job_completed_total, bullmq_job_failed_total), the
-// second seed's names (bullmq_queue_waiting_jobs, _active_jobs, _processing_rate), and
-// cAdvisor and kube-state-metrics series for the workloads' pods.
+// second seed's names (bullmq_queue_waiting_jobs, _active_jobs, _processing_rate),
+// cAdvisor and kube-state-metrics series for the workloads' pods, and the workers' own
+// per-pod gauges of their jobs.
 type Fleet struct {
 	server *httptest.Server
 	start  time.Time
@@ -58,12 +61,28 @@ type Fleet struct {
 	mu        sync.Mutex
 	queues    map[string]Queue
 	workloads map[[2]string]Workload
+	// podJobs are what each worker pod reports of itself, by namespace and pod.
+	podJobs map[[2]string]PodJobs
+}
+
+// PodJobs is what one worker pod exports of its own jobs (README, "The worker's
+// busy-ness"): bullmq_worker_active_jobs and, while it runs a job,
+// bullmq_worker_oldest_active_job_start_time_seconds, for one queue.
+type PodJobs struct {
+	Queue  string
+	Active float64
+	// OldestStart is when its oldest running job started; zero when it runs none.
+	OldestStart time.Time
+	// ReplicaSet and Deployment, when set, are the pod's owners, served as
+	// kube-state-metrics' kube_pod_owner and kube_replicaset_owner: a real pod's, whose
+	// workload the presets find through them.
+	ReplicaSet, Deployment string
 }
 
 // NewFleet starts a fleet exporter on a loopback port, stopped with the test.
 func NewFleet(t testing.TB) *Fleet {
 	t.Helper()
-	f := &Fleet{start: time.Now(), queues: map[string]Queue{}, workloads: map[[2]string]Workload{}}
+	f := &Fleet{start: time.Now(), queues: map[string]Queue{}, workloads: map[[2]string]Workload{}, podJobs: map[[2]string]PodJobs{}}
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(f)
 	f.server = httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
@@ -97,6 +116,14 @@ func (f *Fleet) SetWorkload(namespace, name string, w Workload) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.workloads[[2]string{namespace, name}] = w
+}
+
+// SetPodJobs sets what the pod reports of its jobs, as a worker scraped in that pod would
+// (the series carry its namespace and pod labels).
+func (f *Fleet) SetPodJobs(namespace, pod string, j PodJobs) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.podJobs[[2]string{namespace, pod}] = j
 }
 
 // PodName is the name of a fixture Deployment's i-th pod, in the form
@@ -164,8 +191,10 @@ var (
 	descRSReplicas = prometheus.NewDesc("kube_replicaset_status_replicas", "ReplicaSet pods.", []string{"namespace", "replicaset"}, nil)
 	descSTSPods    = prometheus.NewDesc("kube_statefulset_status_replicas", "StatefulSet pods.", []string{"namespace", "statefulset"}, nil)
 	descSTSUpdated = prometheus.NewDesc("kube_statefulset_status_replicas_updated", "StatefulSet pods at the update revision.", []string{"namespace", "statefulset"}, nil)
+	descPodActive  = prometheus.NewDesc(rules.WorkerActiveJobsMetric, "Jobs this worker runs.", []string{"namespace", "pod", "queue"}, nil)
+	descPodOldest  = prometheus.NewDesc(rules.WorkerOldestJobStartMetric, "Start of this worker's oldest running job.", []string{"namespace", "pod", "queue"}, nil)
 	fixtureMetrics = []*prometheus.Desc{descJobCount, descCompleted, descFailed, descWaiting, descActive, descRate, descCPU, descMemory, descRequests, descPhase,
-		descPodOwner, descRSOwner, descRSReplicas, descSTSPods, descSTSUpdated}
+		descPodOwner, descRSOwner, descRSReplicas, descSTSPods, descSTSUpdated, descPodActive, descPodOldest}
 )
 
 // Describe implements prometheus.Collector.
@@ -222,6 +251,20 @@ func (f *Fleet) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descRequests, prometheus.GaugeValue, w.CPURequest, ns, pod, "worker", "cpu", "core")
 			ch <- prometheus.MustNewConstMetric(descRequests, prometheus.GaugeValue, w.MemoryRequest, ns, pod, "worker", "memory", "byte")
 			ch <- prometheus.MustNewConstMetric(descPhase, prometheus.GaugeValue, 1, ns, pod, "Running")
+		}
+	}
+	owned := map[[2]string]bool{}
+	for key, j := range f.podJobs {
+		if j.ReplicaSet != "" {
+			ch <- prometheus.MustNewConstMetric(descPodOwner, prometheus.GaugeValue, 1, key[0], key[1], "ReplicaSet", j.ReplicaSet, "true")
+			if rs := [2]string{key[0], j.ReplicaSet}; !owned[rs] {
+				owned[rs] = true
+				ch <- prometheus.MustNewConstMetric(descRSOwner, prometheus.GaugeValue, 1, key[0], j.ReplicaSet, "Deployment", j.Deployment, "true")
+			}
+		}
+		ch <- prometheus.MustNewConstMetric(descPodActive, prometheus.GaugeValue, j.Active, key[0], key[1], j.Queue)
+		if !j.OldestStart.IsZero() {
+			ch <- prometheus.MustNewConstMetric(descPodOldest, prometheus.GaugeValue, float64(j.OldestStart.UnixMilli())/1000, key[0], key[1], j.Queue)
 		}
 	}
 }

@@ -225,3 +225,49 @@ func TestAScaleInWaitsForItsDeletionCosts(t *testing.T) {
 		t.Errorf("%d replicas, want 3 kept", got)
 	}
 }
+
+// Pods that cannot be listed and watched (RBAC without them): the workload is still read,
+// with no pod, and a scale-in then goes as the ReplicaSet ranks, writing no cost.
+func TestPodsThatCannotBeListed(t *testing.T) {
+	f := setup(t)
+	f.createDeployment(t, 3, podTemplate("2", "4Gi", concurrencyEnv("5", "2")...))
+	for i := range 3 {
+		f.createPod(t, fmt.Sprintf("render-abc-%d", i), "render-abc", true, nil)
+	}
+	role := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "no-pods"}, Rules: []rbacv1.PolicyRule{
+		{APIGroups: []string{"apps"}, Resources: []string{"deployments"}, Verbs: []string{"get", "list", "watch", "patch"}},
+	}}
+	create(t, f.cluster.Client, role)
+	create(t, f.cluster.Client, &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "no-pods"},
+		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "no-pods"},
+		Subjects: []rbacv1.Subject{{Kind: "User", Name: "no-pods"}}})
+	kc, err := New(f.cluster.UserConfig(t, "no-pods"), nil, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(kc.Close)
+	w := f.rules.Workload("render")
+	cur, err := kc.Read(t.Context(), f.rules, w)
+	if err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	if cur.State.Replicas != 3 || len(cur.State.Pods) != 0 {
+		t.Errorf("state: %d replicas, pods %+v; want 3 and none", cur.State.Replicas, cur.State.Pods)
+	}
+	d := decision(autoscaler.Shape{Replicas: 3, Class: "medium", Concurrency: 5, TenantConcurrency: 2}, autoscaler.Shape{Replicas: 2, Class: "medium", Concurrency: 5, TenantConcurrency: 2})
+	if err := kc.Apply(t.Context(), f.rules, w, d, time.Now()); err != nil {
+		t.Fatalf("apply: %v", err)
+	}
+	if got := *f.deployment(t).Spec.Replicas; got != 2 {
+		t.Errorf("%d replicas, want 2", got)
+	}
+	pods, err := f.cluster.Client.CoreV1().Pods("default").List(t.Context(), metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range pods.Items {
+		if v, ok := p.Annotations[autoscaler.DeletionCostAnnotation]; ok {
+			t.Errorf("pod %s has a deletion cost %s", p.Name, v)
+		}
+	}
+}

@@ -78,6 +78,8 @@ func newBackfilled(t *testing.T) *backfilled {
 	})))
 	om.Add("bullmq_job_failed_total", "counter", q, series(func(time.Time) float64 { return 3 }))
 	om.Add("kube_deployment_spec_replicas", "gauge", `namespace="luneo",deployment="luneo-worker-ia"`, series(func(time.Time) float64 { return 2 }))
+	// The pods' owners, by which the presets find a workload's pods.
+	om.Add("kube_replicaset_owner", "gauge", `namespace="luneo",replicaset="luneo-worker-ia-7c9d8f6b5d",owner_kind="Deployment",owner_name="luneo-worker-ia",owner_is_controller="true"`, series(func(time.Time) float64 { return 1 }))
 	for _, pod := range []string{"luneo-worker-ia-7c9d8f6b5d-x2k4p", "luneo-worker-ia-7c9d8f6b5d-q8z5n"} {
 		labels := fmt.Sprintf(`namespace="luneo",pod=%q`, pod)
 		worker := labels + `,container="worker"`
@@ -86,6 +88,7 @@ func newBackfilled(t *testing.T) *backfilled {
 		om.Add("kube_pod_container_resource_requests", "gauge", worker+`,resource="cpu",unit="core"`, series(func(time.Time) float64 { return 2 }))
 		om.Add("kube_pod_container_resource_requests", "gauge", worker+`,resource="memory",unit="byte"`, series(func(time.Time) float64 { return 4 << 30 }))
 		om.Add("kube_pod_status_phase", "gauge", labels+`,phase="Running"`, series(func(time.Time) float64 { return 1 }))
+		om.Add("kube_pod_owner", "gauge", labels+`,owner_kind="ReplicaSet",owner_name="luneo-worker-ia-7c9d8f6b5d",owner_is_controller="true"`, series(func(time.Time) float64 { return 1 }))
 	}
 	p := testenv.StartPrometheus(t, testenv.PrometheusOptions{DataDir: testenv.Backfill(t, om.String())})
 

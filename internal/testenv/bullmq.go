@@ -178,8 +178,21 @@ type NodeProcess = Process
 
 // start runs one mode of the fleet program in e and waits for its "ready" line.
 func (b *BullMQ) start(ctx context.Context, e *Env, name, mode string, args ...string) (*process, error) {
-	args = append([]string{b.fleet, mode, "--redis", b.redis.Addr}, args...)
-	p, err := e.start(name, b.env, nil, b.node, args...)
+	return b.startScript(ctx, e, name, nil, b.fleet, append([]string{mode, "--redis", b.redis.Addr}, args...)...)
+}
+
+// StartScript runs a Node program of the repository's (such as an example of the README)
+// with the fleet's node_modules, REDIS set to the Redis's address and env added to its
+// environment, and waits until it prints a line "ready" on stdout.
+func (b *BullMQ) StartScript(t testing.TB, name, script string, env ...string) *NodeProcess {
+	t.Helper()
+	p, err := b.startScript(t.Context(), envFor(t), name, append([]string{"REDIS=" + b.redis.Addr}, env...), script)
+	check(t, err)
+	return &NodeProcess{proc: p}
+}
+
+func (b *BullMQ) startScript(ctx context.Context, e *Env, name string, env []string, script string, args ...string) (*process, error) {
+	p, err := e.start(name, append(slices.Clone(b.env), env...), nil, b.node, append([]string{script}, args...)...)
 	if err != nil {
 		return nil, err
 	}

@@ -81,6 +81,7 @@ type job struct {
 	fails    int     // failed attempts (OOM, 429)
 	stalls   int     // attempts killed at the end of a grace period
 	left     float64 // work left in the running attempt
+	started  float64 // when the running attempt started
 	fitGrace bool    // at its pod's SIGTERM, its remaining time fit the grace period
 }
 

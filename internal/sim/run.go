@@ -215,7 +215,7 @@ func Run(ctx context.Context, cfg *Config, p Policy) (Result, error) {
 	}
 	f := &fleet{cfg: cfg, w: cfg.w, jobs: slices.Clone(cfg.jobs), spec: cfg.Start}
 	if c, ok := p.(DeletionCoster); ok {
-		f.idlestFirst = c.RemovesIdlestFirst()
+		f.coster = c
 	}
 	f.tmpl = f.classTemplate(cfg.Start)
 	for range cfg.Start.Replicas {

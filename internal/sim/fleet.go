@@ -39,6 +39,17 @@ type pod struct {
 	version       int     // invalidates completion events scheduled before a change
 }
 
+// guaranteedSpeed is the speed its running jobs are sure of: the CPU they ask for up to
+// the pod's request (CPU above it is lent, and only while other pods leave it unused).
+// Once the pod got SIGTERM it takes no job, so its jobs ask for no more and this speed
+// can only rise.
+func (p *pod) guaranteedSpeed() float64 {
+	if p.demand <= 0 {
+		return 1
+	}
+	return min(1, p.cpuReq/p.demand)
+}
+
 func (p *pod) ready(now float64) bool { return !p.terminating && now >= p.readyAt }
 
 func (p *pod) free(now float64) int {
@@ -149,14 +160,15 @@ type fleet struct {
 	waits                       []float64
 	oomKills, actions, rollouts int
 	// Jobs killed at the end of a grace period, those of them whose remaining time at
-	// SIGTERM fit the grace period, and the job-seconds of work their attempts had done.
-	killed, killedFit, killedInRollouts int
-	wasted                              float64
-	podCost, podHours                   float64
-	classChanges                        []ClassChange
-	queueArea                           float64 // integral of the jobs queued over time
-	systemArea                          float64 // integral of the jobs queued or running
-	lastArea                            float64
+	// SIGTERM fit the grace period at the speed their pod was guaranteed (none can be), and
+	// only at the speed they ran then, and the job-seconds of work their attempts had done.
+	killed, killedFit, killedFitLent, killedInRollouts int
+	wasted                                             float64
+	podCost, podHours                                  float64
+	classChanges                                       []ClassChange
+	queueArea                                          float64 // integral of the jobs queued over time
+	systemArea                                         float64 // integral of the jobs queued or running
+	lastArea                                           float64
 }
 
 func (f *fleet) push(e event) {
@@ -447,9 +459,10 @@ func (f *fleet) account(p *pod) {
 // terminate sends pod p SIGTERM: its worker stops taking jobs and waits for the running
 // ones (BullMQ's worker.close()), and the pod leaves when they are done or, at the latest,
 // when its grace period ends and the kubelet kills it. Each running job notes whether its
-// remaining time, at the speed it runs now, fits the grace period, so that the report can
-// tell the kills a better choice of pods could have avoided from those only a longer grace
-// period could.
+// remaining time fits the grace period at the speed its pod is guaranteed (its CPU
+// request: the grace period promises no lent CPU), or only at the speed it runs now, so
+// that the report can tell the kills a better choice of pods could have avoided from those
+// only a longer grace period could.
 func (f *fleet) terminate(p *pod) {
 	p.terminating = true
 	p.rolledOut = p.gen != f.gen // only a rollout removes the pods of an older template
@@ -460,7 +473,9 @@ func (f *fleet) terminate(p *pod) {
 	f.advance(p)
 	grace := f.cfg.grace()
 	for _, j := range p.running {
-		f.jobs[j].fitGrace = f.jobs[j].left/p.speed <= grace
+		jb := &f.jobs[j]
+		jb.fitGrace = jb.left/p.guaranteedSpeed() <= grace
+		jb.fitLent = !jb.fitGrace && jb.left/p.speed <= grace
 	}
 	f.push(event{t: f.now + grace, kind: evKill, pod: p})
 }
@@ -475,6 +490,9 @@ func (f *fleet) kill(p *pod) {
 		f.killed++
 		if jb.fitGrace {
 			f.killedFit++
+		}
+		if jb.fitLent {
+			f.killedFitLent++
 		}
 		if p.rolledOut {
 			f.killedInRollouts++

@@ -3,6 +3,7 @@ package sim
 import (
 	"cmp"
 	"container/heap"
+	"fmt"
 	"math"
 	"slices"
 
@@ -26,11 +27,27 @@ type pod struct {
 	terminating bool // got SIGTERM: takes no job; leaves when its jobs are done or its grace period ends
 	rolledOut   bool // it was terminated by a rollout, not a scale-in
 	running     []int
-	scraped     int     // its running jobs at the last scrape: the per-pod active-jobs gauge workerscale reads
-	demand      float64 // the CPU its running jobs ask for
-	speed       float64 // 1, or less under CPU contention
-	last        float64 // when the running jobs' work was last advanced
-	version     int     // invalidates completion events scheduled before a change
+	// What the last scrape saw of its worker's per-pod gauges, which workerscale reads:
+	// its running jobs, and the start of the oldest of them (NaN when none); seen is set
+	// once a scrape has seen the pod at all (before, it has no series).
+	scraped       int
+	scrapedOldest float64
+	seen          bool
+	demand        float64 // the CPU its running jobs ask for
+	speed         float64 // 1, or less under CPU contention
+	last          float64 // when the running jobs' work was last advanced
+	version       int     // invalidates completion events scheduled before a change
+}
+
+// guaranteedSpeed is the speed its running jobs are sure of: the CPU they ask for up to
+// the pod's request (CPU above it is lent, and only while other pods leave it unused).
+// Once the pod got SIGTERM it takes no job, so its jobs ask for no more and this speed
+// can only rise.
+func (p *pod) guaranteedSpeed() float64 {
+	if p.demand <= 0 {
+		return 1
+	}
+	return min(1, p.cpuReq/p.demand)
 }
 
 func (p *pod) ready(now float64) bool { return !p.terminating && now >= p.readyAt }
@@ -131,10 +148,10 @@ type fleet struct {
 	// dispatch already scheduled for when it closes.
 	limCount        int
 	limEnd, limWake float64
-	// idlestFirst: a scale-in removes the pods with the fewest running jobs first, as
-	// workerscale makes it with controller.kubernetes.io/pod-deletion-cost; otherwise the
-	// ReplicaSet's order.
-	idlestFirst bool
+	// coster, when set, chooses the ready pods a scale-in of the current ReplicaSet
+	// removes, as workerscale does with controller.kubernetes.io/pod-deletion-cost;
+	// otherwise the ReplicaSet's order holds.
+	coster DeletionCoster
 
 	// Counters, as the exporters would show them.
 	completed, failed, rejected429 float64
@@ -143,14 +160,15 @@ type fleet struct {
 	waits                       []float64
 	oomKills, actions, rollouts int
 	// Jobs killed at the end of a grace period, those of them whose remaining time at
-	// SIGTERM fit the grace period, and the job-seconds of work their attempts had done.
-	killed, killedFit, killedInRollouts int
-	wasted                              float64
-	podCost, podHours                   float64
-	classChanges                        []ClassChange
-	queueArea                           float64 // integral of the jobs queued over time
-	systemArea                          float64 // integral of the jobs queued or running
-	lastArea                            float64
+	// SIGTERM fit the grace period at the speed their pod was guaranteed (none can be), and
+	// only at the speed they ran then, and the job-seconds of work their attempts had done.
+	killed, killedFit, killedFitLent, killedInRollouts int
+	wasted                                             float64
+	podCost, podHours                                  float64
+	classChanges                                       []ClassChange
+	queueArea                                          float64 // integral of the jobs queued over time
+	systemArea                                         float64 // integral of the jobs queued or running
+	lastArea                                           float64
 }
 
 func (f *fleet) push(e event) {
@@ -354,7 +372,7 @@ func (f *fleet) start(p *pod, j int) bool {
 		f.oomKill(p, j)
 		return true
 	}
-	jb.left = jb.work
+	jb.left, jb.started = jb.work, f.now
 	p.running = append(p.running, j)
 	f.reschedule(p)
 	return true
@@ -441,9 +459,10 @@ func (f *fleet) account(p *pod) {
 // terminate sends pod p SIGTERM: its worker stops taking jobs and waits for the running
 // ones (BullMQ's worker.close()), and the pod leaves when they are done or, at the latest,
 // when its grace period ends and the kubelet kills it. Each running job notes whether its
-// remaining time, at the speed it runs now, fits the grace period, so that the report can
-// tell the kills a better choice of pods could have avoided from those only a longer grace
-// period could.
+// remaining time fits the grace period at the speed its pod is guaranteed (its CPU
+// request: the grace period promises no lent CPU), or only at the speed it runs now, so
+// that the report can tell the kills a better choice of pods could have avoided from those
+// only a longer grace period could.
 func (f *fleet) terminate(p *pod) {
 	p.terminating = true
 	p.rolledOut = p.gen != f.gen // only a rollout removes the pods of an older template
@@ -454,7 +473,9 @@ func (f *fleet) terminate(p *pod) {
 	f.advance(p)
 	grace := f.cfg.grace()
 	for _, j := range p.running {
-		f.jobs[j].fitGrace = f.jobs[j].left/p.speed <= grace
+		jb := &f.jobs[j]
+		jb.fitGrace = jb.left/p.guaranteedSpeed() <= grace
+		jb.fitLent = !jb.fitGrace && jb.left/p.speed <= grace
 	}
 	f.push(event{t: f.now + grace, kind: evKill, pod: p})
 }
@@ -469,6 +490,9 @@ func (f *fleet) kill(p *pod) {
 		f.killed++
 		if jb.fitGrace {
 			f.killedFit++
+		}
+		if jb.fitLent {
+			f.killedFitLent++
 		}
 		if p.rolledOut {
 			f.killedInRollouts++
@@ -502,15 +526,57 @@ func (f *fleet) replicaSetOrder(a, b *pod) int {
 	return cmp.Compare(b.id, a.id)
 }
 
-// idlestFirstOrder is the order workerscale's pod-deletion costs give a scale-in: fewest
-// running jobs first, as the last scrape of the per-pod active jobs showed them (the
-// controller knows no more), then the ReplicaSet's order.
-func (f *fleet) idlestFirstOrder(a, b *pod) int {
-	if c := cmp.Compare(a.scraped, b.scraped); c != 0 {
-		return c
+// scaleInOrder is the order in which a scale-in of the current ReplicaSet removes pods
+// cur: the ReplicaSet's own, or, for a policy that sets pod-deletion costs, the pods that
+// are not ready first in the ReplicaSet's order (whatever their cost), then the ready ones
+// as autoscaler.RankPods ranks them, idlest first.
+func (f *fleet) scaleInOrder(cur []*pod) []*pod {
+	out := slices.Clone(cur)
+	slices.SortStableFunc(out, f.replicaSetOrder)
+	if f.coster == nil {
+		return out
 	}
-	return f.replicaSetOrder(a, b)
+	split := slices.IndexFunc(out, func(p *pod) bool { return p.ready(f.now) })
+	if split < 0 {
+		return out
+	}
+	ready := out[split:]
+	byName := make(map[string]*pod, len(ready))
+	names := make([]string, 0, len(ready))
+	for _, p := range ready {
+		n := p.name()
+		byName[n] = p
+		names = append(names, n)
+	}
+	ranks := autoscaler.RankPods(names, f.podLoads(ready), f.cfg.grace(), f.coster.MeanJobDuration())
+	for i, r := range ranks {
+		ready[i] = byName[r.Pod]
+	}
+	return out
 }
+
+// podLoads are the per-pod values the controller reads of pods, as of the last scrape:
+// each pod's running jobs and the age now of the oldest of them (Prometheus' time() minus
+// the start the worker exported). A pod no scrape has seen has none. The pods' CPU, which
+// the ranking uses only to break ties of the jobs, is left out: the simulator keeps no
+// per-pod CPU counter.
+func (f *fleet) podLoads(pods []*pod) autoscaler.PodLoads {
+	loads := make(autoscaler.PodLoads, len(pods))
+	for _, p := range pods {
+		if !p.seen {
+			continue
+		}
+		l := autoscaler.PodLoad{ActiveJobs: new(float64(p.scraped))}
+		if !math.IsNaN(p.scrapedOldest) {
+			l.OldestJobAge = new(max(f.now-p.scrapedOldest, 0))
+		}
+		loads[p.name()] = l
+	}
+	return loads
+}
+
+// name is the pod's name, as the per-pod series label it.
+func (p *pod) name() string { return fmt.Sprintf("worker-%06d", p.id) }
 
 // apply makes the Deployment's spec the given shape.
 func (f *fleet) apply(s autoscaler.Shape) {
@@ -552,12 +618,7 @@ func (f *fleet) reconcile() {
 			f.newPod(startup)
 		}
 		if extra := len(cur) - want; extra > 0 {
-			if f.idlestFirst {
-				slices.SortStableFunc(cur, f.idlestFirstOrder)
-			} else {
-				slices.SortStableFunc(cur, f.replicaSetOrder)
-			}
-			for _, p := range cur[:extra] {
+			for _, p := range f.scaleInOrder(cur)[:extra] {
 				f.terminate(p)
 			}
 		}

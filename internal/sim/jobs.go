@@ -81,7 +81,10 @@ type job struct {
 	fails    int     // failed attempts (OOM, 429)
 	stalls   int     // attempts killed at the end of a grace period
 	left     float64 // work left in the running attempt
-	fitGrace bool    // at its pod's SIGTERM, its remaining time fit the grace period
+	started  float64 // when the running attempt started
+	// At its pod's SIGTERM, its remaining time fit the grace period at the speed the pod
+	// is guaranteed (fitGrace), or only at the speed it ran then, with lent CPU (fitLent).
+	fitGrace, fitLent bool
 }
 
 // maxAttempts is BullMQ's `attempts` here: a job failing this often fails for good.

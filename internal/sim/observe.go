@@ -1,6 +1,8 @@
 package sim
 
 import (
+	"math"
+
 	"github.com/workerscale/workerscale/autoscaler"
 	"github.com/workerscale/workerscale/rules"
 )
@@ -35,7 +37,12 @@ func (o *observer) scrape(f *fleet) {
 		completed: f.completed, failed: f.failed, rejected: f.rejected429, oomKills: float64(f.oomKills)}
 	for _, p := range f.pods {
 		f.advance(p)
-		p.scraped = len(p.running)
+		p.scraped, p.scrapedOldest, p.seen = len(p.running), math.NaN(), true
+		for i, j := range p.running {
+			if i == 0 || f.jobs[j].started < p.scrapedOldest {
+				p.scrapedOldest = f.jobs[j].started
+			}
+		}
 		if p.terminating && len(p.running) == 0 {
 			continue
 		}

@@ -37,9 +37,13 @@ type Policy interface {
 
 // DeletionCoster is a policy that chooses which pods its scale-ins remove, as workerscale
 // does by setting controller.kubernetes.io/pod-deletion-cost right before one. The HPA and
-// KEDA cannot: their scale-ins remove pods in the ReplicaSet's order.
+// KEDA cannot: their scale-ins remove pods in the ReplicaSet's order. A scale-in of a
+// DeletionCoster removes the pods that are not ready first, as the ReplicaSet does, then
+// the ready ones in the order of autoscaler.RankPods (the engine's own ranking), fed with
+// what the controller reads: each pod's running jobs and the age of the oldest of them as
+// last scraped, the grace period, and MeanJobDuration.
 type DeletionCoster interface {
-	// RemovesIdlestFirst reports whether a scale-in removes the pods with the fewest
-	// running jobs (as last scraped) first, then in the ReplicaSet's order.
-	RemovesIdlestFirst() bool
+	// MeanJobDuration is the mean job duration, in seconds, that the policy's last
+	// decision measured; 0 when it measured none.
+	MeanJobDuration() float64
 }

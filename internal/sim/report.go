@@ -16,7 +16,8 @@ type Comparison struct {
 }
 
 // WriteText prints one line per scenario and policy, under one header. KILLED is the jobs
-// killed at the end of a grace period, FIT those of them whose remaining time fit it, and
+// killed at the end of a grace period, FIT those of them whose remaining time at SIGTERM
+// fit it at the speed their pod was guaranteed (Result.KilledJobsThatFit), and
 // WASTED the job-seconds of work the killed attempts had done.
 func WriteText(w io.Writer, title string, cs []Comparison) error {
 	if title != "" {
@@ -59,14 +60,14 @@ func WriteJSON(w io.Writer, cs []Comparison) error {
 func WriteCSV(w io.Writer, cs []Comparison) error {
 	cw := csv.NewWriter(w)
 	_ = cw.Write([]string{"scenario", "policy", "jobs", "p50WaitSeconds", "p95WaitSeconds", "p99WaitSeconds", "overTargetShare", "overCriticalShare",
-		"cost", "podHours", "actions", "rollouts", "rateLimited429s", "oomKills", "killedJobs", "killedJobsThatFit", "killedJobsInRollouts", "wastedJobSeconds",
+		"cost", "podHours", "actions", "rollouts", "rateLimited429s", "oomKills", "killedJobs", "killedJobsThatFit", "killedJobsThatFitOnLentCPU", "killedJobsInRollouts", "wastedJobSeconds",
 		"terminationGracePeriodSeconds", "failedJobs", "lowerBound"})
 	f := func(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) }
 	for _, c := range cs {
 		for _, r := range c.Results {
 			_ = cw.Write([]string{c.Scenario, r.Policy, strconv.Itoa(r.Jobs), f(r.P50WaitSeconds), f(r.P95WaitSeconds), f(r.P99WaitSeconds),
 				f(r.OverTargetShare), f(r.OverCriticalShare), f(r.Cost), f(r.PodHours), strconv.Itoa(r.Actions), strconv.Itoa(r.Rollouts),
-				strconv.Itoa(r.RateLimited), strconv.Itoa(r.OOMKills), strconv.Itoa(r.KilledJobs), strconv.Itoa(r.KilledJobsThatFit), strconv.Itoa(r.KilledJobsInRollouts),
+				strconv.Itoa(r.RateLimited), strconv.Itoa(r.OOMKills), strconv.Itoa(r.KilledJobs), strconv.Itoa(r.KilledJobsThatFit), strconv.Itoa(r.KilledJobsThatFitOnLentCPU), strconv.Itoa(r.KilledJobsInRollouts),
 				f(r.WastedJobSeconds), f(r.TerminationGracePeriodSeconds), strconv.Itoa(r.FailedJobs), strconv.FormatBool(r.LowerBound)})
 		}
 	}

@@ -166,12 +166,16 @@ type Result struct {
 	FailedJobs        int     `json:"failedJobs"`
 	// KilledJobs are the job attempts still running when their pod's grace period ended
 	// (after a scale-in or a rollout); KilledJobsThatFit those of them whose remaining
-	// time at SIGTERM, at the speed they ran, fit the grace period; WastedJobSeconds the
-	// work (job-seconds at full speed) the killed attempts had done, to be done again.
+	// time at SIGTERM fit the grace period at the speed their pod was guaranteed (its CPU
+	// request over what its jobs ask for; the CPU above the request is lent, and no grace
+	// period promises it), and KilledJobsThatFitOnLentCPU those that fit only at the speed
+	// they ran at SIGTERM, lent CPU included, and lost it; WastedJobSeconds the work
+	// (job-seconds at full speed) the killed attempts had done, to be done again.
 	// KilledJobsInRollouts are the killed jobs whose pod a rollout removed: no policy
 	// chooses those pods.
 	KilledJobs                    int     `json:"killedJobs"`
 	KilledJobsThatFit             int     `json:"killedJobsThatFit"`
+	KilledJobsThatFitOnLentCPU    int     `json:"killedJobsThatFitOnLentCPU"`
 	KilledJobsInRollouts          int     `json:"killedJobsInRollouts"`
 	WastedJobSeconds              float64 `json:"wastedJobSeconds"`
 	TerminationGracePeriodSeconds float64 `json:"terminationGracePeriodSeconds"`
@@ -215,7 +219,7 @@ func Run(ctx context.Context, cfg *Config, p Policy) (Result, error) {
 	}
 	f := &fleet{cfg: cfg, w: cfg.w, jobs: slices.Clone(cfg.jobs), spec: cfg.Start}
 	if c, ok := p.(DeletionCoster); ok {
-		f.idlestFirst = c.RemovesIdlestFirst()
+		f.coster = c
 	}
 	f.tmpl = f.classTemplate(cfg.Start)
 	for range cfg.Start.Replicas {
@@ -388,7 +392,7 @@ func (f *fleet) result(policy string, s Series) Result {
 		MeanWaitSeconds: sum / n, OverTargetShare: float64(over) / n, OverCriticalShare: float64(overCrit) / n,
 		Cost: f.podCost, PodHours: f.podHours, Actions: f.actions, Rollouts: f.rollouts,
 		RateLimited: int(f.rejected429), OOMKills: f.oomKills, FailedJobs: int(f.failed),
-		KilledJobs: f.killed, KilledJobsThatFit: f.killedFit, KilledJobsInRollouts: f.killedInRollouts, WastedJobSeconds: f.wasted, TerminationGracePeriodSeconds: f.cfg.grace(),
+		KilledJobs: f.killed, KilledJobsThatFit: f.killedFit, KilledJobsThatFitOnLentCPU: f.killedFitLent, KilledJobsInRollouts: f.killedInRollouts, WastedJobSeconds: f.wasted, TerminationGracePeriodSeconds: f.cfg.grace(),
 		MeanQueued: f.queueArea / secs, MeanInSystem: f.systemArea / secs, ArrivalRate: float64(len(f.jobs)) / f.cfg.Arrivals.Duration().Seconds(),
 		Seconds: secs, Series: s, ClassChanges: f.classChanges, End: f.spec,
 	}

@@ -33,7 +33,7 @@ func run(t *testing.T, opts demo.Options) (demo.Summary, error) {
 
 // TestDemo runs the demo `make demo` runs, its time compressed as it is, and checks issue
 // 15's closed loop converges: the controller scales out during the burst and steps the
-// class, the wait comes back under target, the replica count does not oscillate, the fleet
+// class, the wait comes back under target, the capacity does not oscillate, the fleet
 // returns to its minimum (Run fails otherwise), every job completes exactly once, and the
 // plot is drawn and the temporary files removed.
 func TestDemo(t *testing.T) {
@@ -80,11 +80,12 @@ func TestDemo(t *testing.T) {
 		t.Errorf("jobs still waited more than %s %s after the burst, want within %s", sum.WaitTarget, sum.BackUnderTarget, drainBound)
 	}
 
-	// No oscillation: the writes of the replica count change direction at most
-	// maxReversals times (out, in, and one small step), and once the scale-in began later
-	// scale-outs add at most 2 replicas in all.
+	// No oscillation: the writes change the fleet's capacity (slots) direction at most
+	// maxReversals times (out, in, and one small step), and once it began to fall later
+	// writes add at most 2 workers' worth of slots in all. A class stepped down with more
+	// replicas of the smaller class lowers the capacity: it is no reversal.
 	if sum.Reversals > maxReversals || sum.AddedAfterScaleIn > 2 {
-		t.Errorf("the replica count oscillated: %d direction changes (want at most %d), %d replicas added after the scale-in began (want at most 2)",
+		t.Errorf("the capacity oscillated: %d direction changes (want at most %d), %d workers' worth added after it began to fall (want at most 2)",
 			sum.Reversals, maxReversals, sum.AddedAfterScaleIn)
 	}
 

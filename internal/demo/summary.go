@@ -3,6 +3,7 @@ package demo
 import (
 	"fmt"
 	"io"
+	"math"
 	"slices"
 	"sort"
 	"strings"
@@ -50,8 +51,8 @@ type Summary struct {
 	Cost       float64
 	ClassHours map[string]float64
 	// The writes of the controller: scale-outs, scale-ins and class changes; Reversals are
-	// the times the replica count's direction changed, AddedAfterScaleIn the replicas
-	// added once the scale-in had begun. Proposed counts the decisions that would have
+	// the times the fleet's capacity (slots) changed direction, AddedAfterScaleIn the
+	// workers' worth of slots added once the capacity had begun to fall. Proposed counts the decisions that would have
 	// changed something but were not applied (all of them under --dry-run).
 	ScaleOuts, ScaleIns, ClassChanges int
 	Reversals                         int
@@ -109,7 +110,10 @@ func (s *Summary) compute() {
 		s.Cost += hours * s.costPerHour(prev.Class)
 	}
 
-	dir, scaledIn := 0, false
+	// Oscillation is the fleet's capacity (slots: replicas times concurrency) going up and
+	// down, not its replica count: a class stepped down with more replicas of the smaller
+	// class (2 x xlarge to 4 x medium) still lowers the capacity.
+	dir, falling := 0, false
 	for _, r := range s.Reports {
 		if !r.Changed() {
 			continue
@@ -121,19 +125,21 @@ func (s *Summary) compute() {
 		if r.To.Class != r.From.Class {
 			s.ClassChanges++
 		}
-		if r.To.Replicas == r.From.Replicas {
+		switch {
+		case r.To.Replicas > r.From.Replicas:
+			s.ScaleOuts++
+		case r.To.Replicas < r.From.Replicas:
+			s.ScaleIns++
+		}
+		from, to := slots(r.From), slots(r.To)
+		if from == to {
 			continue
 		}
 		step := 1
-		if r.To.Replicas < r.From.Replicas {
-			step = -1
-			s.ScaleIns++
-			scaledIn = true
-		} else {
-			s.ScaleOuts++
-			if scaledIn {
-				s.AddedAfterScaleIn += r.To.Replicas - r.From.Replicas
-			}
+		if to < from {
+			step, falling = -1, true
+		} else if falling && r.To.Concurrency > 0 {
+			s.AddedAfterScaleIn += int32(math.Ceil(float64(to-from) / float64(r.To.Concurrency)))
 		}
 		if dir != 0 && step != dir {
 			s.Reversals++
@@ -141,6 +147,9 @@ func (s *Summary) compute() {
 		dir = step
 	}
 }
+
+// slots is a shape's capacity: its replicas times its concurrency.
+func slots(sh autoscaler.Shape) int { return int(sh.Replicas) * sh.Concurrency }
 
 func (s *Summary) costPerHour(class string) float64 {
 	for _, c := range s.classes {
@@ -196,7 +205,7 @@ func (s *Summary) Write(w io.Writer) {
 	if s.DryRun {
 		p("actions: none written (--dry-run); %d decisions would have changed the fleet", s.Proposed)
 	} else {
-		p("actions: %d scale-outs, %d scale-ins, %d class changes written; the replica count changed direction %d times",
+		p("actions: %d scale-outs, %d scale-ins, %d class changes written; the capacity (slots) changed direction %d times",
 			s.ScaleOuts, s.ScaleIns, s.ClassChanges, s.Reversals)
 	}
 	if s.Plot != "" {

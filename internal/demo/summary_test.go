@@ -9,10 +9,13 @@ import (
 	"github.com/workerscale/workerscale/internal/testenv"
 )
 
-// write is an applied change of the replica count and class.
+// write is an applied change of the replica count and class, each class at the demo
+// rules' concurrency.
 func write(from, to int32, fromClass, toClass string) autoscaler.Report {
+	concurrency := map[string]int{"small": 2, "medium": 5, "large": 10, "xlarge": 20}
 	return autoscaler.Report{Applied: true, Decision: autoscaler.Decision{Workload: "render",
-		From: autoscaler.Shape{Replicas: from, Class: fromClass}, To: autoscaler.Shape{Replicas: to, Class: toClass}}}
+		From: autoscaler.Shape{Replicas: from, Class: fromClass, Concurrency: concurrency[fromClass]},
+		To:   autoscaler.Shape{Replicas: to, Class: toClass, Concurrency: concurrency[toClass]}}}
 }
 
 func TestSummaryActions(t *testing.T) {
@@ -29,6 +32,9 @@ func TestSummaryActions(t *testing.T) {
 		{name: "out, step, in, step down",
 			reports: []autoscaler.Report{write(2, 6, "medium", "large"), write(6, 6, "large", "xlarge"), {}, write(6, 2, "xlarge", "xlarge"), write(2, 2, "xlarge", "small")},
 			outs:    1, ins: 1, classes: 3, revs: 1},
+		{name: "a class stepped down with more replicas lowers the capacity",
+			reports: []autoscaler.Report{write(2, 6, "medium", "xlarge"), write(6, 2, "xlarge", "xlarge"), write(2, 4, "xlarge", "medium"), write(4, 2, "medium", "medium")},
+			outs:    2, ins: 2, classes: 2, revs: 1},
 		{name: "oscillating",
 			reports: []autoscaler.Report{write(2, 6, "medium", "medium"), write(6, 3, "medium", "medium"), write(3, 5, "medium", "medium"), write(5, 2, "medium", "medium")},
 			outs:    2, ins: 2, revs: 3, addedAfterIn: 2},

@@ -482,6 +482,11 @@ func reporter(out io.Writer, format string) func(autoscaler.Report) {
 		}
 		fmt.Fprintf(out, "%s\t%s -> %s\t%s\t%s\tlimits=%s\t%s\n", r.Workload, shape(r.From), shape(r.To), status,
 			strings.Join(grades, " "), limits, r.Reasons[0])
+		// A warning (a grace period shorter than the jobs) on a line of its own, under the
+		// workload's name, so that grepping a workload finds it.
+		for _, w := range r.Warnings {
+			fmt.Fprintf(out, "%s\twarning: %s\n", r.Workload, w)
+		}
 	}
 }
 

@@ -517,3 +517,15 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// The text decisions carry their warnings, a line each under the workload's name.
+func TestReporterPrintsWarnings(t *testing.T) {
+	var out bytes.Buffer
+	shape := autoscaler.Shape{Replicas: 2, Class: "medium", Concurrency: 5, TenantConcurrency: 2}
+	reporter(&out, formatText)(autoscaler.Report{Decision: autoscaler.Decision{Workload: "render", From: shape, To: shape,
+		Reasons: []string{"hold at 2 replicas of medium"}, Warnings: []string{"terminationGracePeriodSeconds is 30s, shorter than 90s"}}})
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 2 || lines[1] != "render\twarning: terminationGracePeriodSeconds is 30s, shorter than 90s" {
+		t.Errorf("printed:\n%s", out.String())
+	}
+}

@@ -25,9 +25,7 @@ func run(t *testing.T, opts demo.Options) (demo.Summary, error) {
 	opts.Out = &out
 	sum, err := demo.Run(t.Context(), opts)
 	t.Logf("the demo's output:\n%s", out.String())
-	if errors.Is(err, testenv.ErrMissing) && os.Getenv(testenv.RequiredEnv) != "required" {
-		t.Skip(err)
-	}
+	testenv.SkipMissing(t, err)
 	return sum, err
 }
 

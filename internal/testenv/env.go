@@ -68,6 +68,17 @@ func envFor(t testing.TB) *Env {
 
 // check ends the test when err is not nil: a skip when a component is missing under a
 // plain `go test`, a failure otherwise.
+// SkipMissing ends a test whose err says a component of the test environment is missing
+// (ErrMissing), as the testing.TB functions do: a failure under make test
+// (WORKERSCALE_TESTENV=required), a skip under a plain go test. Any other err is the
+// caller's to judge.
+func SkipMissing(t testing.TB, err error) {
+	t.Helper()
+	if errors.Is(err, ErrMissing) {
+		check(t, err)
+	}
+}
+
 func check(t testing.TB, err error) {
 	t.Helper()
 	if err == nil {

@@ -143,7 +143,8 @@ func genPods(t *rapid.T, st State) ([]Pod, PodLoads) {
 			return &v
 		}
 		if rapid.IntRange(0, 5).Draw(t, "noLoad") > 0 {
-			loads[p.Name] = PodLoad{ActiveJobs: opt("podActive", 0, 8), OldestJobAge: opt("podAge", 0, 300), CPU: opt("podCPU", 0, 2)}
+			loads[p.Name] = PodLoad{ActiveJobs: opt("podActive", 0, 8), OldestJobAge: opt("podAge", 0, 300),
+				JobsRemaining: opt("podRemaining", 0, 600), LastJobRemaining: opt("podLast", 0, 300), CPU: opt("podCPU", 0, 2)}
 		}
 	}
 	return pods, loads

@@ -263,6 +263,11 @@ type PodLoad struct {
 	ActiveJobs *float64 `json:"activeJobs,omitempty"`
 	// OldestJobAge is how long, in seconds, its oldest running job has run.
 	OldestJobAge *float64 `json:"oldestJobAge,omitempty"`
+	// JobsRemaining is the seconds its running jobs are expected to need still, summed,
+	// each by the mean duration of its job name as the worker knows it; LastJobRemaining
+	// the seconds until the last of them is expected to end.
+	JobsRemaining    *float64 `json:"jobsRemaining,omitempty"`
+	LastJobRemaining *float64 `json:"lastJobRemaining,omitempty"`
 	// CPU is the CPU it uses, in cores.
 	CPU *float64 `json:"cpu,omitempty"`
 }

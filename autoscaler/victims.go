@@ -74,6 +74,10 @@ type PodRank struct {
 // have run t seconds tend to run about as long again. Without the mean, the oldest job's
 // age alone stands for its remaining time. Without a count of running jobs, CPU alone
 // ranks the pods.
+//
+// Where the worker exports its own estimate, by the mean duration of each job's name
+// (PodLoad.JobsRemaining, and LastJobRemaining), that estimate replaces the fleet's mean
+// and the oldest job's age: a young 3D render among short jobs is known to be long.
 func RankPods(pods []string, loads PodLoads, grace, duration float64) []PodRank {
 	out := make([]PodRank, 0, len(pods))
 	for _, name := range pods {
@@ -118,6 +122,13 @@ func rankPod(name string, l PodLoad, grace, duration float64) PodRank {
 	}
 	beyond := func(rem float64) float64 { return math.Max(0, rem-grace) }
 	switch age := l.OldestJobAge; {
+	case l.JobsRemaining != nil:
+		r.Remaining, r.Beyond = byName(n, *l.JobsRemaining, l.LastJobRemaining, grace)
+		r.Why = jobs
+		if l.LastJobRemaining != nil {
+			r.Why += fmt.Sprintf(", the last expected to end in %ss", num(math.Max(0, *l.LastJobRemaining)))
+		}
+		r.Why += " (by the mean duration of each job's name)"
 	case age != nil && duration > 0:
 		oldest := math.Max(duration-*age, *age)
 		r.Remaining = oldest + (n-1)*duration
@@ -140,6 +151,25 @@ func rankPod(name string, l PodLoad, grace, duration float64) PodRank {
 		}
 	}
 	return r
+}
+
+// byName is what n running jobs are expected to need, in all and beyond the grace
+// period, from the worker's own estimates by job name: total, the seconds they need
+// summed, and last (nil when not exported), the seconds until the last of them ends. The
+// last job needs last; the others share the rest evenly (with no last, all n do), which
+// is the least they can need beyond the grace period for that total.
+func byName(n, total float64, last *float64, grace float64) (remaining, beyond float64) {
+	total = math.Max(0, total)
+	past := func(rem float64) float64 { return math.Max(0, rem-grace) }
+	if last == nil || n <= 1 {
+		if last != nil {
+			total = math.Max(total, *last)
+		}
+		return total, n * past(total/n)
+	}
+	l := math.Max(0, *last)
+	total = math.Max(total, l) // the two gauges are not read at the same instant
+	return total, past(l) + (n-1)*past((total-l)/(n-1))
 }
 
 // victims chooses the pods the final decision's scale-in removes, and the stale costs
@@ -288,7 +318,8 @@ func (p *plan) holdBusyOrdinals() {
 	var busy []string
 	for _, pod := range highestOrdinals(live, int(p.d.From.Replicas-p.d.To.Replicas)) {
 		r := rankPod(pod.Name, p.in.PodLoads[pod.Name], grace, duration)
-		if !r.Measured || r.Beyond > 0 || (r.Active > 0 && duration <= 0) {
+		l := p.in.PodLoads[pod.Name]
+		if !r.Measured || r.Beyond > 0 || (r.Active > 0 && duration <= 0 && l.JobsRemaining == nil) {
 			keep = max(keep, int32(pod.Ordinal)+1)
 			busy = append(busy, pod.Name+" ("+r.Why+")")
 		}

@@ -58,6 +58,45 @@ func TestRankPods(t *testing.T) {
 			want:  []string{"b", "a"},
 		},
 		{
+			// docs/benchmark.md: by the fleet's mean (20 s), a young render looks like a
+			// short job; by its name's mean, the worker knows it needs ~70 s more.
+			name: "the worker's estimate by job name shows a young render is long",
+			loads: PodLoads{
+				"render": {ActiveJobs: f(1), OldestJobAge: f(5), JobsRemaining: f(70), LastJobRemaining: f(70)},
+				"short":  {ActiveJobs: f(3), OldestJobAge: f(15), JobsRemaining: f(24), LastJobRemaining: f(12)},
+				"older":  {ActiveJobs: f(1), OldestJobAge: f(40)}, // no estimate: by the mean, ~40s
+			},
+			grace: 30, duration: 20,
+			want: []string{"short", "older", "render"},
+		},
+		{
+			name: "the last job's end splits the sum: one long job is busier than even shares",
+			loads: PodLoads{
+				"even":   {ActiveJobs: f(2), JobsRemaining: f(80), LastJobRemaining: f(40)}, // 10s + 10s beyond
+				"skewed": {ActiveJobs: f(2), JobsRemaining: f(70), LastJobRemaining: f(65)}, // 35s beyond
+			},
+			grace: 30,
+			want:  []string{"even", "skewed"},
+		},
+		{
+			name: "without the last end, the sum shared evenly",
+			loads: PodLoads{
+				"a": {ActiveJobs: f(2), JobsRemaining: f(100)}, // 2 x 20s beyond
+				"b": {ActiveJobs: f(4), JobsRemaining: f(100)}, // all within
+			},
+			grace: 30, duration: 20,
+			want: []string{"b", "a"},
+		},
+		{
+			name: "a last end that has passed, or a sum read before it, counts as read",
+			loads: PodLoads{
+				"late":  {ActiveJobs: f(1), JobsRemaining: f(0), LastJobRemaining: f(45)}, // 15s beyond
+				"early": {ActiveJobs: f(1), JobsRemaining: f(10), LastJobRemaining: f(0)},
+			},
+			grace: 30,
+			want:  []string{"early", "late"},
+		},
+		{
 			name:  "CPU alone where no job count is exported",
 			loads: PodLoads{"a": {CPU: f(0.9)}, "b": {CPU: f(0.05)}, "c": {CPU: f(0.4)}},
 			grace: 30, duration: 20,

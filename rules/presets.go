@@ -200,6 +200,13 @@ const (
 	// WorkerOldestJobStartMetric is a gauge of the Unix time, in seconds, at which the
 	// oldest job the worker runs started, by queue; absent (or 0) while it runs none.
 	WorkerOldestJobStartMetric = "bullmq_worker_oldest_active_job_start_time_seconds"
+	// WorkerJobsRemainingMetric is a gauge of the seconds the jobs the worker runs are
+	// expected to need still, summed, by queue: each job's expected duration is the mean
+	// duration of the jobs of its name the worker has finished (examples/bullmq).
+	WorkerJobsRemainingMetric = "bullmq_worker_active_jobs_expected_remaining_seconds"
+	// WorkerLatestJobEndMetric is a gauge of the Unix time, in seconds, at which the last
+	// of the jobs the worker runs is expected to end, by queue; absent while it runs none.
+	WorkerLatestJobEndMetric = "bullmq_worker_active_jobs_latest_expected_end_time_seconds"
 )
 
 // presetPodQueries returns a preset's per-pod templates: the worker's own gauges where it
@@ -224,7 +231,11 @@ func presetPodQueries(name, podWorkload string) map[string]Query {
 		PodActiveJobs: {Match: MatchPod, Query: fmt.Sprintf(`sum by (namespace, workload, pod) (%s)`, byPod(worker(WorkerActiveJobsMetric)))},
 		// The oldest start over the pod's queues; a pod running no job has no series.
 		PodOldestJobAge: {Match: MatchPod, Query: fmt.Sprintf(`time() - min by (namespace, workload, pod) (%s)`, byPod(worker(WorkerOldestJobStartMetric)+" > 0"))},
-		PodCPU:          {Match: MatchPod, Query: fmt.Sprintf(`sum by (namespace, workload, pod) (%s)`, byPod(cpu))},
+		// The expected remaining seconds by job name, summed over the pod's queues, and
+		// the time to the latest expected end (0 once it has passed).
+		PodJobsRemaining:    {Match: MatchPod, Query: fmt.Sprintf(`sum by (namespace, workload, pod) (%s)`, byPod(worker(WorkerJobsRemainingMetric)))},
+		PodLastJobRemaining: {Match: MatchPod, Query: fmt.Sprintf(`clamp_min(max by (namespace, workload, pod) (%s) - time(), 0)`, byPod(worker(WorkerLatestJobEndMetric)))},
+		PodCPU:              {Match: MatchPod, Query: fmt.Sprintf(`sum by (namespace, workload, pod) (%s)`, byPod(cpu))},
 	}
 }
 

@@ -131,7 +131,8 @@ type Queries struct {
 	PodWorkload string `yaml:"podWorkload"`
 	// Templates map a metric name to a batchable query.
 	Templates map[string]Query `yaml:"templates"`
-	// PodTemplates map a per-pod metric (PodMetrics: activeJobs, oldestJobAge, cpu) to a
+	// PodTemplates map a per-pod metric (PodMetrics: activeJobs, oldestJobAge,
+	// jobsRemaining, lastJobRemaining, cpu) to a
 	// batchable query returning one series per pod, labelled namespace, workload and pod,
 	// for all workloads at once. They rank the pods a scale-in removes (docs/policy.md,
 	// "Which pods a scale-in removes"); all are optional.
@@ -180,6 +181,14 @@ const (
 	// PodOldestJobAge is how long, in seconds, the oldest job a pod runs has been running
 	// (from the worker's bullmq_worker_oldest_active_job_start_time_seconds).
 	PodOldestJobAge = "oldestJobAge"
+	// PodJobsRemaining is the sum of the seconds its running jobs are expected to need
+	// still, each by the mean duration of its job name, as the worker estimates it (its
+	// bullmq_worker_active_jobs_expected_remaining_seconds).
+	PodJobsRemaining = "jobsRemaining"
+	// PodLastJobRemaining is the seconds until the latest expected end of its running jobs
+	// (the worker's bullmq_worker_active_jobs_latest_expected_end_time_seconds less
+	// time(), at least 0).
+	PodLastJobRemaining = "lastJobRemaining"
 	// PodCPU is the CPU a pod uses, in cores (a rate of cAdvisor's
 	// container_cpu_usage_seconds_total): the proxy of busy-ness where workers export no
 	// count of their jobs.
@@ -187,7 +196,9 @@ const (
 )
 
 // PodMetrics returns the per-pod metrics.
-func PodMetrics() []string { return []string{PodActiveJobs, PodOldestJobAge, PodCPU} }
+func PodMetrics() []string {
+	return []string{PodActiveJobs, PodOldestJobAge, PodJobsRemaining, PodLastJobRemaining, PodCPU}
+}
 
 // RateBudget is a pool of upstream API keys shared by the workloads that name it.
 type RateBudget struct {

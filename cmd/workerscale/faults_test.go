@@ -31,7 +31,7 @@ import (
 )
 
 // faultRules are the controller's rules for the fault matrix. The 1s query timeout keeps a
-// cycle under a fault short (15 queries, 4 at a time: at most 4 timeouts a cycle) while
+// cycle under a fault short (17 queries, 4 at a time: at most 4 timeouts a cycle) while
 // staying above the retries' own backoff (100+200+400ms at most), so that a refused
 // connection and a 500 fail as themselves, not as timeouts. No scale-down stabilization:
 // with the data sane, the empty queue scales the fleet down in the very first cycle, so

@@ -192,10 +192,10 @@ func TestObserveBatchesAllWorkloads(t *testing.T) {
 	e.proxy.reset()
 	c5 := s.Observe(t.Context(), five, time.Now())
 	q5 := e.proxy.count()
-	// 7 value templates, 3 per-pod templates and 5 distinct freshness templates (job
+	// 7 value templates, 5 per-pod templates and 5 distinct freshness templates (job
 	// counts, completions, CPU, memory, restarts), whatever the number of workloads.
-	if q1 != 15 || q5 != 15 || c1.Queries != 15 || c5.Queries != 15 {
-		t.Errorf("queries: 1 workload %d (said %d), 5 workloads %d (said %d); want 15 each", q1, c1.Queries, q5, c5.Queries)
+	if q1 != 17 || q5 != 17 || c1.Queries != 17 || c5.Queries != 17 {
+		t.Errorf("queries: 1 workload %d (said %d), 5 workloads %d (said %d); want 17 each", q1, c1.Queries, q5, c5.Queries)
 	}
 	for i := range 5 {
 		o := c5.Observations[fmt.Sprintf("w%d", i)]

@@ -179,6 +179,10 @@ func observePods(b *batch, u use, w *rules.Workload, pods map[string]autoscaler.
 			l.ActiveJobs = &v
 		case rules.PodOldestJobAge:
 			l.OldestJobAge = &v
+		case rules.PodJobsRemaining:
+			l.JobsRemaining = &v
+		case rules.PodLastJobRemaining:
+			l.LastJobRemaining = &v
 		case rules.PodCPU:
 			l.CPU = &v
 		}

@@ -28,15 +28,19 @@ type pod struct {
 	rolledOut   bool // it was terminated by a rollout, not a scale-in
 	running     []int
 	// What the last scrape saw of its worker's per-pod gauges, which workerscale reads:
-	// its running jobs, and the start of the oldest of them (NaN when none); seen is set
-	// once a scrape has seen the pod at all (before, it has no series).
-	scraped       int
-	scrapedOldest float64
-	seen          bool
-	demand        float64 // the CPU its running jobs ask for
-	speed         float64 // 1, or less under CPU contention
-	last          float64 // when the running jobs' work was last advanced
-	version       int     // invalidates completion events scheduled before a change
+	// its running jobs, the start of the oldest of them (NaN when none), the seconds they
+	// are expected to need by their types' mean durations, summed, and when the last of
+	// them is expected to end (NaN when none); seen is set once a scrape has seen the pod
+	// at all (before, it has no series).
+	scraped          int
+	scrapedOldest    float64
+	scrapedRemaining float64
+	scrapedLastEnd   float64
+	seen             bool
+	demand           float64 // the CPU its running jobs ask for
+	speed            float64 // 1, or less under CPU contention
+	last             float64 // when the running jobs' work was last advanced
+	version          int     // invalidates completion events scheduled before a change
 }
 
 // guaranteedSpeed is the speed its running jobs are sure of: the CPU they ask for up to
@@ -556,8 +560,10 @@ func (f *fleet) scaleInOrder(cur []*pod) []*pod {
 }
 
 // podLoads are the per-pod values the controller reads of pods, as of the last scrape:
-// each pod's running jobs and the age now of the oldest of them (Prometheus' time() minus
-// the start the worker exported). A pod no scrape has seen has none. The pods' CPU, which
+// each pod's running jobs, the age now of the oldest of them (Prometheus' time() minus
+// the start the worker exported), the seconds they were expected to need by their types'
+// mean durations, and the time now to the last one's expected end (unless
+// Config.NoJobNameEstimates). A pod no scrape has seen has none. The pods' CPU, which
 // the ranking uses only to break ties of the jobs, is left out: the simulator keeps no
 // per-pod CPU counter.
 func (f *fleet) podLoads(pods []*pod) autoscaler.PodLoads {
@@ -569,6 +575,12 @@ func (f *fleet) podLoads(pods []*pod) autoscaler.PodLoads {
 		l := autoscaler.PodLoad{ActiveJobs: new(float64(p.scraped))}
 		if !math.IsNaN(p.scrapedOldest) {
 			l.OldestJobAge = new(max(f.now-p.scrapedOldest, 0))
+		}
+		if !f.cfg.NoJobNameEstimates {
+			l.JobsRemaining = new(p.scrapedRemaining)
+			if !math.IsNaN(p.scrapedLastEnd) {
+				l.LastJobRemaining = new(max(p.scrapedLastEnd-f.now, 0))
+			}
 		}
 		loads[p.name()] = l
 	}

@@ -135,7 +135,10 @@ func (m meanOf) MeanJobDuration() float64 { return float64(m) }
 // from the last scrape (the job-seconds their jobs are expected to need past the 30 s
 // grace period), so that the scale-in kills what it must least.
 func TestScaleInVictims(t *testing.T) {
-	type running struct{ age, left float64 } // seconds run at the scale-in, and of work left
+	type running struct {
+		age, left float64 // seconds run at the scale-in, and of work left
+		typ       int     // its job type, of SeedJobTypes (0, a 2D render, by default)
+	}
 	type spec struct {
 		created float64
 		ready   bool
@@ -150,6 +153,7 @@ func TestScaleInVictims(t *testing.T) {
 		pods   []spec
 		to     int32
 		coster DeletionCoster // nil: the ReplicaSet's order
+		byName bool           // the workers export their estimates by job name
 		want   []int          // the ids of the pods removed, sorted
 		killed int
 	}{
@@ -166,6 +170,13 @@ func TestScaleInVictims(t *testing.T) {
 			to: 1, coster: meanOf(0), want: []int{0}},
 		{name: "workerscale: a job that has not outlived the mean is expected to need what the mean leaves", pods: []spec{{0, true, []running{{age: 5, left: 5}}, false}, {10, true, []running{{age: 50, left: 5}}, false}},
 			to: 1, coster: meanOf(80), want: []int{1}, killed: 0},
+		// docs/benchmark.md: by the fleet's mean (24 s) a 3D render 5 s in looks like a
+		// short job, and the pod running it idler than one with two jobs; its worker
+		// knows a 3D render needs some 75 s.
+		{name: "workerscale: by the fleet's mean, a young render looks short", pods: []spec{{0, true, []running{{5, 70, 1}}, false}, {10, true, []running{{3, 6, 0}, {3, 7, 0}}, false}},
+			to: 1, coster: meanOf(24), want: []int{0}, killed: 1},
+		{name: "workerscale: by its job name's mean, the worker's estimate shows it long", pods: []spec{{0, true, []running{{5, 70, 1}}, false}, {10, true, []running{{3, 6, 0}, {3, 7, 0}}, false}},
+			to: 1, coster: meanOf(24), byName: true, want: []int{1}},
 		{name: "workerscale: not ready first, whatever the others run", pods: []spec{{0, true, long, false}, {10, false, idle, false}, {20, true, short, false}},
 			to: 2, coster: meanOf(24), want: []int{1}},
 		{name: "workerscale: a pod no scrape has seen ranks last, as an unmeasured pod does", pods: []spec{{0, true, short, false}, {10, true, idle, true}},
@@ -174,6 +185,7 @@ func TestScaleInVictims(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			f := cpuFleet(t, int32(len(tc.pods)), 0)
 			f.coster = tc.coster
+			f.cfg.NoJobNameEstimates = !tc.byName
 			f.now = 100
 			for i, s := range tc.pods {
 				p := f.pods[i]
@@ -183,7 +195,7 @@ func TestScaleInVictims(t *testing.T) {
 				}
 				for _, r := range s.jobs {
 					j := f.startJob(p, 0.1, r.age+r.left)
-					f.jobs[j].started, f.jobs[j].left = f.now-r.age, r.left
+					f.jobs[j].started, f.jobs[j].left, f.jobs[j].typ = f.now-r.age, r.left, r.typ
 				}
 				f.reschedule(p)
 			}

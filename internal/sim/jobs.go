@@ -2,6 +2,7 @@ package sim
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"strconv"
@@ -155,6 +156,20 @@ func makeJobs(a Arrivals, types []JobType, mix Mix, seed uint64) ([]job, error) 
 }
 
 func uniform(rng *rand.Rand, lo, hi float64) float64 { return lo + (hi-lo)*rng.Float64() }
+
+// mean is the mean duration of the type's jobs at full speed, in seconds: what a worker
+// that keeps a running mean by job name learns of it.
+func (t JobType) mean() float64 {
+	if t.Exponential {
+		return t.Duration[0].Seconds()
+	}
+	return (t.Duration[0].Seconds() + t.Duration[1].Seconds()) / 2
+}
+
+// expectedRemaining is what a worker expects a job of mean duration mean that has run
+// for age seconds to need still, as examples/bullmq/worker-metrics.js does: what the mean
+// leaves, and once the job has outlived it, as long again as it has outlived it by.
+func expectedRemaining(mean, age float64) float64 { return math.Abs(mean - age) }
 
 func (t JobType) draw(rng *rand.Rand) float64 {
 	if t.Exponential {

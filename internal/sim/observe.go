@@ -38,9 +38,15 @@ func (o *observer) scrape(f *fleet) {
 	for _, p := range f.pods {
 		f.advance(p)
 		p.scraped, p.scrapedOldest, p.seen = len(p.running), math.NaN(), true
+		p.scrapedRemaining, p.scrapedLastEnd = 0, math.NaN()
 		for i, j := range p.running {
 			if i == 0 || f.jobs[j].started < p.scrapedOldest {
 				p.scrapedOldest = f.jobs[j].started
+			}
+			rem := expectedRemaining(f.cfg.Types[f.jobs[j].typ].mean(), f.now-f.jobs[j].started)
+			p.scrapedRemaining += rem
+			if i == 0 || f.now+rem > p.scrapedLastEnd {
+				p.scrapedLastEnd = f.now + rem
 			}
 		}
 		if p.terminating && len(p.running) == 0 {

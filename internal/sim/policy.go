@@ -40,7 +40,8 @@ type Policy interface {
 // KEDA cannot: their scale-ins remove pods in the ReplicaSet's order. A scale-in of a
 // DeletionCoster removes the pods that are not ready first, as the ReplicaSet does, then
 // the ready ones in the order of autoscaler.RankPods (the engine's own ranking), fed with
-// what the controller reads: each pod's running jobs and the age of the oldest of them as
+// what the controller reads: each pod's running jobs, the age of the oldest of them and
+// the worker's estimate of their remaining seconds by their types' mean durations, as
 // last scraped, the grace period, and MeanJobDuration.
 type DeletionCoster interface {
 	// MeanJobDuration is the mean job duration, in seconds, that the policy's last

@@ -39,6 +39,11 @@ type Config struct {
 	// unused. 0 (the default) is nodes that hold the fleet's requests and nothing more;
 	// +Inf makes every limit free.
 	CPUSlack float64
+	// NoJobNameEstimates makes the workers export no estimate of their running jobs'
+	// remaining time by job name (README, "The worker's busy-ness"), only their count and
+	// the oldest's start: the ranking of a scale-in's pods then uses the fleet's mean job
+	// duration. By default a worker knows each job type's mean duration.
+	NoJobNameEstimates bool
 	// TerminationGracePeriod is the pods' terminationGracePeriodSeconds: how long a pod
 	// that got SIGTERM may finish its running jobs before they are killed (default 30 s,
 	// as in Kubernetes; a negative value is none, terminationGracePeriodSeconds: 0).

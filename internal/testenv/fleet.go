@@ -73,6 +73,12 @@ type PodJobs struct {
 	Active float64
 	// OldestStart is when its oldest running job started; zero when it runs none.
 	OldestStart time.Time
+	// LastEnd, when set, is when the last of its running jobs is expected to end, and
+	// Remaining the seconds they are expected to need, summed: the worker's estimates by
+	// job name, bullmq_worker_active_jobs_latest_expected_end_time_seconds and
+	// bullmq_worker_active_jobs_expected_remaining_seconds.
+	LastEnd   time.Time
+	Remaining float64
 	// ReplicaSet and Deployment, when set, are the pod's owners, served as
 	// kube-state-metrics' kube_pod_owner and kube_replicaset_owner: a real pod's, whose
 	// workload the presets find through them.
@@ -193,8 +199,10 @@ var (
 	descSTSUpdated = prometheus.NewDesc("kube_statefulset_status_replicas_updated", "StatefulSet pods at the update revision.", []string{"namespace", "statefulset"}, nil)
 	descPodActive  = prometheus.NewDesc(rules.WorkerActiveJobsMetric, "Jobs this worker runs.", []string{"namespace", "pod", "queue"}, nil)
 	descPodOldest  = prometheus.NewDesc(rules.WorkerOldestJobStartMetric, "Start of this worker's oldest running job.", []string{"namespace", "pod", "queue"}, nil)
+	descPodLeft    = prometheus.NewDesc(rules.WorkerJobsRemainingMetric, "Seconds this worker's running jobs are expected to need.", []string{"namespace", "pod", "queue"}, nil)
+	descPodLastEnd = prometheus.NewDesc(rules.WorkerLatestJobEndMetric, "Expected end of this worker's last running job.", []string{"namespace", "pod", "queue"}, nil)
 	fixtureMetrics = []*prometheus.Desc{descJobCount, descCompleted, descFailed, descWaiting, descActive, descRate, descCPU, descMemory, descRequests, descPhase,
-		descPodOwner, descRSOwner, descRSReplicas, descSTSPods, descSTSUpdated, descPodActive, descPodOldest}
+		descPodOwner, descRSOwner, descRSReplicas, descSTSPods, descSTSUpdated, descPodActive, descPodOldest, descPodLeft, descPodLastEnd}
 )
 
 // Describe implements prometheus.Collector.
@@ -265,6 +273,10 @@ func (f *Fleet) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descPodActive, prometheus.GaugeValue, j.Active, key[0], key[1], j.Queue)
 		if !j.OldestStart.IsZero() {
 			ch <- prometheus.MustNewConstMetric(descPodOldest, prometheus.GaugeValue, float64(j.OldestStart.UnixMilli())/1000, key[0], key[1], j.Queue)
+		}
+		if !j.LastEnd.IsZero() {
+			ch <- prometheus.MustNewConstMetric(descPodLeft, prometheus.GaugeValue, j.Remaining, key[0], key[1], j.Queue)
+			ch <- prometheus.MustNewConstMetric(descPodLastEnd, prometheus.GaugeValue, float64(j.LastEnd.UnixMilli())/1000, key[0], key[1], j.Queue)
 		}
 	}
 }

@@ -12,9 +12,10 @@ import (
 )
 
 // The README's worker example (examples/bullmq/worker-metrics.js), on a real Redis and
-// BullMQ: its gauges say how many jobs the worker runs and when the oldest of them began,
-// the gauges by which workerscale chooses the pods a scale-in removes; the oldest job's
-// gauge goes once the worker runs none.
+// BullMQ: its gauges say how many jobs the worker runs, when the oldest of them began and,
+// once it has completed jobs of their name, how long they are expected to need still, the
+// gauges by which workerscale chooses the pods a scale-in removes; the oldest job's and
+// the expected end's gauges go once the worker runs none.
 func TestWorkerMetricsExample(t *testing.T) {
 	b := NewBullMQ(t, StartRedis(t))
 	root, err := moduleRoot()
@@ -31,7 +32,7 @@ func TestWorkerMetricsExample(t *testing.T) {
 		switch {
 		case err != nil:
 			return err
-		case g.active != 0 || g.hasOldest:
+		case g.active != 0 || g.hasOldest || g.hasLast || g.remaining != 0:
 			return fmt.Errorf("idle, the gauges are %+v", g)
 		}
 		return nil
@@ -57,13 +58,35 @@ func TestWorkerMetricsExample(t *testing.T) {
 	})
 	// All three done: 4 s each, two at a time.
 	Eventually(t, 20*time.Second, "the gauges once the jobs are done", idle)
+
+	// The worker now knows render jobs take some 4 s: two more are expected to need at
+	// most 4 s each, and the last to end within 4 s (and a little, for the scrape).
+	b.Produce(t, "render", 0, BullMQJobType{Name: "render", Duration: 4 * time.Second, Count: 2})
+	Eventually(t, 10*time.Second, "the running jobs' expected remaining time", func() error {
+		g, err := workerGauges(url)
+		switch {
+		case err != nil:
+			return err
+		case g.active != 2 || !g.hasRemaining || !g.hasLast:
+			return fmt.Errorf("the gauges are %+v, want 2 running jobs and their expected remaining time", g)
+		case g.remaining <= 0 || g.remaining > 2*4.5:
+			return fmt.Errorf("the running jobs are expected to need %gs, want up to 2 x 4s", g.remaining)
+		}
+		now := float64(time.Now().UnixMilli()) / 1000
+		if g.last < now-0.5 || g.last > now+4.5 {
+			return fmt.Errorf("the last job is expected to end at %g, %gs from now, want within 4s", g.last, g.last-now)
+		}
+		return nil
+	})
+	Eventually(t, 20*time.Second, "the gauges once the jobs are done", idle)
 }
 
-// gauges are the example's two gauges for queue render.
+// gauges are the example's gauges for queue render.
 type gauges struct {
-	active    float64
-	oldest    float64
-	hasOldest bool
+	active                  float64
+	oldest, remaining, last float64
+	hasOldest, hasRemaining bool
+	hasLast                 bool
 }
 
 func workerGauges(url string) (gauges, error) {
@@ -98,5 +121,7 @@ func workerGauges(url string) (gauges, error) {
 	}
 	g.active = active
 	g.oldest, g.hasOldest = series("bullmq_worker_oldest_active_job_start_time_seconds")
+	g.remaining, g.hasRemaining = series("bullmq_worker_active_jobs_expected_remaining_seconds")
+	g.last, g.hasLast = series("bullmq_worker_active_jobs_latest_expected_end_time_seconds")
 	return g, nil
 }

@@ -41,10 +41,10 @@ workloads:
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The preset's 7 queries and 3 per-pod ones, plus c's own queue depth; b's override
+	// The preset's 7 queries and 5 per-pod ones, plus c's own queue depth; b's override
 	// equals the preset's.
-	if len(values) != 11 || len(freshness) != 5 {
-		t.Errorf("%d value and %d freshness queries, want 11 and 5", len(values), len(freshness))
+	if len(values) != 13 || len(freshness) != 5 {
+		t.Errorf("%d value and %d freshness queries, want 13 and 5", len(values), len(freshness))
 	}
 	for _, b := range values {
 		if b.match == rules.MatchQueue && len(b.uses) == 2 {

@@ -80,8 +80,8 @@ func (s *Source) rangeQuery(ctx context.Context, b *batch, rg promv1.Range) (map
 		if _, ok := ss.Metric[rules.UnavailableLabel]; ok {
 			continue // the metric cannot be told at those steps: no points there
 		}
-		if k, ok := keyOf(&model.Sample{Metric: ss.Metric}, b.match); ok {
-			streams[k] = append(streams[k], ss)
+		if k := pickLabels(ss.Metric).key(b.match); k.ok {
+			streams[k.key] = append(streams[k.key], ss)
 		}
 	}
 	return streams, nil

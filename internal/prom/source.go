@@ -11,8 +11,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/common/model"
-
 	"github.com/workerscale/workerscale/autoscaler"
 	"github.com/workerscale/workerscale/rules"
 )
@@ -70,16 +68,6 @@ func keysOf(w *rules.Workload, match string) []string {
 		return []string{w.Target.Namespace + "/" + w.Target.Name}
 	}
 	return w.Queues
-}
-
-func keyOf(s *model.Sample, match string) (string, bool) {
-	if match == rules.MatchTarget || match == rules.MatchPod {
-		ns, ok1 := s.Metric["namespace"]
-		wl, ok2 := s.Metric["workload"]
-		return string(ns) + "/" + string(wl), ok1 && ok2
-	}
-	q, ok := s.Metric["queue"]
-	return string(q), ok
 }
 
 func labelsOf(match string) string {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	promv1 "github.com/prometheus/client_golang/api/prometheus/v1"
+	"github.com/prometheus/common/model"
 
 	"github.com/workerscale/workerscale/rules"
 )
@@ -199,6 +200,17 @@ type label struct {
 	set bool
 }
 
+// pickLabels picks the labels of a series decoded by client_golang (a range query's), as
+// the decoder of instant queries picks them.
+func pickLabels(m model.Metric) pickedLabels {
+	pick := func(name model.LabelName) label {
+		v, ok := m[name]
+		return label{string(v), ok}
+	}
+	return pickedLabels{namespace: pick("namespace"), workload: pick("workload"), queue: pick("queue"), pod: pick("pod"),
+		unavailable: pick(rules.UnavailableLabel)}
+}
+
 type keyed struct {
 	key    string
 	ok     bool
@@ -206,7 +218,7 @@ type keyed struct {
 }
 
 // key is the series' key under match, as keysOf names a workload's.
-func (l *pickedLabels) key(match string) keyed {
+func (l pickedLabels) key(match string) keyed {
 	if match == rules.MatchTarget || match == rules.MatchPod {
 		if !l.namespace.set || !l.workload.set {
 			return keyed{}

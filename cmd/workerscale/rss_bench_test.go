@@ -36,7 +36,7 @@ var rssCheckpoints = []int{10, 50, 100}
 // counted from its /metrics (workerscale_cycles_total). It reads the process's resident
 // memory (VmRSS) from /proc after cycles 10, 50 and 100, and reports it with, at cycle
 // 100, its peak (VmHWM), its anonymous part (RssAnon: what is not the binary's pages),
-// the Go heap in use, and the growth from cycle 10 to 100 (issue 13's target: under
+// the Go heap in use, the growth from cycle 10 to 100 and the CPU a cycle took meanwhile (issue 13's target: under
 // 64 MB at 1,000 workloads, flat over time). Nothing is asserted: `make bench` prints the
 // numbers; run it alone with
 //
@@ -86,6 +86,8 @@ func BenchmarkResidentMemory(b *testing.B) {
 	b.ReportMetric(mb(last.mem.anon), fmt.Sprintf("anon-MB@%d", last.cycle))
 	b.ReportMetric(last.heapInuse/(1<<20), fmt.Sprintf("heap-MB@%d", last.cycle))
 	b.ReportMetric(mb(last.mem.rss-first.mem.rss), fmt.Sprintf("rss-growth-MB/%d→%d", first.cycle, last.cycle))
+	// What the memory costs in CPU (the collector's share of it changes with GOGC).
+	b.ReportMetric((last.cpu-first.cpu)*1000/float64(last.cycle-first.cycle), "cpu-ms/cycle")
 	for _, s := range samples {
 		b.Logf("after cycle %d: VmRSS %.1f MB (anonymous %.1f, files %.1f), VmHWM %.1f MB, Go heap in use %.1f MB",
 			s.cycle, mb(s.mem.rss), mb(s.mem.anon), mb(s.mem.file), mb(s.mem.hwm), s.heapInuse/(1<<20))
@@ -110,6 +112,7 @@ type memSample struct {
 	cycle     int
 	mem       procMem
 	heapInuse float64 // go_memstats_heap_inuse_bytes, bytes
+	cpu       float64 // process_cpu_seconds_total
 }
 
 // procMem is a process's memory as /proc/PID/status reports it, in bytes: the resident
@@ -161,7 +164,7 @@ func runForCycles(ctx context.Context, bin, rulesFile, kubeconfig, addr, logFile
 	// gathers all of them, 27 series a workload. So it polls about as often as a
 	// Prometheus would scrape, not every second: a cycle takes the interval (1s) and its
 	// own time, so the next checkpoint is at least as many seconds away as cycles.
-	url := "http://" + addr + "/metrics?name[]=workerscale_cycles_total&name[]=go_memstats_heap_inuse_bytes"
+	url := "http://" + addr + "/metrics?name[]=workerscale_cycles_total&name[]=go_memstats_heap_inuse_bytes&name[]=process_cpu_seconds_total"
 	client := &http.Client{Timeout: 5 * time.Second}
 	deadline := time.Now().Add(time.Duration(checkpoints[len(checkpoints)-1])*5*time.Second + time.Minute)
 	var samples []memSample
@@ -189,7 +192,7 @@ func runForCycles(ctx context.Context, bin, rulesFile, kubeconfig, addr, logFile
 			if err != nil {
 				return fail(err)
 			}
-			samples = append(samples, memSample{cycle: checkpoints[len(samples)], mem: mem, heapInuse: m["go_memstats_heap_inuse_bytes"]})
+			samples = append(samples, memSample{cycle: checkpoints[len(samples)], mem: mem, heapInuse: m["go_memstats_heap_inuse_bytes"], cpu: m["process_cpu_seconds_total"]})
 		}
 		if len(samples) < len(checkpoints) {
 			wait = max(time.Second, time.Duration(checkpoints[len(samples)]-cycles-1)*time.Second)

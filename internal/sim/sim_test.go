@@ -1,10 +1,18 @@
 package sim
 
 import (
+	"bytes"
 	"encoding/json"
+	"encoding/xml"
 	"errors"
+	"image"
+	"image/color"
+	"image/png"
+	"io"
 	"math"
 	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -168,28 +176,238 @@ func TestPlot(t *testing.T) {
 	if err := cfg.Prepare(); err != nil {
 		t.Fatal(err)
 	}
-	var rs []Result
+	var simulated []Result
 	for _, p := range []Policy{NewEngine("workerscale", r, r.Workload("render")), Static{Shape: cfg.Start}} {
 		res, err := Run(t.Context(), cfg, p)
 		if err != nil {
 			t.Fatal(err)
 		}
-		rs = append(rs, res)
+		simulated = append(simulated, res)
 	}
-	for _, name := range []string{"run.svg", "run.png"} {
-		path := t.TempDir() + "/" + name
-		if dir := os.Getenv("SIM_PLOT_DIR"); dir != "" {
-			path = dir + "/" + name
+	escaped := slices.Clone(simulated)
+	escaped[1].Policy = `static <&> "x"`
+	// series gives every value of n points at a minute apart from f.
+	series := func(n int, f func(j int) float64) Series {
+		var s Series
+		for j := range n {
+			s.T = append(s.T, float64(60*j))
+			for _, v := range []*[]float64{&s.Arrivals, &s.Queue, &s.WaitP95, &s.Slots, &s.CostPerHr} {
+				*v = append(*v, f(j))
+			}
 		}
-		if err := Plot(path, "flash-crowd", rs); err != nil {
-			t.Fatal(err)
+		return s
+	}
+	gaps := series(10, func(j int) float64 {
+		return map[int]float64{3: math.NaN(), 5: math.Inf(1), 6: math.Inf(-1)}[j] + float64(j%4)
+	})
+	for _, c := range []struct {
+		name, title string
+		rs          []Result
+		subpaths    int // of the first policy's lines; 0: not checked
+	}{
+		{"simulated", "flash-crowd", simulated, 1},
+		{"escaped", "<flash> & <crowd>", escaped, 1},
+		// Points 3, 5 and 6 are missing: lines over 0-2, 4 (alone) and 7-9.
+		{"gaps", "", []Result{{Policy: "gaps", Series: gaps}, {Policy: "flat", Series: series(10, func(int) float64 { return 7 })}}, 3},
+		{"constant", "", []Result{{Policy: "zero", Series: series(5, func(int) float64 { return 0 })}, {Policy: "five", Series: series(5, func(int) float64 { return 5 })}}, 1},
+		{"one point", "one", []Result{{Policy: "one", Series: series(1, func(int) float64 { return 3 })}}, 1},
+		{"lower bound skipped", "", []Result{{Policy: "oracle", LowerBound: true, Series: gaps}, {Policy: "empty"}, {Policy: "flat", Series: series(3, func(int) float64 { return 2 })}}, 1},
+	} {
+		var runs []Result
+		for _, r := range c.rs {
+			if !r.LowerBound && len(r.Series.T) > 0 {
+				runs = append(runs, r)
+			}
 		}
-		if fi, err := os.Stat(path); err != nil || fi.Size() < 1000 {
-			t.Errorf("%s: %v, %v", name, fi, err)
+		t.Run(c.name, func(t *testing.T) {
+			for _, ext := range []string{"svg", "png"} {
+				path := t.TempDir() + "/run." + ext
+				if dir := os.Getenv("SIM_PLOT_DIR"); dir != "" {
+					path = dir + "/" + strings.ReplaceAll(c.name, " ", "-") + "." + ext
+				}
+				if err := Plot(path, c.title, c.rs); err != nil {
+					t.Fatal(err)
+				}
+				b, err := os.ReadFile(path)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if ext == "svg" {
+					checkSVG(t, b, c.title, runs, c.subpaths)
+				} else {
+					checkPNG(t, b, runs)
+				}
+			}
+		})
+	}
+	for _, c := range []struct {
+		name, path string
+		rs         []Result
+		want       string
+	}{
+		{"pdf", t.TempDir() + "/run.pdf", simulated, ".svg or .png"},
+		{"no run", t.TempDir() + "/run.svg", []Result{{Policy: "oracle", LowerBound: true, Series: gaps}, {Policy: "empty"}}, "--plot: no run to draw"},
+		{"no directory", t.TempDir() + "/none/run.svg", simulated, "--plot: "},
+	} {
+		if err := Plot(c.path, "", c.rs); err == nil || !strings.HasPrefix(err.Error(), "--plot: ") || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v", c.name, err)
 		}
 	}
-	if err := Plot(t.TempDir()+"/run.pdf", "", rs); err == nil || !strings.Contains(err.Error(), ".svg or .png") {
-		t.Errorf("a .pdf plot: %v", err)
+	if err := Plot(t.TempDir()+"/RUN.PNG", "", simulated); err != nil {
+		t.Errorf("an upper-case extension: %v", err)
+	}
+}
+
+// checkSVG decodes the SVG token by token: a path per policy in each panel that draws
+// every policy (and the first policy's in the arrivals panel), each with subpaths
+// subpaths (0: any) and inside a plot area; the title and the policies' names as texts,
+// escaped; no NaN nor Inf anywhere.
+func checkSVG(t *testing.T, b []byte, title string, runs []Result, subpaths int) {
+	t.Helper()
+	for _, bad := range []string{"NaN", "Inf"} {
+		if bytes.Contains(b, []byte(bad)) {
+			t.Errorf("the SVG has %s", bad)
+		}
+	}
+	ch := newChart(title, runs)
+	paths := map[string]int{} // by stroke
+	var texts []string
+	d := xml.NewDecoder(bytes.NewReader(b))
+	inText := false
+	for {
+		tok, err := d.Token()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("the SVG is not well-formed: %v", err)
+		}
+		switch tok := tok.(type) {
+		case xml.StartElement:
+			inText = tok.Name.Local == "text"
+			if inText {
+				texts = append(texts, "")
+			}
+			if tok.Name.Local != "path" {
+				continue
+			}
+			attr := map[string]string{}
+			for _, a := range tok.Attr {
+				attr[a.Name.Local] = a.Value
+			}
+			paths[attr["stroke"]]++
+			fields := strings.Fields(attr["d"])
+			if subpaths > 0 && attr["stroke"] == svgColor(policyColor(0)) && strings.Count(attr["d"], "M") != subpaths {
+				t.Errorf("%d subpaths, want %d: %s", strings.Count(attr["d"], "M"), subpaths, attr["d"])
+			}
+			for i := 0; i+1 < len(fields); i += 2 {
+				x, errX := strconv.ParseFloat(strings.TrimLeft(fields[i], "ML"), 64)
+				y, errY := strconv.ParseFloat(fields[i+1], 64)
+				if errX != nil || errY != nil {
+					t.Fatalf("path %q: %v, %v", attr["d"], errX, errY)
+				}
+				inside := false
+				for _, p := range ch.panels {
+					a := p.area
+					inside = inside || (x >= a.x0-lineWidth && x <= a.x1+lineWidth && y >= a.y0-lineWidth && y <= a.y1+lineWidth)
+				}
+				if !inside {
+					t.Errorf("point %v,%v is outside every plot area", x, y)
+				}
+			}
+		case xml.CharData:
+			if inText {
+				texts[len(texts)-1] += string(tok)
+			}
+		case xml.EndElement:
+			inText = false
+		}
+	}
+	for k, r := range runs {
+		want := len(plotPanels) - 1
+		if k == 0 {
+			want++
+		}
+		if k < 6 && paths[svgColor(policyColor(k))] != want {
+			t.Errorf("%s: %d paths, want %d", r.Policy, paths[svgColor(policyColor(k))], want)
+		}
+		if !slices.Contains(texts, r.Policy) {
+			t.Errorf("no text %q in %q", r.Policy, texts)
+		}
+		var esc bytes.Buffer
+		xml.EscapeText(&esc, []byte(r.Policy))
+		if !bytes.Contains(b, []byte(">"+esc.String()+"<")) {
+			t.Errorf("no escaped %q", esc.String())
+		}
+	}
+	want := plotPanels[0].title
+	if title != "" {
+		want = title + ": " + want
+	}
+	if !slices.Contains(texts, want) {
+		t.Errorf("no title %q in %q", want, texts)
+	}
+}
+
+// checkPNG decodes the PNG: its size, more than one colour, and each policy's colour
+// inside a plot area (not only in the legend).
+func checkPNG(t *testing.T, b []byte, runs []Result) {
+	t.Helper()
+	img, err := png.Decode(bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := img.Bounds(); got != image.Rect(0, 0, plotWidth, panelHeight*len(plotPanels)) {
+		t.Fatalf("size %v", got)
+	}
+	colors := map[color.RGBA]bool{}
+	for _, p := range newChart("", runs).panels {
+		for y := int(p.area.y0); y < int(p.area.y1); y++ {
+			for x := int(p.area.x0); x < int(p.area.x1); x++ {
+				colors[color.RGBAModel.Convert(img.At(x, y)).(color.RGBA)] = true
+			}
+		}
+	}
+	if len(colors) < 2 {
+		t.Errorf("the plot areas are one colour: %v", colors)
+	}
+	for k, r := range runs {
+		if !colors[policyColor(k)] {
+			t.Errorf("%s: no pixel of its colour %v", r.Policy, policyColor(k))
+		}
+	}
+}
+
+// The axes hold zero and their values, about five ticks of 1, 2 or 5 times a power of
+// ten apart, labelled compactly.
+func TestPlotAxis(t *testing.T) {
+	for _, c := range []struct {
+		lo, hi float64
+		want   string // the tick labels
+	}{
+		{0, 60, "0 10 20 30 40 50 60"},
+		{1, 59.5, "0 10 20 30 40 50 60"},
+		{0, 0, "0 0.2 0.4 0.6 0.8 1.0"},
+		{math.Inf(1), math.Inf(-1), "0 0.2 0.4 0.6 0.8 1.0"}, // no value
+		{5, 5, "0 1 2 3 4 5"},
+		{-3, -3, "-3.0 -2.5 -2.0 -1.5 -1.0 -0.5 0"},
+		{0, 0.3, "0 0.05 0.10 0.15 0.20 0.25 0.30"},
+		{0, 6400, "0 1k 2k 3k 4k 5k 6k 7k"},
+		{0, 2.5e6, "0 500k 1000k 1500k 2000k 2500k"},
+		{0, 8e6, "0 2M 4M 6M 8M"},
+		{-math.MaxFloat64, math.MaxFloat64, "-1.8e+308 1.8e+308"},
+	} {
+		a := newAxis(c.lo, c.hi)
+		var labels []string
+		for _, v := range a.ticks {
+			labels = append(labels, a.label(v))
+		}
+		if got := strings.Join(labels, " "); got != c.want {
+			t.Errorf("[%v, %v]: %s, want %s", c.lo, c.hi, got, c.want)
+		}
+		if a.lo > min(c.lo, 0) || a.hi < max(c.hi, 0) && !math.IsInf(c.hi, 0) {
+			t.Errorf("[%v, %v]: axis [%v, %v]", c.lo, c.hi, a.lo, a.hi)
+		}
 	}
 }
 

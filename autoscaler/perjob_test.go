@@ -163,7 +163,7 @@ func TestMemoryRiskLowersConcurrency(t *testing.T) {
 	r := example(t, "luneo-render.yaml")
 	w := workloadNamed(t, r, "render")
 	obs := set(map[string]float64{rules.QueueDepth: 0, rules.ActiveJobs: 40, rules.Throughput: 1, rules.CompletionRate: 1, rules.CPU: 0.3, rules.Memory: 0.5})
-	h := History{PerJob: &JobResources{CPU: 0.3, Memory: 1200 << 20, Updated: t0.Add(-time.Minute), ActiveSince: t0.Add(-time.Hour)}, ActiveJobs: []Sample{{Time: t0.Add(-15 * time.Second), Value: 40}}}
+	h := History{PerJob: &JobResources{CPU: 0.3, Memory: 1200 << 20, Updated: t0.Add(-time.Minute), ActiveSince: t0.Add(-time.Hour)}, ActiveJobs: []Sample{SampleAt(t0.Add(-15*time.Second), 40)}}
 	d := Decide(t0, r, Input{Workload: w, Observations: obs, State: state(4, "xlarge", 20, 5), History: h})
 	if d.To.Concurrency*1200+int(math.Sqrt(float64(d.To.Concurrency)))*1200 > 16384 {
 		t.Errorf("to %+v: %d slots of 1200 MiB jobs on xlarge's 16 GiB\n%s", d.To, d.To.Concurrency, strings.Join(d.Reasons, "\n"))

@@ -92,14 +92,14 @@ func (p *plan) averageInFlight() {
 	// append's spare capacity would be kept with it.
 	kept := make([]Sample, 0, len(p.hist.ActiveJobs)+1)
 	for _, s := range p.hist.ActiveJobs {
-		if s.Time.After(cutoff) && s.Time.Before(p.now) {
+		if t := s.Time(); t.After(cutoff) && t.Before(p.now) {
 			kept = append(kept, s)
 		}
 	}
 	a, ok := p.value(rules.ActiveJobs)
 	if ok {
-		s := Sample{Time: p.now, Value: a}
-		if n := len(kept); n > 0 && slot > 0 && kept[n-1].Time.Truncate(slot).Equal(p.now.Truncate(slot)) {
+		s := SampleAt(p.now, a)
+		if n := len(kept); n > 0 && slot > 0 && kept[n-1].Time().Truncate(slot).Equal(p.now.Truncate(slot)) {
 			kept[n-1] = s // the slot's latest
 		} else {
 			kept = append(kept, s)

@@ -127,11 +127,19 @@ type History struct {
 	ActiveJobs []Sample `json:"activeJobs,omitempty"`
 }
 
-// Sample is one observed value of a gauge.
+// Sample is one observed value of a gauge. Its time is kept in Unix nanoseconds, not as a
+// time.Time: a history keeps up to 61 samples a workload, 16 bytes each instead of 32
+// (BenchmarkResidentMemory).
 type Sample struct {
-	Time  time.Time `json:"time"`
-	Value float64   `json:"value"`
+	At    int64   `json:"at"` // Unix nanoseconds
+	Value float64 `json:"value"`
 }
+
+// SampleAt is the sample of v at t.
+func SampleAt(t time.Time, v float64) Sample { return Sample{At: t.UnixNano(), Value: v} }
+
+// Time is when the sample was taken.
+func (s Sample) Time() time.Time { return time.Unix(0, s.At) }
 
 // The sustained conditions of History.Since.
 const (
@@ -251,7 +259,7 @@ func AssumeSustained(now time.Time, w *rules.Workload, obs Observations) History
 	}
 	if a, ok := p.value(rules.ActiveJobs); ok {
 		p.hist.PerJob = &JobResources{ActiveSince: now.Add(-time.Hour)}
-		p.hist.ActiveJobs = []Sample{{Time: now.Add(-time.Minute), Value: a}}
+		p.hist.ActiveJobs = []Sample{SampleAt(now.Add(-time.Minute), a)}
 	}
 	return p.hist
 }

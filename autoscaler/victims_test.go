@@ -291,7 +291,7 @@ func TestTerminatingPodsAreCapacityLeaving(t *testing.T) {
 			// 3 jobs in flight over the last 5 minutes, 23 now (20 of them on the pods a
 			// scale-in just removed, which finish their jobs within the grace period).
 			for s := 300; s > 0; s -= 10 {
-				in.History.ActiveJobs = append(in.History.ActiveJobs, Sample{Time: t0.Add(-time.Duration(s) * time.Second), Value: 3})
+				in.History.ActiveJobs = append(in.History.ActiveJobs, SampleAt(t0.Add(-time.Duration(s)*time.Second), 3))
 			}
 			in.Observations[rules.ActiveJobs] = Value(23)
 			in.Observations[rules.Throughput] = Value(1)

@@ -250,7 +250,7 @@ workloads:
 		h.PerJob = &autoscaler.JobResources{ActiveSince: at.Add(-time.Hour), Updated: at.Add(-15 * time.Second),
 			CPU: obs[rules.CPU].Value * 4 * 6 / obs[rules.ActiveJobs].Value, Memory: obs[rules.Memory].Value * (8 << 30) * 6 / obs[rules.ActiveJobs].Value}
 		for s := at.Add(-6 * time.Minute); s.Before(at); s = s.Add(15 * time.Second) {
-			h.ActiveJobs = append(h.ActiveJobs, autoscaler.Sample{Time: s, Value: obs[rules.ActiveJobs].Value})
+			h.ActiveJobs = append(h.ActiveJobs, autoscaler.SampleAt(s, obs[rules.ActiveJobs].Value))
 		}
 		return autoscaler.Decide(at, f.rules, autoscaler.Input{Workload: w, Observations: obs, State: cur.State, History: h, Override: cur.Override})
 	}

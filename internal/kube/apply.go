@@ -316,7 +316,8 @@ func (c *Client) applyVertical(ctx context.Context, r *rules.Rules, w *rules.Wor
 			out = fromDeployment(dep)
 		}
 		rollout := out.meta.Generation
-		if equality.Semantic.DeepEqual(obj.template, out.template) {
+		// Compared as the caches keep them: obj may come from one (trimForCache).
+		if equality.Semantic.DeepEqual(trimmedTemplate(obj.template), trimmedTemplate(out.template)) {
 			rollout = 0 // only replicas changed: no rollout to wait for
 		}
 		if rollout == st.RolloutGeneration {

@@ -2,13 +2,15 @@ package kube
 
 import (
 	"context"
-	corev1 "k8s.io/api/core/v1"
 	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -250,11 +252,22 @@ const lastApplied = "kubectl.kubernetes.io/last-applied-configuration"
 
 // trimForCache drops what workerscale never reads from an object before the informer
 // stores it: its managed fields and kubectl's last-applied configuration, which are
-// often the larger part of a Deployment; of a pod it keeps only what trimPod keeps. Writes never send either back: a merge patch
-// names only workerscale's fields, and a server-side apply only those it owns.
+// often the larger part of a Deployment; of a Deployment's or StatefulSet's pod template
+// all but what trimTemplate keeps, and their status conditions; of a pod all but what
+// trimPod keeps. Writes never send any of it back: a merge patch names only workerscale's
+// fields, and a server-side apply only those it owns.
 func trimForCache(obj any) (any, error) {
-	if p, ok := obj.(*corev1.Pod); ok {
-		return trimPod(p), nil
+	switch o := obj.(type) {
+	case *corev1.Pod:
+		return trimPod(o), nil
+	case *appsv1.Deployment:
+		trimTemplate(&o.Spec.Template)
+		o.Spec.Strategy, o.Spec.RevisionHistoryLimit, o.Spec.ProgressDeadlineSeconds = appsv1.DeploymentStrategy{}, nil, nil
+		o.Status.Conditions = nil
+	case *appsv1.StatefulSet:
+		trimTemplate(&o.Spec.Template)
+		o.Spec.VolumeClaimTemplates, o.Spec.RevisionHistoryLimit, o.Spec.PersistentVolumeClaimRetentionPolicy = nil, nil, nil
+		o.Status.Conditions = nil
 	}
 	if a, err := meta.Accessor(obj); err == nil {
 		a.SetManagedFields(nil)
@@ -264,6 +277,26 @@ func trimForCache(obj any) (any, error) {
 		}
 	}
 	return obj, nil
+}
+
+// trimTemplate keeps, in place, what workerscale reads of a pod template and writes back
+// into it: each container's name, resources and env, the node selector and the grace
+// period. The rest (probes, volumes, images, init containers, affinity...) is most of a
+// real workload's object, and every workload's stays in the informers' caches.
+func trimTemplate(t *corev1.PodTemplateSpec) {
+	spec := corev1.PodSpec{Containers: t.Spec.Containers, NodeSelector: t.Spec.NodeSelector,
+		TerminationGracePeriodSeconds: t.Spec.TerminationGracePeriodSeconds}
+	for i, c := range spec.Containers {
+		spec.Containers[i] = corev1.Container{Name: c.Name, Resources: c.Resources, Env: c.Env}
+	}
+	*t = corev1.PodTemplateSpec{Spec: spec}
+}
+
+// trimmedTemplate is a trimmed copy of t, which stays as it is.
+func trimmedTemplate(t corev1.PodTemplateSpec) corev1.PodTemplateSpec {
+	t.Spec.Containers = slices.Clone(t.Spec.Containers)
+	trimTemplate(&t)
+	return t
 }
 
 func targetKey(t rules.Target) string { return t.Kind + "/" + t.Namespace + "/" + t.Name }

@@ -13,6 +13,8 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 
@@ -181,6 +183,90 @@ func TestTrimForCache(t *testing.T) {
 	// A tombstone or anything without object metadata passes through.
 	if obj, err := trimForCache("not an object"); err != nil || obj != "not an object" {
 		t.Errorf("trimForCache(string) = %v, %v", obj, err)
+	}
+}
+
+// What the caches drop of a Deployment or StatefulSet changes nothing workerscale reads
+// of it: the same containers' names, resources and env, node selector, grace period,
+// replicas, readiness, rollout state, selector and annotations; and a rich pod template
+// loses its probes, volumes, images, init containers and the rest.
+func TestTrimForCacheKeepsWhatIsRead(t *testing.T) {
+	grace, three, two := int64(90), int32(3), int32(2)
+	template := func() corev1.PodTemplateSpec {
+		return corev1.PodTemplateSpec{
+			ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "render"}, Annotations: map[string]string{"kubectl.kubernetes.io/restartedAt": "now"}},
+			Spec: corev1.PodSpec{
+				InitContainers: []corev1.Container{{Name: "migrate", Image: "migrate:1"}},
+				Containers: []corev1.Container{
+					{Name: "worker", Image: "worker:1", Command: []string{"node", "worker.js"},
+						Env:            []corev1.EnvVar{{Name: "WORKER_CONCURRENCY", Value: "5"}, {Name: "DEFAULT_TENANT_CONCURRENCY", Value: "2"}},
+						Resources:      corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("2"), corev1.ResourceMemory: resource.MustParse("4Gi")}},
+						ReadinessProbe: &corev1.Probe{PeriodSeconds: 5}, VolumeMounts: []corev1.VolumeMount{{Name: "tmp", MountPath: "/tmp"}}},
+					{Name: "sidecar", Image: "proxy:1", Resources: corev1.ResourceRequirements{Limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("64Mi")}}},
+				},
+				Volumes:                       []corev1.Volume{{Name: "tmp"}},
+				NodeSelector:                  map[string]string{"pool": "large"},
+				Tolerations:                   []corev1.Toleration{{Key: "pool", Operator: corev1.TolerationOpExists}},
+				SecurityContext:               &corev1.PodSecurityContext{RunAsNonRoot: new(true)},
+				TerminationGracePeriodSeconds: &grace,
+			},
+		}
+	}
+	objMeta := metav1.ObjectMeta{Name: "render", Namespace: "luneo", UID: "u1", ResourceVersion: "7", Generation: 4,
+		Annotations: map[string]string{StateAnnotation: "{}", PausedAnnotation: "false"}}
+	deployment := &appsv1.Deployment{ObjectMeta: objMeta,
+		Spec: appsv1.DeploymentSpec{Replicas: &three, Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "render"}}, Template: template(),
+			Strategy: appsv1.DeploymentStrategy{Type: appsv1.RollingUpdateDeploymentStrategyType}, RevisionHistoryLimit: &two},
+		Status: appsv1.DeploymentStatus{ObservedGeneration: 4, Replicas: 3, UpdatedReplicas: 3, ReadyReplicas: 2, AvailableReplicas: 3,
+			Conditions: []appsv1.DeploymentCondition{{Type: appsv1.DeploymentAvailable, Status: corev1.ConditionTrue}}}}
+	statefulSet := &appsv1.StatefulSet{ObjectMeta: objMeta,
+		Spec: appsv1.StatefulSetSpec{Replicas: &three, Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "render"}}, Template: template(),
+			UpdateStrategy:       appsv1.StatefulSetUpdateStrategy{RollingUpdate: &appsv1.RollingUpdateStatefulSetStrategy{Partition: &two}},
+			VolumeClaimTemplates: []corev1.PersistentVolumeClaim{{ObjectMeta: metav1.ObjectMeta{Name: "data"}}}},
+		Status: appsv1.StatefulSetStatus{ObservedGeneration: 3, ReadyReplicas: 3, CurrentRevision: "a", UpdateRevision: "b"}}
+
+	for _, tc := range []struct {
+		name string
+		obj  any
+		read func(any) workload
+	}{
+		{"Deployment", deployment, func(o any) workload { return fromDeployment(o.(*appsv1.Deployment)) }},
+		{"StatefulSet", statefulSet, func(o any) workload { return fromStatefulSet(o.(*appsv1.StatefulSet)) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			full := tc.read(tc.obj)
+			full.template = trimmedTemplate(full.template) // a copy: the object itself is trimmed below
+			obj, err := trimForCache(tc.obj)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := tc.read(obj)
+			if !equality.Semantic.DeepEqual(got.meta, full.meta) || got.replicas != full.replicas || got.ready != full.ready ||
+				got.manual != full.manual || !equality.Semantic.DeepEqual(got.selector, full.selector) {
+				t.Errorf("trimmed: %+v\nfull:    %+v", got, full)
+			}
+			for gen := int64(2); gen <= 5; gen++ {
+				if got.rolledOut(gen) != full.rolledOut(gen) {
+					t.Errorf("rolled out at generation %d: %v trimmed, %v full", gen, got.rolledOut(gen), full.rolledOut(gen))
+				}
+			}
+			if !equality.Semantic.DeepEqual(got.template, full.template) {
+				t.Errorf("template trimmed %+v, want %+v", got.template, full.template)
+			}
+			spec := got.template.Spec
+			c := spec.Containers[0]
+			if len(spec.Containers) != 2 || c.Name != "worker" || len(c.Env) != 2 || c.Resources.Requests.Cpu().String() != "2" ||
+				spec.NodeSelector["pool"] != "large" || *spec.TerminationGracePeriodSeconds != grace {
+				t.Errorf("what workerscale reads is gone: %+v", spec)
+			}
+			if c.Image != "" || c.ReadinessProbe != nil || len(c.VolumeMounts) != 0 || len(spec.InitContainers) != 0 || len(spec.Volumes) != 0 ||
+				spec.SecurityContext != nil || len(spec.Tolerations) != 0 || len(got.template.Labels) != 0 {
+				t.Errorf("what workerscale never reads is kept: %+v", got.template)
+			}
+		})
+	}
+	if deployment.Status.Conditions != nil || deployment.Spec.RevisionHistoryLimit != nil || statefulSet.Spec.VolumeClaimTemplates != nil {
+		t.Errorf("status conditions or unread spec kept: %+v; %+v", deployment.Status, statefulSet.Spec)
 	}
 }
 

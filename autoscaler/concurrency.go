@@ -132,7 +132,7 @@ func (p *plan) stepConcurrency(left *float64, perSlot float64, budget string) {
 	case p.canRecoverConcurrency(g):
 		target, _ := p.concurrencyOf(p.class)
 		why = fmt.Sprintf("upstream rate limiting has been at or below its target (%s = %s) for %s: restoring concurrency from %d to %d, toward the configured %d",
-			RateLimited, num(p.obs[RateLimited].Value), p.w.Vertical.SustainFor, g, g+1, target)
+			RateLimited, num(p.d.Metrics[RateLimited].Value), p.w.Vertical.SustainFor, g, g+1, target)
 	case p.canRaiseConcurrency(g):
 		why = fmt.Sprintf("replicas are at their maximum and the queue is %s with CPU and memory below warning: raising concurrency from %d to %d", p.grade(rules.QueueDepth), g, g+1)
 	default:

@@ -78,7 +78,6 @@ type plan struct {
 	r    *rules.Rules
 	in   *Input
 	w    *rules.Workload
-	obs  Observations // usable observations only
 	d    Decision
 	hist History
 
@@ -107,13 +106,13 @@ type plan struct {
 }
 
 func newPlan(now time.Time, r *rules.Rules, in *Input) *plan {
-	p := &plan{now: now, r: r, in: in, w: in.Workload, obs: Observations{}}
+	p := &plan{now: now, r: r, in: in, w: in.Workload}
 	p.d = Decision{
 		Workload: in.Workload.Name,
 		From:     in.State.Shape,
 		To:       in.State.Shape,
 		Grades:   map[string]Grade{},
-		Metrics:  Observations{},
+		Metrics:  make(Observations, len(in.Observations)+2), // and the derived ones
 		DryRun:   in.Workload.DryRun,
 		Owners:   in.Owners,
 	}
@@ -144,8 +143,16 @@ func (p *plan) limit(name string) {
 }
 
 func (p *plan) value(metric string) (float64, bool) {
-	o, ok := p.obs[metric]
+	o, ok := p.usable(metric)
 	return o.Value, ok
+}
+
+// usable is the metric's observation when it can be used: measured fresh, a finite number
+// within its domain, or derived from such (observe, derive); the decision's Metrics hold
+// the others too, with why they cannot be.
+func (p *plan) usable(metric string) (Observation, bool) {
+	o, ok := p.d.Metrics[metric]
+	return o, ok && o.usable()
 }
 
 func (p *plan) grade(metric string) Grade {

@@ -24,9 +24,7 @@ func (p *plan) observe() {
 			if why := outOfDomain(name, o.Value); why != "" {
 				o = Observation{Status: Invalid, Reason: why}
 				p.reasonf("%s is invalid: %s; it counts as missing", name, why)
-				break
 			}
-			p.obs[name] = o
 		default:
 			o.Value = 0 // a missing or stale value is not shown, nor used
 		}
@@ -34,17 +32,17 @@ func (p *plan) observe() {
 	}
 	conc := float64(p.conc)
 	ready := float64(st.ReadyReplicas)
-	if _, ok := p.obs[rules.Saturation]; !ok {
+	if _, ok := p.usable(rules.Saturation); !ok {
 		if a, ok := p.value(rules.ActiveJobs); ok && ready > 0 {
 			p.derive(rules.Saturation, a/(ready*conc))
 		}
 	}
-	if _, ok := p.obs[rules.ActiveJobs]; !ok {
+	if _, ok := p.usable(rules.ActiveJobs); !ok {
 		if s, ok := p.value(rules.Saturation); ok && ready > 0 {
 			p.derive(rules.ActiveJobs, s*ready*conc)
 		}
 	}
-	if _, ok := p.obs[rules.WaitSeconds]; !ok {
+	if _, ok := p.usable(rules.WaitSeconds); !ok {
 		p.estimateWait()
 	}
 	// The mean job duration: Little's law over the jobs in flight when both are measured,
@@ -60,7 +58,7 @@ func (p *plan) observe() {
 		p.duration, p.durationWhy = jd.D().Seconds(), fmt.Sprintf("the configured mean job duration %s", jd)
 	}
 	for _, name := range slices.Sorted(maps.Keys(p.w.Thresholds)) {
-		o, ok := p.obs[name]
+		o, ok := p.usable(name)
 		if !ok {
 			p.d.Grades[name] = Unknown
 			continue
@@ -138,7 +136,6 @@ func (p *plan) derive(metric string, v float64) {
 	if was, ok := p.d.Metrics[metric]; ok && was.Status != Fresh {
 		o.Reason = fmt.Sprintf("the measured value is %s (%s)", was.Status, was.Reason)
 	}
-	p.obs[metric] = o
 	p.d.Metrics[metric] = o
 }
 
@@ -215,10 +212,10 @@ func (p *plan) breakerOpen() bool { return p.breakerWhy() != "" }
 func (p *plan) breakerWhy() string {
 	var why []string
 	if p.grade(rules.CompletionRate) == Critical {
-		why = append(why, fmt.Sprintf("completion rate %s is critical", num(p.obs[rules.CompletionRate].Value)))
+		why = append(why, fmt.Sprintf("completion rate %s is critical", num(p.d.Metrics[rules.CompletionRate].Value)))
 	}
 	if g := p.grade(RateLimited); g == Warning || g == Critical {
-		why = append(why, fmt.Sprintf("upstream rate limiting (%s = %s) is %s", RateLimited, num(p.obs[RateLimited].Value), g))
+		why = append(why, fmt.Sprintf("upstream rate limiting (%s = %s) is %s", RateLimited, num(p.d.Metrics[RateLimited].Value), g))
 	}
 	if st := p.in.State; st.Replicas > 0 && st.ReadyReplicas == 0 && !p.completes() {
 		why = append(why, fmt.Sprintf("none of the %d replicas is ready and the fleet completes no jobs", st.Replicas))

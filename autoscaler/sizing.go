@@ -154,7 +154,7 @@ func (p *plan) stuck() bool {
 // noteMissing names the replica inputs that are missing, stale or invalid.
 func (p *plan) noteMissing() {
 	for _, m := range p.replicaInputs() {
-		if _, ok := p.obs[m]; !ok {
+		if _, ok := p.usable(m); !ok {
 			why := "missing"
 			if o, seen := p.d.Metrics[m]; seen && o.Reason != "" {
 				why = string(o.Status) + ": " + o.Reason

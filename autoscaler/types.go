@@ -243,10 +243,10 @@ func (d Decision) Changed() bool { return d.From != d.To }
 // has held for the workload's sustainFor already, and the jobs in flight have been what
 // obs says for an hour (so the CPU per job is measured), for `explain --assume-sustained`.
 func AssumeSustained(now time.Time, w *rules.Workload, obs Observations) History {
-	p := &plan{now: now, w: w, obs: Observations{}, d: Decision{Grades: map[string]Grade{}}, hist: History{Since: map[string]time.Time{}}}
+	p := &plan{now: now, w: w, d: Decision{Grades: map[string]Grade{}, Metrics: Observations{}}, hist: History{Since: map[string]time.Time{}}}
 	for k, o := range obs {
 		if o.usable() {
-			p.obs[k] = o
+			p.d.Metrics[k] = o
 			if t, ok := w.Thresholds[k]; ok {
 				p.d.Grades[k] = GradeValue(o.Value, t)
 			}

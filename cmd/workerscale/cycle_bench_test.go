@@ -68,7 +68,12 @@ type benchWorld struct {
 func newBenchWorld(b *testing.B, n int, interval string) *benchWorld {
 	b.Helper()
 	fleet := testenv.NewFleet(b)
-	p := testenv.StartPrometheus(b, testenv.PrometheusOptions{Targets: []string{fleet.Addr()}})
+	// Scraped every 15 s, as a production Prometheus scrapes (its default is 1m,
+	// kube-prometheus-stack's 30s), not the test environment's 1 s: at 5,000 workloads the
+	// fixture exposes more than 100,000 series, and scraping and ingesting them every second
+	// shares this machine's cores with the queries a cycle waits for (a cycle then took
+	// 6.0-6.3 s at 5,000 workloads, 95% of it waiting on Prometheus; docs/benchmark.md).
+	p := testenv.StartPrometheus(b, testenv.PrometheusOptions{Targets: []string{fleet.Addr()}, ScrapeInterval: 15 * time.Second})
 	cluster := testenv.StartCluster(b)
 	ctx := b.Context()
 	var rb strings.Builder

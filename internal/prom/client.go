@@ -41,8 +41,9 @@ type Options struct {
 
 // Source queries one Prometheus server.
 type Source struct {
-	api     promv1.API // range queries (the backtest)
-	client  api.Client // instant queries, decoded by queryVector
+	api     promv1.API   // range queries (the backtest)
+	client  api.Client   // the server's URL
+	queries *http.Client // instant queries, decoded by queryVector as they are read
 	http    *http.Client
 	timeout time.Duration
 	opts    Options
@@ -87,11 +88,13 @@ func New(cfg rules.Prometheus, opts Options) (*Source, error) {
 		// turns its error body into a typed error.
 		ErrorHandler: retryablehttp.PassthroughErrorHandler,
 	}
-	client, err := api.NewClient(api.Config{Address: cfg.URL, RoundTripper: &retryablehttp.RoundTripper{Client: retrying}})
+	rt := &retryablehttp.RoundTripper{Client: retrying}
+	client, err := api.NewClient(api.Config{Address: cfg.URL, RoundTripper: rt})
 	if err != nil {
 		return nil, fmt.Errorf("prometheus client for %s: %w", cfg.URL, err)
 	}
-	return &Source{api: promv1.NewAPI(client), client: client, http: httpClient, timeout: cfg.Timeout.D(), opts: opts, log: log}, nil
+	return &Source{api: promv1.NewAPI(client), client: client, queries: &http.Client{Transport: rt}, http: httpClient,
+		timeout: cfg.Timeout.D(), opts: opts, log: log}, nil
 }
 
 // Close releases the source's idle connections; a source is dropped when a reload changes

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net/http"
 	"net/url"
@@ -41,21 +43,30 @@ func (s *Source) queryVector(ctx context.Context, query, match string, at time.T
 		return nil, nil, err
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	resp, body, err := s.client.Do(ctx, req)
+	resp, err := s.queries.Do(req)
 	if err == nil && (resp.StatusCode == http.StatusForbidden || resp.StatusCode == http.StatusMethodNotAllowed || resp.StatusCode == http.StatusNotImplemented) {
+		resp.Body.Close()
 		u.RawQuery = args.Encode()
 		if req, err = http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil); err != nil {
 			return nil, nil, err
 		}
-		resp, body, err = s.client.Do(ctx, req)
+		resp, err = s.queries.Do(req)
 	}
 	if err != nil {
 		return nil, nil, err
 	}
-	return decodeVector(resp.StatusCode, body, match)
+	defer func() {
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10)) // what a decoder left: the connection is reused
+		resp.Body.Close()
+	}()
+	idx, warnings, err := decodeVector(resp.StatusCode, resp.Body, match)
+	if err != nil && ctx.Err() != nil {
+		return nil, warnings, ctx.Err() // the answer was cut off by the timeout
+	}
+	return idx, warnings, err
 }
 
-// apiAnswer is the envelope of every answer of Prometheus's HTTP API.
+// apiAnswer is the envelope of every answer of Prometheus's HTTP API, but for its result.
 type apiAnswer struct {
 	Status    string           `json:"status"`
 	Data      vectorData       `json:"data"`
@@ -65,67 +76,159 @@ type apiAnswer struct {
 }
 
 type vectorData struct {
-	ResultType string          `json:"resultType"`
-	Result     json.RawMessage `json:"result"`
+	ResultType string `json:"resultType"`
 }
 
+// maxErrorBody is as much of an error answer as is read.
+const maxErrorBody = 1 << 20
+
 // decodeVector reads an answer of the query endpoint as client_golang's API client would,
-// error for error, then indexes its vector by match.
-func decodeVector(code int, body []byte, match string) (*index, []string, error) {
-	// Prometheus answers its own errors with 400 or 422 and a JSON body; any other status
-	// outside 2xx is the server's or a proxy's, typed by its class.
-	apiError := code == http.StatusBadRequest || code == http.StatusUnprocessableEntity
-	if code/100 != 2 && !apiError {
-		return nil, nil, &promv1.Error{Type: statusType(code), Msg: fmt.Sprintf("%s error: %d", statusClass(code), code), Detail: string(body)}
+// error for error, and indexes its vector by match as it reads it: neither the answer nor
+// its series are held whole (at 1,000 workloads, reading each answer first and decoding
+// its series into a slice made a third of what a cycle allocated;
+// BenchmarkResidentMemory).
+func decodeVector(code int, body io.Reader, match string) (*index, []string, error) {
+	if code/100 != 2 {
+		b, err := io.ReadAll(io.LimitReader(body, maxErrorBody))
+		if err != nil {
+			return nil, nil, err
+		}
+		return nil, nil, decodeError(code, b)
+	}
+	bad := func(err error) error { return &promv1.Error{Type: promv1.ErrBadResponse, Msg: err.Error()} }
+	dec := json.NewDecoder(body)
+	var a apiAnswer
+	idx := &index{byKey: map[string][]float64{}}
+	var early json.RawMessage // a result ahead of its type, read when the type is known
+	err := object(dec, func(key string) error {
+		switch key {
+		case "status":
+			return dec.Decode(&a.Status)
+		case "errorType":
+			return dec.Decode(&a.ErrorType)
+		case "error":
+			return dec.Decode(&a.Error)
+		case "warnings":
+			return dec.Decode(&a.Warnings)
+		case "data":
+			return object(dec, func(key string) error {
+				switch {
+				case key == "resultType":
+					return dec.Decode(&a.Data.ResultType)
+				case key == "result" && a.Data.ResultType == "vector":
+					return indexSamples(dec, idx, match)
+				case key == "result" && a.Data.ResultType == "":
+					return dec.Decode(&early)
+				}
+				return dec.Decode(new(json.RawMessage))
+			})
+		}
+		return dec.Decode(new(json.RawMessage))
+	})
+	if err == nil {
+		if _, end := dec.Token(); end != io.EOF {
+			err = fmt.Errorf("data after the answer")
+		}
+	}
+	var typed *promv1.Error
+	switch {
+	case errors.Is(err, errBadResult) || errors.As(err, &typed):
+		return nil, a.Warnings, err
+	case err != nil:
+		return nil, nil, bad(err)
+	case a.Status == "error":
+		return nil, a.Warnings, answeredError(a, code)
+	case a.Data.ResultType != "vector":
+		return nil, a.Warnings, fmt.Errorf("%w: the query returns a %s, not one series per workload", errBadResult, resultType(a.Data.ResultType))
+	case early != nil:
+		if err := indexSamples(json.NewDecoder(bytes.NewReader(early)), idx, match); err != nil {
+			if !errors.Is(err, errBadResult) && !errors.As(err, &typed) {
+				err = bad(err)
+			}
+			return nil, a.Warnings, err
+		}
+	}
+	return idx, a.Warnings, nil
+}
+
+// decodeError is the error of an answer with a status outside 2xx: Prometheus answers its
+// own errors with 400 or 422 and a JSON body; any other is the server's or a proxy's,
+// typed by its class.
+func decodeError(code int, body []byte) error {
+	if code != http.StatusBadRequest && code != http.StatusUnprocessableEntity {
+		return &promv1.Error{Type: statusType(code), Msg: fmt.Sprintf("%s error: %d", statusClass(code), code), Detail: string(body)}
 	}
 	var a apiAnswer
 	if err := json.Unmarshal(body, &a); err != nil {
-		if apiError {
-			return nil, nil, &promv1.Error{Type: statusType(code), Msg: fmt.Sprintf("%s error: %d", statusClass(code), code), Detail: string(body)}
-		}
-		return nil, nil, &promv1.Error{Type: promv1.ErrBadResponse, Msg: err.Error()}
+		return &promv1.Error{Type: statusType(code), Msg: fmt.Sprintf("%s error: %d", statusClass(code), code), Detail: string(body)}
 	}
-	switch {
-	case apiError && a.Status == "success":
-		return nil, a.Warnings, &promv1.Error{Type: promv1.ErrBadResponse, Msg: "inconsistent body for response code"}
-	case apiError || a.Status == "error":
-		if a.ErrorType == "" {
-			a.ErrorType = promv1.ErrClient
-		}
-		if a.Error == "" {
-			a.Error = fmt.Sprintf("client error: %d", code)
-		}
-		return nil, a.Warnings, &promv1.Error{Type: a.ErrorType, Msg: a.Error}
-	case a.Data.ResultType != "vector":
-		return nil, a.Warnings, fmt.Errorf("%w: the query returns a %s, not one series per workload", errBadResult, resultType(a.Data.ResultType))
+	if a.Status == "success" {
+		return &promv1.Error{Type: promv1.ErrBadResponse, Msg: "inconsistent body for response code"}
 	}
-	// The series are decoded one at a time into the index, not into a slice of them all
-	// first: a slice grown series by series was a fifth of what a cycle allocated at 1,000
-	// workloads (BenchmarkResidentMemory). The whole answer is valid JSON already.
-	dec := json.NewDecoder(bytes.NewReader(a.Data.Result))
-	idx := &index{byKey: map[string][]float64{}}
+	return answeredError(a, code)
+}
+
+// answeredError is the error an answer states, typed as it says.
+func answeredError(a apiAnswer, code int) error {
+	if a.ErrorType == "" {
+		a.ErrorType = promv1.ErrClient
+	}
+	if a.Error == "" {
+		a.Error = fmt.Sprintf("client error: %d", code)
+	}
+	return &promv1.Error{Type: a.ErrorType, Msg: a.Error}
+}
+
+// object reads a JSON object from dec, calling field for each key with dec before its
+// value, which field must read.
+func object(dec *json.Decoder, field func(key string) error) error {
+	if tok, err := dec.Token(); err != nil {
+		return err
+	} else if tok != json.Delim('{') {
+		return fmt.Errorf("%v where an object was expected", tok)
+	}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		if err := field(tok.(string)); err != nil { // a key is always a string
+			return err
+		}
+	}
+	_, err := dec.Token() // '}'
+	return err
+}
+
+// indexSamples reads a vector's series from dec one at a time into idx, not into a slice
+// of them all first. Its errors are typed: a *promv1.Error or errBadResult.
+func indexSamples(dec *json.Decoder, idx *index, match string) error {
+	bad := func(err error) error { return &promv1.Error{Type: promv1.ErrBadResponse, Msg: err.Error()} }
 	switch tok, err := dec.Token(); {
 	case err != nil:
-		return nil, a.Warnings, &promv1.Error{Type: promv1.ErrBadResponse, Msg: err.Error()}
+		return bad(err)
 	case tok == nil: // null: no series
-		return idx, a.Warnings, nil
+		return nil
 	case tok != json.Delim('['):
-		return nil, a.Warnings, &promv1.Error{Type: promv1.ErrBadResponse, Msg: fmt.Sprintf("the result is %v, not a list of series", tok)}
+		return bad(fmt.Errorf("the result is %v, not a list of series", tok))
 	}
 	for dec.More() {
 		var sample pickedSample
 		if err := dec.Decode(&sample); err != nil {
-			return nil, a.Warnings, &promv1.Error{Type: promv1.ErrBadResponse, Msg: err.Error()}
+			return bad(err)
 		}
 		if sample.Histogram != nil {
-			return nil, a.Warnings, fmt.Errorf("%w: a series is a native histogram, not a number (aggregate it with histogram_quantile, histogram_count or histogram_sum)", errBadResult)
+			return fmt.Errorf("%w: a series is a native histogram, not a number (aggregate it with histogram_quantile, histogram_count or histogram_sum)", errBadResult)
 		}
 		if !sample.Value.set {
-			return nil, a.Warnings, &promv1.Error{Type: promv1.ErrBadResponse, Msg: "a sample has no value"}
+			return &promv1.Error{Type: promv1.ErrBadResponse, Msg: "a sample has no value"}
 		}
 		idx.add(sample.Metric.key(match), sample.Metric.unavailable, sample.Metric.pod, sample.Value.v)
 	}
-	return idx, a.Warnings, nil
+	if _, err := dec.Token(); err != nil { // ']'
+		return bad(err)
+	}
+	return nil
 }
 
 func resultType(t string) string {

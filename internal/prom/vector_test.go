@@ -4,6 +4,7 @@ import (
 	"errors"
 	"math"
 	"net/http"
+	"strings"
 	"testing"
 
 	promv1 "github.com/prometheus/client_golang/api/prometheus/v1"
@@ -49,6 +50,13 @@ func TestDecodeVector(t *testing.T) {
 			want: map[string][]float64{"n": {math.NaN()}, "p": {math.Inf(1)}, "m": {math.Inf(-1)}}},
 		{name: "empty", code: ok, body: vector(`[]`), want: map[string][]float64{}},
 		{name: "a null result", code: ok, body: vector(`null`), want: map[string][]float64{}},
+		{name: "the result ahead of its type", code: ok, body: `{"data":{"result":[{"metric":{"queue":"a"},"value":[1,"2"]}],"resultType":"vector"},"status":"success"}`,
+			want: map[string][]float64{"a": {2}}},
+		{name: "a matrix ahead of its type", code: ok, body: `{"status":"success","data":{"result":[{"metric":{"queue":"a"},"values":[[1,"2"]]}],"resultType":"matrix"}}`, badResult: true},
+		{name: "warnings first, fields unknown to us", code: ok, body: `{"warnings":["w"],"infos":["i"],"status":"success","data":{"resultType":"vector","stats":{"x":1},"result":[]}}`,
+			want: map[string][]float64{}, warnings: 1},
+		{name: "data after the answer", code: ok, body: vector(`[]`) + `{}`, errType: promv1.ErrBadResponse},
+		{name: "an answer that is not an object", code: ok, body: `[1]`, errType: promv1.ErrBadResponse},
 		{name: "a result that is not a list", code: ok, body: vector(`{"metric":{"queue":"a"},"value":[1,"1"]}`), errType: promv1.ErrBadResponse},
 		{name: "a series that is not an object", code: ok, body: vector(`[{"metric":{"queue":"a"},"value":[1,"1"]},2]`), errType: promv1.ErrBadResponse},
 		{name: "unavailable", code: ok, body: vector(`[{"metric":{"queue":"a","workerscale_unavailable":"no metrics option"},"value":[1,"0"]}]`),
@@ -81,7 +89,7 @@ func TestDecodeVector(t *testing.T) {
 			if match == "" {
 				match = rules.MatchQueue
 			}
-			idx, warnings, err := decodeVector(tt.code, []byte(tt.body), match)
+			idx, warnings, err := decodeVector(tt.code, strings.NewReader(tt.body), match)
 			if len(warnings) != tt.warnings {
 				t.Errorf("warnings %q, want %d", warnings, tt.warnings)
 			}

@@ -27,8 +27,23 @@ import (
 )
 
 // rssCheckpoints are the cycles after which BenchmarkResidentMemory reads the process's
-// memory; the last one ends the run.
-var rssCheckpoints = []int{10, 50, 100}
+// memory, the last one ending the run: 10, 50 and 100, or those WORKERSCALE_BENCH_CYCLES
+// lists (10,100,400: the active-jobs windows fill over 400 cycles at `interval: 1s`).
+func rssCheckpoints(b *testing.B) []int {
+	list := os.Getenv("WORKERSCALE_BENCH_CYCLES")
+	if list == "" {
+		return []int{10, 50, 100}
+	}
+	var cycles []int
+	for f := range strings.SplitSeq(list, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n <= 0 || (len(cycles) > 0 && n <= cycles[len(cycles)-1]) {
+			b.Fatalf("WORKERSCALE_BENCH_CYCLES=%q: want increasing cycle counts, such as 10,100,400", list)
+		}
+		cycles = append(cycles, n)
+	}
+	return cycles
+}
 
 // BenchmarkResidentMemory runs the built binary, `workerscale run --dry-run`, as its own
 // process against the real kube-apiserver and Prometheus of BenchmarkCycle, with 1,000
@@ -46,9 +61,11 @@ var rssCheckpoints = []int{10, 50, 100}
 // flags but for --dry-run and the listen addresses; its decisions go to /dev/null and its
 // log (level info, as deployed) to a file. With WORKERSCALE_BENCH_PROFILES=DIR it also
 // serves its profiles (--profiling) and leaves its heap profile, memory map and log in DIR;
-// WORKERSCALE_BENCH_ENV adds variables to its environment (GOMEMLIMIT=32MiB GOGC=50).
+// WORKERSCALE_BENCH_ENV adds variables to its environment (GOMEMLIMIT=32MiB GOGC=50), and
+// WORKERSCALE_BENCH_CYCLES other checkpoints (10,100,400).
 func BenchmarkResidentMemory(b *testing.B) {
 	const n = 1000
+	checkpoints := rssCheckpoints(b)
 	w := newBenchWorld(b, n, "1s")
 	bin := buildBinary(b)
 	dir := b.TempDir()
@@ -73,7 +90,7 @@ func BenchmarkResidentMemory(b *testing.B) {
 	for b.Loop() {
 		var err error
 		addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(b))
-		samples, err = runForCycles(b.Context(), bin, rulesFile, kubeconfig, addr, logFile, rssCheckpoints)
+		samples, err = runForCycles(b.Context(), bin, rulesFile, kubeconfig, addr, logFile, checkpoints)
 		if err != nil {
 			b.Fatal(err)
 		}

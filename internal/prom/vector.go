@@ -95,7 +95,6 @@ func decodeVector(code int, body io.Reader, match string) (*index, []string, err
 		}
 		return nil, nil, decodeError(code, b)
 	}
-	bad := func(err error) error { return &promv1.Error{Type: promv1.ErrBadResponse, Msg: err.Error()} }
 	dec := json.NewDecoder(body)
 	var a apiAnswer
 	idx := &index{byKey: map[string][]float64{}}
@@ -135,16 +134,13 @@ func decodeVector(code int, body io.Reader, match string) (*index, []string, err
 	case errors.Is(err, errBadResult) || errors.As(err, &typed):
 		return nil, a.Warnings, err
 	case err != nil:
-		return nil, nil, bad(err)
+		return nil, nil, badResponse(err)
 	case a.Status == "error":
 		return nil, a.Warnings, answeredError(a, code)
 	case a.Data.ResultType != "vector":
 		return nil, a.Warnings, fmt.Errorf("%w: the query returns a %s, not one series per workload", errBadResult, resultType(a.Data.ResultType))
 	case early != nil:
 		if err := indexSamples(json.NewDecoder(bytes.NewReader(early)), idx, match); err != nil {
-			if !errors.Is(err, errBadResult) && !errors.As(err, &typed) {
-				err = bad(err)
-			}
 			return nil, a.Warnings, err
 		}
 	}
@@ -179,6 +175,11 @@ func answeredError(a apiAnswer, code int) error {
 	return &promv1.Error{Type: a.ErrorType, Msg: a.Error}
 }
 
+// badResponse is an answer that cannot be read, typed as client_golang types it.
+func badResponse(err error) error {
+	return &promv1.Error{Type: promv1.ErrBadResponse, Msg: err.Error()}
+}
+
 // object reads a JSON object from dec, calling field for each key with dec before its
 // value, which field must read.
 func object(dec *json.Decoder, field func(key string) error) error {
@@ -203,19 +204,18 @@ func object(dec *json.Decoder, field func(key string) error) error {
 // indexSamples reads a vector's series from dec one at a time into idx, not into a slice
 // of them all first. Its errors are typed: a *promv1.Error or errBadResult.
 func indexSamples(dec *json.Decoder, idx *index, match string) error {
-	bad := func(err error) error { return &promv1.Error{Type: promv1.ErrBadResponse, Msg: err.Error()} }
 	switch tok, err := dec.Token(); {
 	case err != nil:
-		return bad(err)
+		return badResponse(err)
 	case tok == nil: // null: no series
 		return nil
 	case tok != json.Delim('['):
-		return bad(fmt.Errorf("the result is %v, not a list of series", tok))
+		return badResponse(fmt.Errorf("the result is %v, not a list of series", tok))
 	}
 	for dec.More() {
 		var sample pickedSample
 		if err := dec.Decode(&sample); err != nil {
-			return bad(err)
+			return badResponse(err)
 		}
 		if sample.Histogram != nil {
 			return fmt.Errorf("%w: a series is a native histogram, not a number (aggregate it with histogram_quantile, histogram_count or histogram_sum)", errBadResult)
@@ -226,7 +226,7 @@ func indexSamples(dec *json.Decoder, idx *index, match string) error {
 		idx.add(sample.Metric.key(match), sample.Metric.unavailable, sample.Metric.pod, sample.Value.v)
 	}
 	if _, err := dec.Token(); err != nil { // ']'
-		return bad(err)
+		return badResponse(err)
 	}
 	return nil
 }
